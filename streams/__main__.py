@@ -1,0 +1,5 @@
+"""``python -m streams`` runs the ``streams`` console script."""
+
+from streams.cli import main
+
+main()

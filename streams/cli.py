@@ -1,0 +1,211 @@
+"""The ``streams`` console script (DESIGN.md section 5). Settings come from the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import tempfile
+import sys
+from pathlib import Path
+
+import click
+
+from streams.errors import StreamsError
+from streams.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except StreamsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _run_until_signal(main: object) -> None:
+    """Run coroutine function ``main(stop_event)`` until it returns; SIGTERM/SIGINT set stop."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)  # type: ignore[operator]
+
+    asyncio.run(runner())
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except StreamsError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Cli)
+@click.version_option(package_name="xp-streams")
+def main() -> None:
+    """XP Streams: dedupe and fold XP events into totals, and keep the ledger in PostgreSQL."""
+
+
+@main.command()
+def worker() -> None:
+    """Run the Faust worker: validate, DLQ, dedupe, fold into the totals table."""
+    import faust
+
+    from streams.metrics import Metrics
+    from streams.totals.agents import build
+
+    settings = _settings()
+    metrics = Metrics()
+    metrics.serve(settings.metrics_port)
+    app, _ = build(settings, metrics)
+    faust.Worker(app, loglevel="INFO", quiet=True, console_port=0).execute_from_commandline()
+
+
+def _run_sink(kind: str) -> None:
+    from streams.ledger.writer import LedgerWriter
+    from streams.metrics import Metrics
+    from streams.sink import PostgresSink
+    from streams.totals.writer import TotalsWriter
+
+    _logging()
+    settings = _settings()
+    metrics = Metrics()
+    if kind == "ledger":
+        metrics.serve(settings.metrics_port + 1 if settings.metrics_port else 0)
+        sink = PostgresSink(settings, settings.xp_topic, settings.ledger_group,
+                            LedgerWriter(settings.max_record_bytes, metrics), metrics)
+    else:
+        metrics.serve(settings.metrics_port + 2 if settings.metrics_port else 0)
+        sink = PostgresSink(settings, settings.totals_changelog_topic, settings.totals_group,
+                            TotalsWriter(metrics), metrics)
+    _run_until_signal(sink.run)
+
+
+@main.command()
+def sink() -> None:
+    """Run the ledger sink: XP topic -> PostgreSQL xp_events (its own consumer group)."""
+    _run_sink("ledger")
+
+
+@main.command("totals-writer")
+def totals_writer() -> None:
+    """Run the totals writer: the worker's totals changelog -> PostgreSQL xp_totals."""
+    _run_sink("totals")
+
+
+@main.command()
+@click.argument("source", type=click.File("rb"))
+@click.option("--topic", help="Topic to publish to (default: XP_TOPIC).")
+def publish(source: click.utils.LazyFile, topic: str | None) -> None:
+    """Publish JSON lines (one event a line) from SOURCE, a file or - for standard input."""
+    from streams.publish import publish_lines
+
+    count = asyncio.run(publish_lines(_settings(), iter(source), topic))
+    click.echo(f"published {count} records")
+
+
+@main.command()
+@click.option("--events", default=200_000, show_default=True, type=click.IntRange(1))
+@click.option("--students", default=10_000, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--duplicates", "duplicate_ratio", default=0.05, show_default=True,
+              type=click.FloatRange(0, 0.5), help="Share of records that resend an earlier one.")
+@click.option("--conflicts", "conflict_ratio", default=0.002, show_default=True,
+              type=click.FloatRange(0, 0.1), help="Share of records reusing an id, other content.")
+@click.option("--invalid", "invalid_ratio", default=0.01, show_default=True,
+              type=click.FloatRange(0, 0.5), help="Share of invalid records.")
+@click.option("--expected", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Write the expected per-student outcome here (JSON).")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the records as JSON lines here instead of publishing them.")
+def loadgen(events: int, students: int, seed: int, duplicate_ratio: float, conflict_ratio: float,
+            invalid_ratio: float, expected: Path, output: Path | None) -> None:
+    """Generate a seeded, realistic workload; publish it (or write it) and its expected outcome."""
+    from streams.loadgen import LoadSpec, generate, publish_records
+
+    settings = _settings()
+    spec = LoadSpec(events=events, students=students, seed=seed, duplicate_ratio=duplicate_ratio,
+                    conflict_ratio=conflict_ratio, invalid_ratio=invalid_ratio,
+                    max_record_bytes=settings.max_record_bytes)
+    records, outcome = generate(spec)
+    expected.write_bytes(outcome.to_json())
+    if output is not None:
+        import orjson
+
+        with output.open("wb") as f:
+            for key, value in records:
+                f.write(orjson.dumps({"key": key.decode("utf-8", "replace") if key else None,
+                                      "value": value.decode("utf-8", "replace")}) + b"\n")
+        click.echo(f"wrote {len(records)} records to {output}")
+        return
+    seconds = asyncio.run(publish_records(settings, records))
+    click.echo(f"published {len(records)} records in {seconds:.1f} s "
+               f"({len(records) / seconds:,.0f} records/s); expected outcome in {expected}")
+
+
+@main.command("migrate")
+def migrate_cmd() -> None:
+    """Apply pending SQL migrations from sql/ (each once, checksummed)."""
+    from streams.db.migrate import migrate
+
+    applied = migrate(_settings().database_url)
+    click.echo("applied: " + ", ".join(applied) if applied else "database is up to date")
+
+
+@main.command("create-topics")
+def create_topics() -> None:
+    """Create the pipeline's topics if missing: input, DLQ, table changelogs."""
+    from streams import kafka
+
+    s = _settings()
+    asyncio.run(kafka.pipeline_topics(s))
+    click.echo(f"topics ready for {s.xp_topic} ({s.topic_partitions} partitions)")
+
+
+@main.command()
+@click.option("--events", default=200_000, show_default=True, type=click.IntRange(1000))
+@click.option("--students", default=10_000, show_default=True, type=click.IntRange(1))
+@click.option("--partitions", default=12, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--keep", is_flag=True, help="Keep the stack's directory (logs) afterwards.")
+def demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> None:
+    """Run the whole pipeline on the embedded local stack and prove its numbers."""
+    from streams.dev.demo import run_demo
+
+    _logging("WARNING")
+    sys.exit(run_demo(events=events, students=students, partitions=partitions, seed=seed,
+                      keep=keep))
+
+
+@main.group()
+def dev() -> None:
+    """Start and stop the local stack (Tansu + PostgreSQL) for development."""
+
+
+@dev.command("up")
+@click.option("--dir", "base_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(tempfile.gettempdir()) / "xp-streams-dev", show_default=True)
+def dev_up(base_dir: Path) -> None:
+    """Start the stack in the background and print the settings to export."""
+    from streams.dev.devstack import up
+
+    up(base_dir.resolve())
+
+
+@dev.command("down")
+@click.option("--dir", "base_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(tempfile.gettempdir()) / "xp-streams-dev", show_default=True)
+def dev_down(base_dir: Path) -> None:
+    """Stop the stack started by ``streams dev up``."""
+    from streams.dev.devstack import down
+
+    down(base_dir.resolve())

@@ -1,0 +1,110 @@
+"""Apply the numbered SQL migrations in ``sql/`` in order, each once, recorded with a checksum.
+
+Files are named ``V<NNN>__<description>.sql`` (DESIGN.md section 3, seed 002). Each runs in its
+own transaction together with its row in ``schema_migrations``; an advisory lock keeps two
+processes from migrating at once. A file that was applied and then changed is an error: fix
+forward with a new file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from streams.db.connect import connect, mapped_errors
+from streams.errors import MigrationError
+
+SQL_DIR = Path(__file__).resolve().parent.parent.parent / "sql"
+"""Where the migration files live."""
+
+_NAME = re.compile(r"^V(\d{3,})__([a-z0-9_]+)\.sql$")
+_LOCK_ID = 0x58505354  # "XPST": the advisory lock taken while migrating
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One migration file."""
+
+    version: int
+    """The number in its name."""
+    name: str
+    """The file name."""
+    sql: str
+    """Its text."""
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the text, hex."""
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def discover(directory: Path = SQL_DIR) -> list[Migration]:
+    """Return the migrations in ``directory`` sorted by version.
+
+    Raises:
+        MigrationError: a ``.sql`` file is misnamed or two share a version.
+    """
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        m = _NAME.match(path.name)
+        if not m:
+            raise MigrationError(f"{path.name}: not named V<NNN>__<description>.sql")
+        version = int(m.group(1))
+        if version in found:
+            raise MigrationError(f"{path.name}: version {version} also in {found[version].name}")
+        found[version] = Migration(version, path.name, path.read_text())
+    return [found[v] for v in sorted(found)]
+
+
+def migrate(url: str, directory: Path = SQL_DIR) -> list[str]:
+    """Apply every pending migration to the database at ``url``.
+
+    Returns:
+        The names of the files applied now (empty when up to date).
+
+    Raises:
+        MigrationError: an applied file changed, or a file failed (its transaction is rolled
+            back, earlier files stay applied).
+        DatabaseUnavailable: the database cannot be reached.
+    """
+    migrations = discover(directory)
+    applied_now: list[str] = []
+    with connect(url, autocommit=True) as conn, mapped_errors(url):
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        try:
+            rows = conn.execute("SELECT version, name, checksum FROM schema_migrations").fetchall()
+            applied = {v: (n, c) for v, n, c in rows}
+            for mig in migrations:
+                if mig.version in applied:
+                    name, checksum = applied[mig.version]
+                    if checksum != mig.checksum:
+                        raise MigrationError(
+                            f"{mig.name} was changed after it was applied (as {name}); "
+                            "add a new migration instead"
+                        )
+                    continue
+                try:
+                    with conn.transaction():
+                        conn.execute(mig.sql.encode())
+                        conn.execute(
+                            "INSERT INTO schema_migrations (version, name, checksum)"
+                            " VALUES (%s, %s, %s)",
+                            (mig.version, mig.name, mig.checksum),
+                        )
+                except psycopg.OperationalError:
+                    raise  # unreachable database: mapped_errors turns it into DatabaseUnavailable
+                except psycopg.Error as exc:
+                    raise MigrationError(f"{mig.name} failed: {exc}") from exc
+                applied_now.append(mig.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    return applied_now

@@ -1,0 +1,59 @@
+-- name: stage_ledger
+CREATE TEMP TABLE IF NOT EXISTS xp_events_stage
+    (LIKE xp_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+
+-- name: copy_ledger
+COPY xp_events_stage (id, student_id, kind, delta, word_set_id, homework_id, created_at,
+                      metadata, fingerprint, topic, "partition", "offset") FROM STDIN;
+
+-- name: insert_ledger
+INSERT INTO xp_events (id, student_id, kind, delta, word_set_id, homework_id, created_at,
+                       metadata, fingerprint, topic, "partition", "offset")
+SELECT id, student_id, kind, delta, word_set_id, homework_id, created_at,
+       metadata, fingerprint, topic, "partition", "offset"
+FROM xp_events_stage
+ON CONFLICT (id) DO NOTHING;
+
+-- name: stage_totals
+CREATE TEMP TABLE IF NOT EXISTS xp_totals_stage
+    (LIKE xp_totals INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+
+-- name: copy_totals
+COPY xp_totals_stage (student_id, total_xp, games_played, last_game_type, last_game_at,
+                      updated_at, version) FROM STDIN;
+
+-- name: upsert_totals
+INSERT INTO xp_totals AS t (student_id, total_xp, games_played, last_game_type, last_game_at,
+                            updated_at, version)
+SELECT student_id, total_xp, games_played, last_game_type, last_game_at, updated_at, version
+FROM xp_totals_stage
+ON CONFLICT (student_id) DO UPDATE
+SET total_xp = EXCLUDED.total_xp,
+    games_played = EXCLUDED.games_played,
+    last_game_type = EXCLUDED.last_game_type,
+    last_game_at = EXCLUDED.last_game_at,
+    updated_at = EXCLUDED.updated_at,
+    version = EXCLUDED.version
+WHERE t.version < EXCLUDED.version;
+
+-- name: store_offsets
+INSERT INTO consumer_offsets (consumer_group, topic, "partition", next_offset)
+SELECT %(group)s, %(topic)s, p, o FROM unnest(%(partitions)s::int[], %(offsets)s::bigint[]) AS x(p, o)
+ON CONFLICT (consumer_group, topic, "partition") DO UPDATE
+SET next_offset = GREATEST(consumer_offsets.next_offset, EXCLUDED.next_offset),
+    updated_at = now();
+
+-- name: load_offsets
+SELECT "partition", next_offset FROM consumer_offsets
+WHERE consumer_group = %(group)s AND topic = %(topic)s;
+
+-- name: ledger_position
+SELECT "partition", "offset", fingerprint FROM xp_events WHERE id = %(id)s;
+
+-- name: mismatched_students
+SELECT coalesce(t.student_id, l.student_id) AS student_id,
+       t.total_xp AS totals_xp, l.ledger_xp, t.version AS totals_events, l.ledger_events
+FROM xp_totals t
+FULL OUTER JOIN (SELECT student_id, sum(delta) AS ledger_xp, count(*) AS ledger_events
+                 FROM xp_events GROUP BY student_id) l USING (student_id)
+WHERE t.total_xp IS DISTINCT FROM l.ledger_xp OR t.version IS DISTINCT FROM l.ledger_events;

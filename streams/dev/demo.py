@@ -1,0 +1,107 @@
+"""``streams demo``: the main job on the embedded local stack, with its numbers proven.
+
+Starts Tansu and PostgreSQL, migrates, creates the topics, starts the worker, the totals writer
+and the ledger sink as separate processes, publishes a loadgen workload, waits until every
+consumer group has lag 0, and prints a summary; exits 1 on any mismatch (issue 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from streams.audit.outcome import read_outcome
+from streams.dev.procs import free_port
+from streams.dev.stack import LocalStack, PipelineProcess, default_base_dir
+from streams.kafka import wait_caught_up
+from streams.loadgen import LoadSpec, generate, publish_records
+from streams.settings import Settings
+
+
+def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> int:
+    """Run the demo; return the process exit status (0 = every check passed)."""
+    console = Console()
+    base = default_base_dir()
+    stack = LocalStack(base, settings=Settings(topic_partitions=partitions,
+                                               metrics_port=free_port()))
+    procs: list[PipelineProcess] = []
+    try:
+        console.print(f"[bold]XP Streams demo[/] in {base}")
+        console.print("starting Tansu and PostgreSQL 15, applying migrations ...")
+        settings = stack.start()
+        stack.create_topics()
+        for command in ("worker", "totals-writer", "sink"):
+            proc = PipelineProcess(command, settings, base / f"{command}.log")
+            proc.start()
+            procs.append(proc)
+        console.print(f"started worker, totals-writer, sink (logs in {base})")
+
+        console.print(f"generating {events:,} records for {students:,} students (seed {seed}) ...")
+        records, expected = generate(LoadSpec(events=events, students=students, seed=seed,
+                                              max_record_bytes=settings.max_record_bytes))
+        started = time.monotonic()
+        publish_s = asyncio.run(publish_records(
+            settings, records,
+            progress=lambda n: console.print(f"  published {n:,}/{len(records):,}"),
+        ))
+
+        def progress(lags: dict[str, int]) -> None:
+            dead = [p.command for p in procs if not p.alive()]
+            if dead:
+                raise RuntimeError(f"{', '.join(dead)} exited; see the logs in {base}")
+            shown = ", ".join(f"{g}={'-' if v < 0 else f'{v:,}'}" for g, v in lags.items())
+            console.print(f"  waiting for lag 0: {shown}")
+
+        caught_up = asyncio.run(wait_caught_up(settings, [
+            (settings.worker_group, settings.xp_topic),
+            (settings.ledger_group, settings.xp_topic),
+            (settings.totals_group, settings.totals_changelog_topic),
+        ], timeout_s=900, on_progress=progress, interval_s=2.0))
+        since_start = {g: s + publish_s for g, s in caught_up.items()}
+        outcome = read_outcome(settings, expected)
+        problems = outcome.problems(expected)
+
+        table = Table(title="XP Streams demo summary")
+        table.add_column("what")
+        table.add_column("pipeline", justify="right")
+        table.add_column("expected", justify="right")
+        table.add_row("records published", f"{len(records):,}", f"{expected.records:,}")
+        table.add_row("valid events (ledger rows)", f"{outcome.ledger_rows:,}",
+                      f"{expected.valid_unique:,}")
+        table.add_row("duplicates + conflicts dropped",
+                      f"{len(records) - outcome.ledger_rows - sum(outcome.dlq.values()):,}",
+                      f"{expected.duplicates + expected.conflicts:,}")
+        for reason in sorted(set(expected.invalid) | set(outcome.dlq)):
+            table.add_row(f"DLQ: {reason}", f"{outcome.dlq.get(reason, 0):,}",
+                          f"{expected.invalid.get(reason, 0):,}")
+        table.add_row("students (xp_totals rows)", f"{outcome.totals_rows:,}",
+                      f"{len(expected.students):,}")
+        table.add_row("students: xp_totals != SUM(ledger delta)",
+                      f"{len(outcome.ledger_vs_totals):,}", "0")
+        table.add_row("students: totals != loadgen expectation",
+                      f"{len(outcome.expected_vs_totals):,}", "0")
+        table.add_row("publish rate (records/s)", f"{len(records) / publish_s:,.0f}", "")
+        for label, group in (("worker", settings.worker_group), ("ledger sink", settings.ledger_group),
+                             ("totals writer", settings.totals_group)):
+            table.add_row(f"{label}: records/s, publish start to lag 0",
+                          f"{len(records) / since_start[group]:,.0f}", "")
+        console.print(table)
+        console.print(f"wall time from first publish to all lag 0: "
+                      f"{time.monotonic() - started:.1f} s")
+        if problems:
+            for p in problems:
+                console.print(f"[red]MISMATCH[/] {p}")
+            return 1
+        console.print("[green]all checks passed[/]: ledger exact, totals = SUM(ledger), "
+                      "totals = expected, DLQ = expected")
+        return 0
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping everything")
+        return 130
+    finally:
+        for proc in procs:
+            proc.stop()
+        stack.stop(remove=not keep)

@@ -1,0 +1,49 @@
+"""``streams dev up`` / ``streams dev down``: the local stack as background servers."""
+
+from __future__ import annotations
+
+
+from pathlib import Path
+
+import click
+import orjson
+
+from streams.dev.postgres import PostgresCluster
+from streams.dev.procs import stop_pid
+from streams.dev.stack import LocalStack, settings_env
+
+
+def up(base_dir: Path) -> None:
+    """Start Tansu and PostgreSQL under ``base_dir`` and leave them running.
+
+    Raises:
+        click.ClickException: a stack already runs there.
+    """
+    state = base_dir / "stack.json"
+    if state.exists():
+        raise click.ClickException(f"a stack is already up in {base_dir}: streams dev down first")
+    stack = LocalStack(base_dir)
+    settings = stack.start(detach=True)
+    stack.create_topics()
+    assert stack.broker is not None and stack.broker.proc is not None
+    assert stack.postgres is not None
+    state.write_bytes(orjson.dumps({
+        "tansu_pid": stack.broker.proc.pid, "postgres_dir": str(stack.postgres.base_dir),
+        "postgres_port": stack.postgres.port,
+    }))
+    click.echo(f"stack up in {base_dir}. Export these to use it:")
+    for name, value in settings_env(settings).items():
+        if name in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "XP_DATA_DIR"}:
+            click.echo(f"export {name}={value}")
+
+
+def down(base_dir: Path) -> None:
+    """Stop the stack started by :func:`up` in ``base_dir`` and remove its files."""
+    state = base_dir / "stack.json"
+    if not state.exists():
+        raise click.ClickException(f"no stack is up in {base_dir}")
+    info = orjson.loads(state.read_bytes())
+    stop_pid(info["tansu_pid"])
+    PostgresCluster(Path(info["postgres_dir"]), info["postgres_port"]).stop()
+    LocalStack(base_dir).stop(remove=True)
+    click.echo(f"stack in {base_dir} stopped")

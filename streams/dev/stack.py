@@ -1,0 +1,131 @@
+"""The local stack: Tansu + PostgreSQL + migrations + topics, and the pipeline's processes.
+
+Used by ``streams dev up``/``down``, ``streams demo`` and the integration tests. Nothing here
+runs in production: there the broker and database come from settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streams import kafka
+from streams.db.migrate import migrate
+from streams.dev.broker import TansuBroker
+from streams.dev.postgres import PostgresCluster
+from streams.dev.procs import stop_process
+from streams.settings import Settings
+
+DATABASE = "xp_streams"
+
+
+def default_base_dir() -> Path:
+    """A fresh directory under the system temp dir (reachable by the ``postgres`` user)."""
+    path = Path(tempfile.mkdtemp(prefix="xp-streams-"))
+    path.chmod(0o755)
+    return path
+
+
+@dataclass
+class LocalStack:
+    """A running broker and PostgreSQL cluster with the schema applied."""
+
+    base_dir: Path
+    broker: TansuBroker | None = None
+    postgres: PostgresCluster | None = None
+    settings: Settings = field(default_factory=Settings)
+
+    def start(self, detach: bool = False) -> Settings:
+        """Start both servers, create the database, migrate, and return matching settings."""
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.broker = TansuBroker(self.base_dir / "tansu.log")
+        self.broker.start(detach=detach)
+        self.postgres = PostgresCluster(self.base_dir / "pg")
+        self.postgres.init()
+        self.postgres.start()
+        url = self.postgres.create_database(DATABASE)
+        migrate(url)
+        self.settings = self.settings.with_(
+            kafka_bootstrap_servers=self.broker.bootstrap_servers,
+            database_url=url,
+            data_dir=str(self.base_dir / "worker"),
+        )
+        return self.settings
+
+    def create_topics(self, settings: Settings | None = None) -> None:
+        """Create the pipeline's topics (:func:`streams.kafka.pipeline_topics`)."""
+        asyncio.run(kafka.pipeline_topics(settings or self.settings))
+
+    def stop(self, remove: bool = True) -> None:
+        """Stop both servers; remove the base directory unless ``remove`` is False."""
+        if self.broker is not None:
+            self.broker.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+        if remove:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that reproduce ``settings`` in a child process."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "DATABASE_URL": settings.database_url,
+        "XP_TOPIC": settings.xp_topic,
+        "XP_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "XP_WORKER_GROUP": settings.worker_group,
+        "XP_LEDGER_GROUP": settings.ledger_group,
+        "XP_TOTALS_GROUP": settings.totals_group,
+        "XP_SINK_BATCH_RECORDS": str(settings.sink_batch_records),
+        "XP_SINK_BATCH_SECONDS": str(settings.sink_batch_seconds),
+        "XP_DB_RETRY_MAX_SECONDS": str(settings.db_retry_max_seconds),
+        "XP_DEDUPE_HORIZON_SECONDS": str(settings.dedupe_horizon_seconds),
+        "XP_DEDUPE_EXPIRE_INTERVAL_SECONDS": str(settings.dedupe_expire_interval_seconds),
+        "XP_MAX_RECORD_BYTES": str(settings.max_record_bytes),
+        "XP_METRICS_PORT": str(settings.metrics_port),
+        "XP_DATA_DIR": settings.data_dir,
+        "XP_TABLE_STORE": settings.table_store,
+        "XP_COMMIT_INTERVAL": str(settings.commit_interval),
+    }
+
+
+class PipelineProcess:
+    """One pipeline process (``streams worker|sink|totals-writer``) run as a child."""
+
+    def __init__(self, command: str, settings: Settings, log_path: Path) -> None:
+        self.command = command
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it with the environment of :attr:`settings`; output goes to :attr:`log_path`."""
+        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams", self.command], env=env, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+
+    def kill(self) -> None:
+        """kill -9, no goodbye (crash tests)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM and wait for a graceful exit (then SIGKILL). Returns the exit code."""
+        if self.proc is None:
+            return None
+        return stop_process(self.proc, timeout_s)
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc is not None and self.proc.poll() is None

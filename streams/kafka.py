@@ -1,0 +1,209 @@
+"""Kafka clients built from settings, topic creation, and watermark / committed-offset reads.
+
+Every aiokafka client of the project is made here so TLS/SASL settings apply everywhere. The
+same code runs against Tansu, Apache Kafka, Redpanda or MSK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import TopicPartition
+
+from streams import topics
+from streams.settings import Settings
+
+
+def producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
+    """An unstarted producer: acks=all, orjson bytes in and out, linger from settings.
+
+    The idempotent producer stays off: Tansu does not support it (DESIGN.md section 6);
+    duplicates from producer retries are dropped by event id downstream.
+    """
+    kwargs: dict[str, object] = {
+        **settings.kafka_client_kwargs(),
+        "acks": "all",
+        "linger_ms": settings.producer_linger_ms,
+        "enable_idempotence": False,
+        "max_batch_size": 256 * 1024,
+        "request_timeout_ms": 30_000,
+    }
+    kwargs.update(overrides)
+    return AIOKafkaProducer(**kwargs)
+
+
+def consumer(settings: Settings, group_id: str | None, **overrides: object) -> AIOKafkaConsumer:
+    """An unstarted consumer with manual commits, reading from the earliest offset."""
+    kwargs: dict[str, object] = {
+        **settings.kafka_client_kwargs(),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": int(settings.broker_session_timeout * 1000),
+        "heartbeat_interval_ms": max(100, int(settings.broker_session_timeout * 1000 / 5)),
+        "rebalance_timeout_ms": int(settings.broker_rebalance_timeout * 1000),
+        "max_poll_interval_ms": 600_000,
+        "fetch_max_bytes": 16 * 1024 * 1024,
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+    }
+    kwargs.update(overrides)
+    return AIOKafkaConsumer(**kwargs)
+
+
+async def ensure_topics(
+    settings: Settings, names: Iterable[str], partitions: int,
+    configs: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """Create the topics ``names`` with ``partitions`` partitions when they do not exist.
+
+    Args:
+        configs: per-topic configs, e.g. ``{"x-changelog": {"cleanup.policy": "compact"}}``.
+    """
+    admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            try:
+                await admin.create_topics([
+                    NewTopic(n, num_partitions=partitions, replication_factor=1,
+                             topic_configs=(configs or {}).get(n, {}))
+                    for n in missing
+                ])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+async def pipeline_topics(settings: Settings) -> None:
+    """Create every topic of the pipeline, all with ``topic_partitions`` partitions.
+
+    The input topic, its DLQ, and the worker's table changelogs (compacted). Creating the
+    changelogs here, not on first use, keeps a consumer that reads one before the worker
+    writes it from having the broker auto-create it with the wrong partition count.
+    """
+    changelogs = [topics.changelog_topic(settings.worker_group, t)
+                  for t in (topics.TOTALS_TABLE, topics.DEDUPE_TABLE)]
+    await ensure_topics(
+        settings, [settings.xp_topic, settings.dlq_topic, *changelogs], settings.topic_partitions,
+        {c: {"cleanup.policy": "compact"} for c in changelogs},
+    )
+
+
+async def topic_exists(settings: Settings, topic: str) -> bool:
+    """True when ``topic`` exists (asked through the admin API, which never auto-creates)."""
+    admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
+    await admin.start()
+    try:
+        return topic in set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def partitions_for(client: AIOKafkaConsumer, topic: str, timeout_s: float = 10.0) -> list[int]:
+    """Return the partition numbers of ``topic`` (waiting up to ``timeout_s`` for metadata)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        parts = client.partitions_for_topic(topic)
+        if parts:
+            return sorted(parts)
+        if asyncio.get_running_loop().time() > deadline:
+            raise LookupError(f"topic {topic!r} does not exist")
+        await client._client.force_metadata_update()  # noqa: SLF001 - public API has no refresh
+        await asyncio.sleep(0.1)
+
+
+async def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
+    """Return the high watermark (offset after the last record) of each partition of ``topic``.
+
+    ListOffsets(latest) is read first; then one fetch from there corrects it, because Tansu
+    answers the base offset of the last record batch instead of the end. On brokers that answer
+    correctly the fetch finds nothing past it and changes nothing.
+    """
+    client = consumer(settings, None)
+    await client.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in await partitions_for(client, topic)]
+        ends: dict[TopicPartition, int] = await client.end_offsets(tps)
+        client.assign(tps)
+        for tp in tps:
+            client.seek(tp, ends[tp])
+        result = {tp.partition: ends[tp] for tp in tps}
+        pending = set(tps)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        while pending and loop.time() < deadline:
+            batch = await client.getmany(*pending, timeout_ms=200)
+            for tp in list(pending):
+                hw = client.highwater(tp)
+                if hw is not None:
+                    result[tp.partition] = max(result[tp.partition], hw)
+                    pending.discard(tp)
+            for tp, records in batch.items():
+                if records:
+                    result[tp.partition] = max(result[tp.partition], records[-1].offset + 1)
+        return result
+    finally:
+        await client.stop()
+
+
+async def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int | None]:
+    """Return the committed offset of ``group`` on each partition of ``topic`` (None: none yet).
+
+    Read from the broker's group coordinator without joining the group, so it is right while the
+    group rebalances or its consumers are down.
+    """
+    client = consumer(settings, group)
+    await client.start()
+    try:
+        result: dict[int, int | None] = {}
+        for p in await partitions_for(client, topic):
+            result[p] = await client.committed(TopicPartition(topic, p))
+        return result
+    finally:
+        await client.stop()
+
+
+async def consumer_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """Return the lag in records (high watermark minus committed offset) per partition."""
+    ends = await high_watermarks(settings, topic)
+    committed = await committed_offsets(settings, group, topic)
+    return {p: max(0, end - (committed.get(p) or 0)) for p, end in ends.items()}
+
+
+async def wait_caught_up(
+    settings: Settings, group_topics: list[tuple[str, str]], timeout_s: float,
+    on_progress: Callable[[dict[str, int]], None] | None = None, interval_s: float = 1.0,
+) -> dict[str, float]:
+    """Poll until every (group, topic) has total lag 0, or raise ``TimeoutError``.
+
+    Returns:
+        Seconds from the call to the moment each group was first seen at lag 0, by group.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    done: dict[str, float] = {}
+    while True:
+        lags = {}
+        for group, topic in group_topics:
+            if group in done:
+                continue
+            if not await topic_exists(settings, topic):
+                lags[group] = -1  # not there yet (e.g. a changelog before the first write)
+            else:
+                lags[group] = sum((await consumer_lag(settings, group, topic)).values())
+            if lags[group] == 0:
+                done[group] = loop.time() - started
+        if on_progress is not None:
+            on_progress(lags)
+        if len(done) == len(group_topics):
+            return done
+        if loop.time() - started > timeout_s:
+            raise TimeoutError(f"consumer lag not 0 after {timeout_s} s: {lags}")
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,78 @@
+"""Ledger writer: validated XP events -> ``xp_events``, exactly once per event id.
+
+A batch is COPYed into a temporary staging table and moved with
+``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING`` in the sink's transaction, so a
+re-delivered batch or a duplicate event is an idempotent hit, never a second row. Invalid
+records are skipped here: the worker alone writes the DLQ (issue 2).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import psycopg
+from aiokafka.structs import ConsumerRecord
+
+from streams.db.queries import query
+from streams.errors import InvalidEvent
+from streams.events import decode_xp
+from streams.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+LedgerRow = tuple[object, ...]
+
+
+class LedgerWriter:
+    """Collects ledger rows for one batch (a :class:`streams.sink.BatchWriter`)."""
+
+    name = "ledger"
+
+    def __init__(self, max_record_bytes: int, metrics: Metrics) -> None:
+        self.max_record_bytes = max_record_bytes
+        self.metrics = metrics
+        self._rows: dict[str, LedgerRow] = {}  # event id -> row; the first in the batch wins
+        self._added = 0
+
+    def add(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Validate ``record`` and keep its ledger row; invalid records are counted, skipped."""
+        self._added += 1
+        try:
+            ev = decode_xp(record.key, record.value, self.max_record_bytes)
+        except InvalidEvent as exc:
+            self.metrics.records.labels("ledger", "invalid").inc()
+            log.debug("skipping invalid record %s/%s: %s", record.partition, record.offset, exc)
+            return
+        self.metrics.records.labels("ledger", "valid").inc()
+        if ev.id in self._rows:
+            return
+        self._rows[ev.id] = (
+            ev.id, ev.student_id, ev.kind, ev.delta, ev.word_set_id, ev.homework_id,
+            ev.created_at, None if ev.metadata is None else orjson.dumps(ev.metadata).decode(),
+            ev.fingerprint, record.topic, record.partition, record.offset,
+        )
+
+    def pending(self) -> int:
+        """Records added since the last flush (valid or not)."""
+        return self._added
+
+    async def flush(self, conn: psycopg.AsyncConnection) -> None:
+        """COPY the rows to staging and insert the new ones, in ``conn``'s transaction."""
+        rows = list(self._rows.values())
+        if rows:
+            async with conn.cursor() as cur:
+                await cur.execute(query("stage_ledger"))
+                async with cur.copy(query("copy_ledger")) as copy:
+                    for row in rows:
+                        await copy.write_row(row)
+                await cur.execute(query("insert_ledger"))
+                inserted = max(cur.rowcount, 0)
+            self.metrics.sink_rows.labels("ledger", "inserted").inc(inserted)
+            self.metrics.sink_rows.labels("ledger", "present").inc(len(rows) - inserted)
+        self.discard()
+
+    def discard(self) -> None:
+        """Forget the batch."""
+        self._rows.clear()
+        self._added = 0

@@ -1,0 +1,223 @@
+"""Load generator: a deterministic, realistic XP workload and its expected outcome.
+
+Given a seed, :func:`generate` always builds the same records (DESIGN.md guarantees 1-3, 5 are
+checked against its :class:`Expected`):
+- students with skewed activity (Zipf weights: a few very active, a long tail);
+- several game kinds, in bursts of one student's events, created_at out of order within a
+  student now and then, with mixed UTC offsets;
+- duplicates (the same record resent), some soon after the original, some much later;
+- conflicts (same id, other content: the first one wins);
+- invalid records of every DLQ reason: bad JSON, schema violations, negative delta outside
+  ``adjustment``, key not matching the student, oversized.
+
+The expected outcome is computed by a model independent of the pipeline code: per student the
+sum of original deltas, the count of original game events, and the kind of the game event with
+the latest created_at (ties: the later record).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streams.events import NON_GAME_KINDS
+from streams.settings import Settings
+
+KINDS: tuple[tuple[str, float, int, int], ...] = (
+    ("typing", 0.35, 5, 20),
+    ("choice", 0.25, 1, 10),
+    ("quiz", 0.18, 10, 50),
+    ("memory", 0.10, 5, 25),
+    ("daily_login", 0.08, 5, 5),
+    ("adjustment", 0.04, -20, 20),
+)
+"""(kind, share, min delta, max delta) of generated events."""
+
+INVALID_REASONS = ("bad_json", "schema", "negative_delta", "key_mismatch", "oversized")
+"""The DLQ reasons the generator produces, in rotation."""
+
+OFFSETS = (timezone.utc, timezone(timedelta(hours=1)), timezone(timedelta(hours=-5)))
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """What to generate. Ratios are shares of ``events``."""
+
+    events: int = 200_000
+    """Records in all (originals + duplicates + conflicts + invalid)."""
+    students: int = 10_000
+    """Distinct students."""
+    seed: int = 1
+    """Random seed: the same spec gives the same records."""
+    duplicate_ratio: float = 0.05
+    """Share of records that resend an earlier record unchanged."""
+    conflict_ratio: float = 0.002
+    """Share of records that reuse an earlier id with other content."""
+    invalid_ratio: float = 0.01
+    """Share of records that are invalid (rotating through :data:`INVALID_REASONS`)."""
+    max_record_bytes: int = 64 * 1024
+    """The pipeline's record size limit; oversized records exceed it."""
+
+
+@dataclass
+class Expected:
+    """The outcome the pipeline must produce for a workload."""
+
+    records: int = 0
+    """Records published."""
+    valid_unique: int = 0
+    """Distinct valid event ids (= ledger rows)."""
+    duplicates: int = 0
+    """Records dropped as duplicates."""
+    conflicts: int = 0
+    """Records dropped as conflicts."""
+    invalid: dict[str, int] = field(default_factory=dict)
+    """DLQ records by reason."""
+    students: dict[str, list[Any]] = field(default_factory=dict)
+    """student_id -> [total_xp, games_played, last_game_type]."""
+
+    def to_json(self) -> bytes:
+        """Serialise (for ``--expected FILE``)."""
+        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def from_file(cls, path: Path) -> Expected:
+        """Read a file written by :meth:`to_json`."""
+        return cls(**orjson.loads(path.read_bytes()))
+
+
+Record = tuple[bytes | None, bytes]
+"""(key, value) of one Kafka record."""
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def generate(spec: LoadSpec) -> tuple[list[Record], Expected]:
+    """Build the records of ``spec`` in publish order, and their expected outcome."""
+    rng = random.Random(spec.seed)
+    students = [_uuid(rng) for _ in range(spec.students)]
+    cum_weights = list(itertools.accumulate(1.0 / (i + 1) ** 1.1 for i in range(spec.students)))
+    n_invalid = round(spec.events * spec.invalid_ratio)
+    n_dup = round(spec.events * spec.duplicate_ratio)
+    n_conflict = round(spec.events * spec.conflict_ratio)
+    n_orig = max(1, spec.events - n_invalid - n_dup - n_conflict)
+    kinds = [k[0] for k in KINDS]
+    kind_weights = [k[1] for k in KINDS]
+    ranges = {k[0]: (k[2], k[3]) for k in KINDS}
+    clock = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
+
+    originals: list[dict[str, Any]] = []
+    while len(originals) < n_orig:
+        student = rng.choices(students, cum_weights=cum_weights)[0]
+        for _ in range(min(rng.randint(1, 8), n_orig - len(originals))):  # a burst
+            kind = rng.choices(kinds, kind_weights)[0]
+            lo, hi = ranges[kind]
+            clock += timedelta(microseconds=rng.randint(1, 400_000))
+            at = clock - timedelta(seconds=rng.randint(1, 600)) if rng.random() < 0.1 else clock
+            event: dict[str, Any] = {
+                "id": _uuid(rng), "student_id": student, "kind": kind,
+                "delta": rng.randint(lo, hi),
+                "created_at": at.astimezone(rng.choice(OFFSETS)).isoformat(timespec="microseconds"),
+            }
+            if rng.random() < 0.5:
+                event["word_set_id"] = _uuid(rng)
+            if rng.random() < 0.2:
+                event["homework_id"] = _uuid(rng)
+            if rng.random() < 0.3:
+                event["metadata"] = {"score": rng.randint(0, 100), "level": rng.randint(1, 9)}
+            originals.append(event)
+
+    placed: list[tuple[float, int, Record]] = []
+    for pos, event in enumerate(originals):
+        placed.append((float(pos), 0, (event["student_id"].encode(), orjson.dumps(event))))
+
+    def later(pos: int) -> float:
+        if rng.random() < 0.7:  # soon after: within about a thousand records
+            return pos + rng.uniform(0.5, 1000.0)
+        return rng.uniform(pos + 0.5, n_orig + 0.5)  # much later, up to the very end
+
+    for _ in range(n_dup):
+        pos = rng.randrange(n_orig)
+        placed.append((later(pos), 1, placed[pos][2]))
+    for _ in range(n_conflict):
+        pos = rng.randrange(n_orig)
+        twin = dict(originals[pos], delta=originals[pos]["delta"] + 1, kind="quiz")
+        placed.append((later(pos), 1, (twin["student_id"].encode(), orjson.dumps(twin))))
+
+    expected = Expected(records=0, valid_unique=n_orig, duplicates=n_dup, conflicts=n_conflict)
+    for i in range(n_invalid):
+        reason = INVALID_REASONS[i % len(INVALID_REASONS)]
+        base = dict(rng.choice(originals), id=_uuid(rng))
+        key: bytes | None = base["student_id"].encode()
+        if reason == "bad_json":
+            value = orjson.dumps(base)[: rng.randint(1, 40)]
+        elif reason == "schema":
+            base.pop("kind") if rng.random() < 0.5 else base.update(delta="ten")
+            value = orjson.dumps(base)
+        elif reason == "negative_delta":
+            value = orjson.dumps(dict(base, kind="quiz", delta=-rng.randint(1, 50)))
+        elif reason == "key_mismatch":
+            key = rng.choice(students).encode()
+            if key == base["student_id"].encode():
+                key = b"not-a-student"
+            value = orjson.dumps(base)
+        else:  # oversized
+            value = orjson.dumps(dict(base, metadata={"blob": "x" * (spec.max_record_bytes + 1)}))
+        expected.invalid[reason] = expected.invalid.get(reason, 0) + 1
+        placed.append((rng.uniform(0, n_orig), 2, (key, value)))
+
+    placed.sort(key=lambda p: (p[0], p[1]))
+    records = [p[2] for p in placed]
+    expected.records = len(records)
+
+    latest: dict[str, tuple[str, datetime]] = {}
+    for event in originals:  # originals are in publish order; duplicates never win
+        sid = event["student_id"]
+        row = expected.students.setdefault(sid, [0, 0, None])
+        row[0] += event["delta"]
+        if event["kind"] not in NON_GAME_KINDS:
+            row[1] += 1
+            at = datetime.fromisoformat(event["created_at"])
+            if sid not in latest or at >= latest[sid][1]:
+                latest[sid] = (event["kind"], at)
+                row[2] = event["kind"]
+    return records, expected
+
+
+async def publish_records(settings: Settings, records: list[Record], topic: str | None = None,
+                          progress: Callable[[int], None] | None = None) -> float:
+    """Publish ``records`` in order to ``topic`` (default the XP topic) and wait for every ack.
+
+    Returns:
+        Seconds from the first send to the last acknowledgement.
+
+    Raises:
+        PublishError: a record was not acknowledged.
+    """
+    from streams.publish import Publisher, wait_acks
+
+    started = time.monotonic()
+    async with Publisher(settings, topic) as pub:
+        futures = []
+        for i, (key, value) in enumerate(records, 1):
+            futures.append(await pub.send_raw(key, value))
+            if len(futures) >= 20_000:
+                await wait_acks(futures, pub.topic)
+                futures = []
+                if progress is not None:
+                    progress(i)
+        await wait_acks(futures, pub.topic)
+    if progress is not None:
+        progress(len(records))
+    return time.monotonic() - started

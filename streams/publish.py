@@ -1,0 +1,109 @@
+"""The game-server publisher: an async API over aiokafka, and ``streams publish`` for JSON lines.
+
+Records are keyed by ``student_id`` (``profile_id`` for action events) so that one student's
+events stay in one partition, in order (DESIGN.md guarantee 7). The producer batches
+(``linger_ms``) and waits for acks from all in-sync replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+from aiokafka.errors import KafkaError
+
+from streams import kafka
+from streams.errors import PublishError
+from streams.settings import Settings
+
+KEY_FIELDS = {"xp": "student_id", "action": "profile_id"}
+"""Which field of each event type is the record key."""
+
+
+class Publisher:
+    """Publishes events to one topic. Use as ``async with Publisher(settings) as pub``."""
+
+    def __init__(self, settings: Settings, topic: str | None = None, kind: str = "xp") -> None:
+        self.settings = settings
+        self.topic = topic or settings.xp_topic
+        self.key_field = KEY_FIELDS[kind]
+        self._producer = kafka.producer(settings)
+
+    async def __aenter__(self) -> Publisher:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._producer.stop()
+
+    async def send_raw(self, key: bytes | None, value: bytes) -> asyncio.Future[Any]:
+        """Queue one record; return a future that resolves when the broker acknowledges it."""
+        try:
+            return await self._producer.send(self.topic, key=key, value=value)
+        except KafkaError as exc:
+            raise PublishError(f"could not queue a record for {self.topic}: {exc}") from exc
+
+    async def publish(self, event: Mapping[str, Any]) -> None:
+        """Publish one event and wait for the acknowledgement.
+
+        Raises:
+            PublishError: missing key field, or the broker did not acknowledge.
+        """
+        await self.publish_many([event])
+
+    async def publish_many(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """Publish events in batches and wait until every one is acknowledged.
+
+        Returns:
+            The number of records acknowledged.
+
+        Raises:
+            PublishError: an event lacks its key field, or a record was not acknowledged
+                (the others may have been: resend all, the pipeline drops duplicates by id).
+        """
+        futures = []
+        for event in events:
+            key = event.get(self.key_field)
+            if not isinstance(key, str):
+                raise PublishError(f"event {event.get('id')!r} has no {self.key_field}")
+            futures.append(await self.send_raw(key.encode(), orjson.dumps(event)))
+        return await wait_acks(futures, self.topic)
+
+
+async def wait_acks(futures: list[asyncio.Future[Any]], topic: str) -> int:
+    """Wait for every send future; raise :class:`PublishError` if any failed."""
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        raise PublishError(
+            f"{len(failed)} of {len(futures)} records to {topic} not acknowledged: {failed[0]}"
+        )
+    return len(results)
+
+
+async def publish_lines(settings: Settings, lines: Iterable[bytes], topic: str | None = None) -> int:
+    """Publish JSON lines (one event object a line); blank lines are skipped.
+
+    Raises:
+        PublishError: a line is not a JSON object with a key field, or was not acknowledged.
+    """
+    count = 0
+    async with Publisher(settings, topic) as pub:
+        futures = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise PublishError(f"line {number}: not JSON: {exc}") from None
+            if not isinstance(event, dict) or not isinstance(event.get(pub.key_field), str):
+                raise PublishError(f"line {number}: not an event object with {pub.key_field}")
+            futures.append(await pub.send_raw(event[pub.key_field].encode(), line.strip()))
+            if len(futures) >= 10_000:
+                count += await wait_acks(futures, pub.topic)
+                futures = []
+        count += await wait_acks(futures, pub.topic)
+    return count

@@ -1,0 +1,204 @@
+"""Settings: one frozen object, the only reader of the environment (DESIGN.md section 5).
+
+Every setting has an environment variable and a default that runs the local stack; README.md
+lists them. Durations are in seconds unless the name ends in ``_ms``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from streams import topics
+from streams.errors import ConfigError
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} is below its minimum {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} is below its minimum {minimum}")
+    return value
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (safe for logs and errors)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All configuration of every XP Streams process.
+
+    Read once with :meth:`from_env`; tests build one directly or with :meth:`with_`.
+    """
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    """KAFKA_BOOTSTRAP_SERVERS: comma-separated host:port list of the Kafka-protocol brokers."""
+    kafka_security_protocol: str = "PLAINTEXT"
+    """KAFKA_SECURITY_PROTOCOL: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    kafka_sasl_mechanism: str | None = None
+    """KAFKA_SASL_MECHANISM: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL protocol)."""
+    kafka_sasl_username: str | None = None
+    """KAFKA_SASL_USERNAME."""
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    """KAFKA_SASL_PASSWORD (never logged)."""
+    kafka_ssl_cafile: str | None = None
+    """KAFKA_SSL_CAFILE: CA bundle (PEM) that signed the brokers' certificates."""
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/xp_streams"
+    """DATABASE_URL: libpq URL of the PostgreSQL database holding the ledger and totals."""
+    xp_topic: str = topics.XP_EVENTS
+    """XP_TOPIC: input topic of XP events (its DLQ is ``<topic>.dlq``)."""
+    topic_partitions: int = 12
+    """XP_TOPIC_PARTITIONS: partitions of the input topic when this project creates it."""
+    worker_group: str = topics.WORKER_GROUP
+    """XP_WORKER_GROUP: consumer group and Faust app id of the dedupe/fold worker."""
+    ledger_group: str = topics.LEDGER_GROUP
+    """XP_LEDGER_GROUP: consumer group of the ledger sink."""
+    totals_group: str = topics.TOTALS_WRITER_GROUP
+    """XP_TOTALS_GROUP: consumer group of the totals writer."""
+    sink_batch_records: int = 5000
+    """XP_SINK_BATCH_RECORDS: a sink batch is written once it holds this many records."""
+    sink_batch_bytes: int = 8 * 1024 * 1024
+    """XP_SINK_BATCH_BYTES: ... or this many bytes of record values."""
+    sink_batch_seconds: float = 0.5
+    """XP_SINK_BATCH_SECONDS: ... or when its oldest record has waited this long (seconds)."""
+    db_retry_max_seconds: float = 30.0
+    """XP_DB_RETRY_MAX_SECONDS: ceiling of the exponential backoff between database retries."""
+    dedupe_horizon_seconds: float = 7 * 24 * 3600.0
+    """XP_DEDUPE_HORIZON_SECONDS: how long an event id stays in the worker's dedupe table.
+
+    An id older than this is checked against the ledger instead (DESIGN.md guarantee 8)."""
+    dedupe_expire_interval_seconds: float = 60.0
+    """XP_DEDUPE_EXPIRE_INTERVAL_SECONDS: how often the worker drops expired dedupe entries."""
+    max_record_bytes: int = 64 * 1024
+    """XP_MAX_RECORD_BYTES: a record value larger than this goes to the DLQ as ``oversized``."""
+    metrics_port: int = 9400
+    """XP_METRICS_PORT: Prometheus port of the worker; sink = +1, totals writer = +2; 0 = off."""
+    data_dir: str = "var/worker"
+    """XP_DATA_DIR: directory of the worker's local table store (RocksDB)."""
+    table_store: str = "rocksdb://"
+    """XP_TABLE_STORE: Faust table store URL: ``rocksdb://`` (default) or ``memory://``."""
+    broker_session_timeout: float = 10.0
+    """XP_BROKER_SESSION_TIMEOUT: consumer-group session timeout (seconds); 10 s joins fast."""
+    broker_rebalance_timeout: float = 10.0
+    """XP_BROKER_REBALANCE_TIMEOUT: how long a rebalance may take (seconds)."""
+    commit_interval: float = 1.0
+    """XP_COMMIT_INTERVAL: how often the worker commits offsets (seconds)."""
+    producer_linger_ms: int = 5
+    """XP_PRODUCER_LINGER_MS: publisher batching delay (milliseconds)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from ``env`` (default ``os.environ``).
+
+        Raises:
+            ConfigError: a variable is present but malformed or out of range.
+        """
+        e = os.environ if env is None else env
+        d = cls()
+        protocol = e.get("KAFKA_SECURITY_PROTOCOL", d.kafka_security_protocol).upper()
+        if protocol not in {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}:
+            raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={protocol!r} is not a known protocol")
+        store = e.get("XP_TABLE_STORE", d.table_store)
+        if not store.startswith(("rocksdb://", "memory://")):
+            raise ConfigError(f"XP_TABLE_STORE={store!r} must be rocksdb:// or memory://")
+        return cls(
+            kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS", d.kafka_bootstrap_servers),
+            kafka_security_protocol=protocol,
+            kafka_sasl_mechanism=e.get("KAFKA_SASL_MECHANISM") or None,
+            kafka_sasl_username=e.get("KAFKA_SASL_USERNAME") or None,
+            kafka_sasl_password=e.get("KAFKA_SASL_PASSWORD") or None,
+            kafka_ssl_cafile=e.get("KAFKA_SSL_CAFILE") or None,
+            database_url=e.get("DATABASE_URL", d.database_url),
+            xp_topic=e.get("XP_TOPIC", d.xp_topic),
+            topic_partitions=_int(e, "XP_TOPIC_PARTITIONS", d.topic_partitions, 1),
+            worker_group=e.get("XP_WORKER_GROUP", d.worker_group),
+            ledger_group=e.get("XP_LEDGER_GROUP", d.ledger_group),
+            totals_group=e.get("XP_TOTALS_GROUP", d.totals_group),
+            sink_batch_records=_int(e, "XP_SINK_BATCH_RECORDS", d.sink_batch_records, 1),
+            sink_batch_bytes=_int(e, "XP_SINK_BATCH_BYTES", d.sink_batch_bytes, 1),
+            sink_batch_seconds=_float(e, "XP_SINK_BATCH_SECONDS", d.sink_batch_seconds),
+            db_retry_max_seconds=_float(e, "XP_DB_RETRY_MAX_SECONDS", d.db_retry_max_seconds, 0.1),
+            dedupe_horizon_seconds=_float(
+                e, "XP_DEDUPE_HORIZON_SECONDS", d.dedupe_horizon_seconds, 1.0
+            ),
+            dedupe_expire_interval_seconds=_float(
+                e, "XP_DEDUPE_EXPIRE_INTERVAL_SECONDS", d.dedupe_expire_interval_seconds, 0.1
+            ),
+            max_record_bytes=_int(e, "XP_MAX_RECORD_BYTES", d.max_record_bytes, 256),
+            metrics_port=_int(e, "XP_METRICS_PORT", d.metrics_port),
+            data_dir=e.get("XP_DATA_DIR", d.data_dir),
+            table_store=store,
+            broker_session_timeout=_float(
+                e, "XP_BROKER_SESSION_TIMEOUT", d.broker_session_timeout, 1.0
+            ),
+            broker_rebalance_timeout=_float(
+                e, "XP_BROKER_REBALANCE_TIMEOUT", d.broker_rebalance_timeout, 1.0
+            ),
+            commit_interval=_float(e, "XP_COMMIT_INTERVAL", d.commit_interval, 0.05),
+            producer_linger_ms=_int(e, "XP_PRODUCER_LINGER_MS", d.producer_linger_ms),
+        )
+
+    def with_(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied (tests, the local stack)."""
+        return replace(self, **changes)
+
+    @property
+    def dlq_topic(self) -> str:
+        """The DLQ topic of :attr:`xp_topic`."""
+        return topics.dlq_topic(self.xp_topic)
+
+    @property
+    def totals_changelog_topic(self) -> str:
+        """The changelog topic of the worker's totals table (input of the totals writer)."""
+        return topics.changelog_topic(self.worker_group, topics.TOTALS_TABLE)
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments shared by every aiokafka client: servers, TLS and SASL."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers.split(","),
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol in {"SSL", "SASL_SSL"}:
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context(cafile=self.kafka_ssl_cafile)
+        if self.kafka_security_protocol.startswith("SASL"):
+            kwargs["sasl_mechanism"] = self.kafka_sasl_mechanism or "PLAIN"
+            kwargs["sasl_plain_username"] = self.kafka_sasl_username
+            kwargs["sasl_plain_password"] = self.kafka_sasl_password
+        return kwargs
+
+    def describe(self) -> dict[str, Any]:
+        """Return the settings as a dict safe to print: passwords redacted."""
+        d = asdict(self)
+        d["database_url"] = redact_url(self.database_url)
+        if d["kafka_sasl_password"]:
+            d["kafka_sasl_password"] = "***"
+        return d

@@ -1,0 +1,217 @@
+"""The Faust worker: validate -> DLQ | dedupe by event id -> fold into the totals table.
+
+Two tables, both partitioned like the source topic (key = student, so all of one student's
+event ids live in the student's partition):
+- ``xp_totals``: student_id -> :class:`~streams.totals.fold.Totals` (its changelog feeds the
+  totals writer);
+- ``xp_dedupe``: event id (16 bytes) -> :class:`~streams.totals.dedupe.Sighting`, kept for
+  the dedupe horizon, then expired; older ids are checked against the ledger (guarantee 8).
+
+Crash safety (guarantee 4, STYLE.md): Faust flushes changelogs before it commits the source
+offset, but a kill -9 can leave changelog entries ahead of the commit. The fold is therefore
+idempotent for a re-delivered record: the sighting remembers the record's position, the
+totals remember the last applied position, and a record at or before it is not applied again.
+
+A Faust agent that raises loses the record (faust-streaming agents guide), so every error of
+bad input is caught here and sent to the DLQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+import faust
+from faust.types import EventT
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from streams import topics
+from streams.db.connect import aconnect, mapped_errors
+from streams.db.queries import query
+from streams.errors import DatabaseUnavailable, InvalidEvent
+from streams.events import XpEvent, decode_xp
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.totals.dedupe import (
+    Sighting, Verdict, classify, decode_sighting, encode_sighting, expired, from_ledger,
+)
+from streams.totals.fold import already_applied, decode_totals, encode_totals, fold
+
+log = logging.getLogger(__name__)
+
+
+def faust_broker_urls(settings: Settings) -> list[str]:
+    """Faust's form of the bootstrap list: ``kafka://host:port`` each."""
+    return [f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")]
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the Faust app for ``settings`` (app id = the worker's consumer group)."""
+    credentials: Any = None
+    client = settings.kafka_client_kwargs()
+    if settings.kafka_security_protocol.startswith("SASL"):
+        credentials = faust.SASLCredentials(
+            username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
+            mechanism=client["sasl_mechanism"], ssl_context=client.get("ssl_context"),
+        )
+    elif settings.kafka_security_protocol == "SSL":
+        credentials = faust.SSLCredentials(client["ssl_context"])
+    return faust.App(
+        settings.worker_group,
+        broker=faust_broker_urls(settings),
+        broker_credentials=credentials,
+        store=settings.table_store,
+        datadir=settings.data_dir,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        broker_session_timeout=settings.broker_session_timeout,
+        broker_heartbeat_interval=max(0.5, settings.broker_session_timeout / 5),
+        broker_rebalance_timeout=settings.broker_rebalance_timeout,
+        broker_commit_interval=settings.commit_interval,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        table_standby_replicas=0,
+    )
+
+
+class XpWorker:
+    """The worker's processing of one record; built by :func:`build`."""
+
+    def __init__(self, app: faust.App, settings: Settings, metrics: Metrics) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.dlq = app.topic(settings.dlq_topic, partitions=settings.topic_partitions)
+        self.totals = app.Table(topics.TOTALS_TABLE, default=None, key_type=bytes,
+                                value_type=bytes, partitions=settings.topic_partitions)
+        self.seen = app.Table(topics.DEDUPE_TABLE, default=None, key_type=bytes,
+                              value_type=bytes, partitions=settings.topic_partitions)
+        self._conn: Any = None
+
+    async def process(self, event: EventT) -> None:
+        """Handle one record of the XP topic. Never raises for bad input."""
+        msg = event.message
+        try:
+            ev = decode_xp(msg.key, msg.value, self.settings.max_record_bytes)
+        except InvalidEvent as exc:
+            await self.dead_letter(event, exc)
+            return
+        now = time.time()
+        id_key = uuid.UUID(ev.id).bytes
+        raw_seen = self.seen.get(id_key)
+        sighting = decode_sighting(raw_seen) if raw_seen is not None else None
+        verdict = classify(sighting, ev.fingerprint, msg.partition, msg.offset)
+        if verdict is Verdict.NEW and ev.created_at.timestamp() < now - self.settings.dedupe_horizon_seconds:
+            verdict = from_ledger(await self.ledger_position(ev.id), ev.fingerprint,
+                                  msg.partition, msg.offset)
+            self.metrics.ledger_checks.labels(verdict.value).inc()
+        if verdict in (Verdict.DUPLICATE, Verdict.CONFLICT):
+            self.metrics.records.labels("worker", verdict.value).inc()
+            if verdict is Verdict.CONFLICT:
+                log.warning("conflict: event %s at %s/%s differs from its first sighting; "
+                            "the first one wins", ev.id, msg.partition, msg.offset)
+            return
+        self.apply(ev, msg.partition, msg.offset, now)
+        if sighting is None:
+            self.seen[id_key] = encode_sighting(Sighting(
+                ev.fingerprint, msg.partition, msg.offset, now, ev.created_at.timestamp()))
+
+    def apply(self, ev: XpEvent, partition: int, offset: int, now: float) -> None:
+        """Fold ``ev`` into its student's totals unless this record is already folded in."""
+        key = ev.student_id.encode()
+        raw = self.totals.get(key)
+        current = decode_totals(raw) if raw is not None else None
+        if already_applied(current, partition, offset):
+            self.metrics.records.labels("worker", "redelivery").inc()
+            return
+        self.totals[key] = encode_totals(fold(current, ev, partition, offset, now))
+        self.metrics.records.labels("worker", "valid").inc()
+
+    async def dead_letter(self, event: EventT, exc: InvalidEvent) -> None:
+        """Send the record's original key and bytes to the DLQ, the reason in headers."""
+        msg = event.message
+        self.metrics.records.labels("worker", "invalid").inc()
+        self.metrics.dlq.labels(exc.reason).inc()
+        headers = [
+            ("reason", exc.reason.encode()),
+            ("detail", exc.detail[:500].encode("utf-8", "replace")),
+            ("source_topic", msg.topic.encode()),
+            ("source_partition", str(msg.partition).encode()),
+            ("source_offset", str(msg.offset).encode()),
+        ]
+        await event.send(self.dlq, key=msg.key, value=msg.value, headers=headers,
+                         partition=msg.partition % self.settings.topic_partitions)
+
+    async def ledger_position(self, event_id: str) -> tuple[int, int, bytes] | None:
+        """Return (partition, offset, fingerprint) of ``event_id`` in the ledger, or None.
+
+        Retries with backoff while the database is unavailable (the agent waits).
+        """
+        result: list[tuple[int, int, bytes]] = []
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(DatabaseUnavailable),
+            wait=wait_exponential_jitter(initial=0.2, max=self.settings.db_retry_max_seconds),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = await aconnect(self.settings.database_url, autocommit=True)
+                    with mapped_errors(self.settings.database_url):
+                        cur = await self._conn.execute(query("ledger_position"), {"id": event_id})
+                        result = [(p, o, bytes(fp)) for p, o, fp in await cur.fetchall()]
+                except DatabaseUnavailable:
+                    self._conn = None
+                    raise
+        return result[0] if result else None
+
+    def expire(self, now: float) -> int:
+        """Drop dedupe entries past the horizon; return how many. Tombstones go to the changelog
+        partition recorded in each sighting (a timer has no current event to take it from)."""
+        horizon = self.settings.dedupe_horizon_seconds
+        doomed = [(k, s) for k, s in ((k, decode_sighting(v)) for k, v in list(self.seen.items()))
+                  if expired(s, now, horizon)]
+        for key, sighting in doomed:
+            self.seen.data.pop(key, None)
+            self.seen.send_changelog(sighting.partition, key, None)
+        if doomed:
+            self.metrics.dedupe_expired.inc(len(doomed))
+        return len(doomed)
+
+
+def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, XpWorker]:
+    """Create the app, its tables, the agent on the XP topic and the expiry timer."""
+    app = create_app(settings)
+    worker = XpWorker(app, settings, metrics)
+    source = app.topic(settings.xp_topic, partitions=settings.topic_partitions)
+
+    @app.agent(source, name="fold_xp")
+    async def fold_xp(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            try:
+                await worker.process(event)
+            except Exception:
+                # Faust would ack this record and move on (losing it). A bug or an outage we do
+                # not handle must not skip a record: exit at once without committing, like
+                # kill -9; the record is re-delivered after the restart (guarantee 4).
+                log.critical("unexpected error at %s/%s; exiting without commit",
+                             event.message.partition, event.message.offset, exc_info=True)
+                logging.shutdown()
+                os._exit(70)
+
+    @app.timer(interval=settings.dedupe_expire_interval_seconds)
+    async def expire_dedupe() -> None:
+        dropped = worker.expire(time.time())
+        if dropped:
+            log.info("dedupe: expired %d entries past the horizon", dropped)
+        await asyncio.sleep(0)
+
+    return app, worker

@@ -1,0 +1,88 @@
+"""The dedupe rule: decide what an event id already seen means. Pure functions, no I/O.
+
+A sighting is kept per event id for the dedupe horizon (DESIGN.md guarantee 8). For a record:
+- no sighting -> ``NEW``;
+- a sighting at the same partition and offset -> ``REDELIVERY`` (the same record again, after
+  a crash before the offset commit: fold it unless the totals already have it);
+- a sighting elsewhere with the same content -> ``DUPLICATE``, dropped;
+- a sighting elsewhere with other content -> ``CONFLICT``: the first one wins, counted and
+  reported (DESIGN.md section 3).
+Past the horizon the sighting is gone; the worker then checks the ledger (:func:`from_ledger`).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+import orjson
+
+
+class Verdict(enum.Enum):
+    """What a record is, relative to earlier records with the same event id."""
+
+    NEW = "new"
+    REDELIVERY = "redelivery"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+
+
+class Sighting(NamedTuple):
+    """The first accepted record with a given event id."""
+
+    fingerprint: bytes
+    """Content digest (:func:`streams.events.fingerprint`)."""
+    partition: int
+    """Partition it was read from."""
+    offset: int
+    """Offset it was read at."""
+    seen_at: float
+    """Wall-clock time the worker first saw it (seconds since the epoch)."""
+    created_at: float
+    """The event's created_at (seconds since the epoch)."""
+
+
+def classify(seen: Sighting | None, fp: bytes, partition: int, offset: int) -> Verdict:
+    """Classify a record with content digest ``fp`` read at ``partition``/``offset``."""
+    if seen is None:
+        return Verdict.NEW
+    if seen.partition == partition and seen.offset == offset:
+        return Verdict.REDELIVERY
+    return Verdict.DUPLICATE if seen.fingerprint == fp else Verdict.CONFLICT
+
+
+def from_ledger(
+    ledger_position: tuple[int, int, bytes] | None, fp: bytes, partition: int, offset: int
+) -> Verdict:
+    """Classify a record whose id fell out of the dedupe horizon, from the ledger's row.
+
+    Args:
+        ledger_position: ``(partition, offset, fingerprint)`` of the ledger row with that id,
+            or None when the ledger has none.
+    """
+    if ledger_position is None:
+        return Verdict.NEW
+    lp, lo, lfp = ledger_position
+    if (lp, lo) == (partition, offset):
+        return Verdict.NEW  # the ledger sink ran ahead and stored this very record
+    return Verdict.DUPLICATE if lfp == fp else Verdict.CONFLICT
+
+
+def expired(seen: Sighting, now: float, horizon: float) -> bool:
+    """True when both the sighting and the event's created_at are older than ``horizon`` s.
+
+    Keeping entries until their created_at is old too means a late duplicate always carries an
+    old created_at, which is what sends it to the ledger check.
+    """
+    return seen.seen_at < now - horizon and seen.created_at < now - horizon
+
+
+def encode_sighting(s: Sighting) -> bytes:
+    """Serialise a sighting compactly for the table changelog."""
+    return orjson.dumps((s.fingerprint.hex(), s.partition, s.offset, s.seen_at, s.created_at))
+
+
+def decode_sighting(raw: bytes) -> Sighting:
+    """Inverse of :func:`encode_sighting`."""
+    fp, p, o, seen_at, created_at = orjson.loads(raw)
+    return Sighting(bytes.fromhex(fp), p, o, seen_at, created_at)

@@ -1,0 +1,90 @@
+"""The fold: apply one accepted XP event to a student's totals. Pure functions, no I/O.
+
+Rules (seed 001 ``apply_xp_event`` trigger, DESIGN.md guarantee 7):
+- ``total_xp`` adds ``delta`` (XP);
+- ``games_played`` counts events whose kind is a game (not in
+  :data:`streams.events.NON_GAME_KINDS`);
+- ``last_game_type`` is the kind of the game event with the latest ``created_at``; an event that
+  arrives late with an older ``created_at`` does not move it (ties: the later offset wins);
+- ``version`` counts applied events: the totals writer's upsert never replaces a row by one with
+  a lower version, so PostgreSQL never moves backwards;
+- ``partition``/``offset`` is the source position of the last applied event: a re-delivered
+  record (Faust at-least-once after kill -9) at or before it is not applied again.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import orjson
+
+from streams.events import XpEvent
+
+
+class Totals(NamedTuple):
+    """One student's totals, as kept in the Faust table and written to ``xp_totals``."""
+
+    total_xp: int
+    """Sum of applied deltas (XP)."""
+    games_played: int
+    """Applied events whose kind is a game."""
+    last_game_type: str | None
+    """Kind of the game event with the latest created_at."""
+    last_game_at_us: int | None
+    """created_at of that event, microseconds since the Unix epoch."""
+    updated_at: float
+    """Wall-clock time of the last apply, seconds since the Unix epoch."""
+    version: int
+    """Number of applied events; the guard of the PostgreSQL upsert."""
+    partition: int
+    """Source partition of the last applied event."""
+    offset: int
+    """Source offset of the last applied event."""
+
+
+EMPTY = Totals(0, 0, None, None, 0.0, 0, -1, -1)
+"""Totals of a student with no applied events."""
+
+
+def already_applied(totals: Totals | None, partition: int, offset: int) -> bool:
+    """True when the record at ``partition``/``offset`` is already folded into ``totals``.
+
+    Records of one student are applied in partition order, so anything at or before the last
+    applied offset of the same partition is a re-delivery.
+    """
+    return totals is not None and totals.partition == partition and offset <= totals.offset
+
+
+def fold(totals: Totals | None, event: XpEvent, partition: int, offset: int, now: float) -> Totals:
+    """Return ``totals`` with ``event`` (read at ``partition``/``offset``) applied at ``now``.
+
+    The caller has already decided the event is new (see :mod:`streams.totals.dedupe`).
+    """
+    t = totals or EMPTY
+    games = t.games_played
+    last_type, last_at = t.last_game_type, t.last_game_at_us
+    if event.is_game:
+        games += 1
+        at_us = int(event.created_at.timestamp() * 1_000_000)
+        if last_at is None or at_us >= last_at:
+            last_type, last_at = event.kind, at_us
+    return Totals(
+        total_xp=t.total_xp + event.delta,
+        games_played=games,
+        last_game_type=last_type,
+        last_game_at_us=last_at,
+        updated_at=now,
+        version=t.version + 1,
+        partition=partition,
+        offset=offset,
+    )
+
+
+def encode_totals(totals: Totals) -> bytes:
+    """Serialise totals compactly for the table changelog (a JSON array)."""
+    return orjson.dumps(tuple(totals))
+
+
+def decode_totals(raw: bytes) -> Totals:
+    """Inverse of :func:`encode_totals`. Raises ``orjson.JSONDecodeError``/``TypeError``."""
+    return Totals(*orjson.loads(raw))
