@@ -80,13 +80,12 @@ def _run_sink(kind: str) -> None:
     settings = _settings()
     metrics = Metrics()
     if kind == "ledger":
-        metrics.serve(settings.metrics_port + 1 if settings.metrics_port else 0)
         sink = PostgresSink(settings, settings.xp_topic, settings.ledger_group,
                             LedgerWriter(settings.max_record_bytes, metrics), metrics)
     else:
-        metrics.serve(settings.metrics_port + 2 if settings.metrics_port else 0)
         sink = PostgresSink(settings, settings.totals_changelog_topic, settings.totals_group,
                             TotalsWriter(metrics), metrics)
+    metrics.serve(settings.metrics_port)
     _run_until_signal(sink.run)
 
 

@@ -180,15 +180,17 @@ async def consumer_lag(settings: Settings, group: str, topic: str) -> dict[int, 
 async def wait_caught_up(
     settings: Settings, group_topics: list[tuple[str, str]], timeout_s: float,
     on_progress: Callable[[dict[str, int]], None] | None = None, interval_s: float = 1.0,
-) -> dict[str, float]:
+) -> dict[str, tuple[float, float]]:
     """Poll until every (group, topic) has total lag 0, or raise ``TimeoutError``.
 
     Returns:
-        Seconds from the call to the moment each group was first seen at lag 0, by group.
+        Per group, seconds from the call to (its first committed offset, lag 0 first seen):
+        the span over which it did its work, for throughput figures.
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
-    done: dict[str, float] = {}
+    first: dict[str, float] = {}
+    done: dict[str, tuple[float, float]] = {}
     while True:
         lags = {}
         for group, topic in group_topics:
@@ -196,10 +198,15 @@ async def wait_caught_up(
                 continue
             if not await topic_exists(settings, topic):
                 lags[group] = -1  # not there yet (e.g. a changelog before the first write)
-            else:
-                lags[group] = sum((await consumer_lag(settings, group, topic)).values())
-            if lags[group] == 0:
-                done[group] = loop.time() - started
+                continue
+            ends = await high_watermarks(settings, topic)
+            committed = await committed_offsets(settings, group, topic)
+            now = loop.time() - started
+            if any(committed.values()):
+                first.setdefault(group, now)
+            lags[group] = sum(max(0, e - (committed.get(p) or 0)) for p, e in ends.items())
+            if lags[group] == 0 and sum(ends.values()) > 0:
+                done[group] = (first.get(group, now), now)
         if on_progress is not None:
             on_progress(lags)
         if len(done) == len(group_topics):

@@ -152,7 +152,7 @@ def generate(spec: LoadSpec) -> tuple[list[Record], Expected]:
         placed.append((later(pos), 1, placed[pos][2]))
     for _ in range(n_conflict):
         pos = rng.randrange(n_orig)
-        twin = dict(originals[pos], delta=originals[pos]["delta"] + 1, kind="quiz")
+        twin = dict(originals[pos], delta=abs(originals[pos]["delta"]) + 1, kind="quiz")
         placed.append((later(pos), 1, (twin["student_id"].encode(), orjson.dumps(twin))))
 
     expected = Expected(records=0, valid_unique=n_orig, duplicates=n_dup, conflicts=n_conflict)

@@ -99,7 +99,7 @@ class Settings:
     max_record_bytes: int = 64 * 1024
     """XP_MAX_RECORD_BYTES: a record value larger than this goes to the DLQ as ``oversized``."""
     metrics_port: int = 9400
-    """XP_METRICS_PORT: Prometheus port of the worker; sink = +1, totals writer = +2; 0 = off."""
+    """XP_METRICS_PORT: port of the process's Prometheus /metrics endpoint; 0 = off."""
     data_dir: str = "var/worker"
     """XP_DATA_DIR: directory of the worker's local table store (RocksDB)."""
     table_store: str = "rocksdb://"

@@ -46,11 +46,16 @@ class Outcome:
 
 
 async def count_dlq(settings: Settings, timeout_s: float = 10.0) -> dict[str, int]:
-    """Count the records of the DLQ topic by their ``reason`` header (reads all, no group)."""
+    """Count the distinct dead-lettered source records by their ``reason`` header.
+
+    The DLQ is at-least-once: after a worker crash a record may be dead-lettered twice, so
+    records are told apart by their source position headers (topic, partition, offset).
+    Reads the whole DLQ without joining a consumer group.
+    """
     ends = await kafka.high_watermarks(settings, settings.dlq_topic)
     client = kafka.consumer(settings, None)
     await client.start()
-    counts: Counter[str] = Counter()
+    sources: dict[tuple[bytes, ...], str] = {}
     try:
         tps = [TopicPartition(settings.dlq_topic, p) for p, end in ends.items() if end > 0]
         if not tps:
@@ -64,10 +69,13 @@ async def count_dlq(settings: Settings, timeout_s: float = 10.0) -> dict[str, in
             for tp, records in (await client.getmany(timeout_ms=500)).items():
                 for r in records:
                     if r.offset < ends[tp.partition]:
-                        counts[dict(r.headers).get("reason", b"?").decode()] += 1
+                        h = dict(r.headers)
+                        source = (h.get("source_topic", b""), h.get("source_partition", b""),
+                                  h.get("source_offset", b""))
+                        sources.setdefault(source, h.get("reason", b"?").decode())
                 if records and records[-1].offset + 1 >= ends[tp.partition]:
                     remaining.pop(tp, None)
-        return dict(counts)
+        return dict(Counter(sources.values()))
     finally:
         await client.stop()
 

@@ -98,15 +98,18 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class PipelineProcess:
     """One pipeline process (``streams worker|sink|totals-writer``) run as a child."""
 
-    def __init__(self, command: str, settings: Settings, log_path: Path) -> None:
+    def __init__(self, command: str, settings: Settings, log_path: Path,
+                 metrics_port: int | None = None) -> None:
         self.command = command
         self.settings = settings
         self.log_path = log_path
+        self.metrics_port = settings.metrics_port if metrics_port is None else metrics_port
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start it with the environment of :attr:`settings`; output goes to :attr:`log_path`."""
-        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1",
+               "XP_METRICS_PORT": str(self.metrics_port)}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(

@@ -1,0 +1,48 @@
+# XP Streams: `make demo` runs the pipeline on the embedded local stack; `make test` runs the
+# tests. Both set themselves up: virtual environment, Python packages, and Debian packages
+# (PostgreSQL 15, kcat) through apt-get when they are missing and we are root.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+APT_PACKAGES := postgresql kcat
+
+.PHONY: demo test test-fast system-deps venv lint clean
+
+demo: venv system-deps
+	$(BIN)/streams demo
+
+test: venv system-deps
+	$(BIN)/pytest
+
+test-fast: venv
+	$(BIN)/pytest -m "not slow and not integration"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+# PostgreSQL's initdb/pg_ctl and kcat come from Debian; install them when absent.
+system-deps:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || missing="$$missing postgresql"; \
+	command -v kcat >/dev/null || missing="$$missing kcat"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages:$$missing (run: sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
+
+lint: venv
+	$(BIN)/pip install --quiet ruff
+	$(BIN)/ruff check streams tests
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

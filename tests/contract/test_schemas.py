@@ -1,0 +1,40 @@
+"""Every example payload in schemas/examples validates, or fails with its stated DLQ reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fastjsonschema
+import orjson
+import pytest
+
+from streams.errors import InvalidEvent
+from streams.events import SCHEMA_DIR, decode_xp, load_schema
+
+EXAMPLES = SCHEMA_DIR / "examples"
+
+
+def examples(kind: str, prefix: str) -> list[Path]:
+    found = sorted((EXAMPLES / kind).glob(f"{prefix}_*.json"))
+    assert found, f"no {kind} examples for {prefix}"
+    return found
+
+
+@pytest.mark.parametrize("path", examples("valid", "xp"), ids=lambda p: p.name)
+def test_valid_xp_examples_decode(path: Path) -> None:
+    doc = orjson.loads(path.read_bytes())
+    assert decode_xp(doc["student_id"].encode(), path.read_bytes(), 65536).id == doc["id"]
+
+
+@pytest.mark.parametrize("path", examples("invalid", "xp"), ids=lambda p: p.name)
+def test_invalid_xp_examples_give_their_reason(path: Path) -> None:
+    case = orjson.loads(path.read_bytes())
+    key = case["event"].get("student_id", "0b7e4c1a-5d2f-4e3b-8a9c-1d2e3f4a5b6c").encode()
+    with pytest.raises(InvalidEvent) as info:
+        decode_xp(key, orjson.dumps(case["event"]), 65536)
+    assert info.value.reason == case["reason"]
+
+
+@pytest.mark.parametrize("path", examples("valid", "action"), ids=lambda p: p.name)
+def test_valid_action_examples_match_schema(path: Path) -> None:
+    fastjsonschema.compile(load_schema("action_event.v1.json"))(orjson.loads(path.read_bytes()))

@@ -1,0 +1,173 @@
+"""The pipeline end to end on real Tansu and PostgreSQL: DESIGN.md guarantees 1-5 and 8."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from streams.loadgen import LoadSpec, generate
+from tests.integration.conftest import Pipeline, query_one
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def ledger_rows(pipeline: Pipeline) -> int:
+    return int(query_one(pipeline.settings.database_url, "SELECT count(*) FROM xp_events")[0])  # type: ignore[call-overload]
+
+
+def test_workload_with_duplicates_and_invalid_records_is_exact(pipeline: Pipeline) -> None:
+    """Guarantees 1, 2, 3, 5 on a loadgen workload."""
+    records, expected = generate(LoadSpec(events=6000, students=200, seed=11,
+                                          max_record_bytes=pipeline.settings.max_record_bytes))
+    pipeline.start()
+    pipeline.publish(records)
+    pipeline.wait_caught_up()
+    pipeline.assert_exact(expected)
+    assert expected.duplicates > 0 and sum(expected.invalid.values()) > 0
+
+
+def test_replaying_the_workload_counts_nothing_twice(pipeline: Pipeline) -> None:
+    """Guarantee 2: the same records published again change nothing."""
+    records, expected = generate(LoadSpec(events=2000, students=50, seed=12,
+                                          max_record_bytes=pipeline.settings.max_record_bytes))
+    pipeline.start()
+    pipeline.publish(records)
+    pipeline.publish([r for r in records if b'"delta"' in r[1]][:1500])  # valid ones, resent
+    pipeline.wait_caught_up()
+    outcome_problems = []
+    from streams.audit.outcome import read_outcome
+
+    outcome = read_outcome(pipeline.settings, expected)
+    outcome_problems = [p for p in outcome.problems(expected) if not p.startswith("DLQ")]
+    assert outcome_problems == []
+
+
+def test_kill_9_of_the_sink_mid_workload(pipeline: Pipeline) -> None:
+    """Guarantee 4 for the ledger sink: kill -9 while writing, restart, ledger still exact."""
+    records, expected = generate(LoadSpec(events=20000, students=300, seed=13,
+                                          max_record_bytes=pipeline.settings.max_record_bytes))
+    pipeline.start()
+    pipeline.publish(records)
+    wait_for(lambda: ledger_rows(pipeline) > 1000, 60, "the sink to write some rows", 0.05)
+    pipeline.kill("sink")
+    assert ledger_rows(pipeline) < expected.valid_unique, "killed too late to prove anything"
+    pipeline.start("sink")
+    pipeline.wait_caught_up()
+    pipeline.assert_exact(expected)
+
+
+def test_kill_9_of_the_worker_mid_workload(pipeline: Pipeline, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Guarantee 4 for the worker, with its RocksDB table store: kill -9, restart, exact."""
+    settings = pipeline.settings.with_(table_store="rocksdb://")
+    pipeline = Pipeline(settings, tmp_path / "rocks")
+    records, expected = generate(LoadSpec(events=20000, students=300, seed=14,
+                                          max_record_bytes=settings.max_record_bytes))
+    try:
+        pipeline.start()
+        pipeline.publish(records)
+
+        def applied() -> int:
+            return int(query_one(settings.database_url,  # type: ignore[call-overload]
+                                 "SELECT coalesce(sum(version), 0) FROM xp_totals")[0])
+        wait_for(lambda: applied() > 500, 120, "the worker to fold some events", 0.05)
+        pipeline.kill("worker")
+        assert applied() < expected.valid_unique, "killed too late to prove anything"
+        pipeline.start("worker")
+        pipeline.wait_caught_up()
+        pipeline.assert_exact(expected)
+    finally:
+        pipeline.stop()
+
+
+def test_database_outage_loses_nothing(pipeline: Pipeline, stack) -> None:  # type: ignore[no-untyped-def]
+    """Guarantee 6: PostgreSQL stopped mid-stream; the sinks pause, retry and resume."""
+    records, expected = generate(LoadSpec(events=20000, students=300, seed=15,
+                                          max_record_bytes=pipeline.settings.max_record_bytes))
+    pipeline.start()
+    pipeline.publish(records)
+    wait_for(lambda: ledger_rows(pipeline) > 500, 60, "the sink to write some rows", 0.05)
+    stack.postgres.stop(mode="immediate")
+    time.sleep(4)  # the outage itself: nothing to poll for while the database is down
+    stack.postgres.start()
+    pipeline.wait_caught_up()
+    pipeline.assert_exact(expected)
+    assert all(p.alive() for p in pipeline.procs.values())
+
+
+def metric(pipeline: Pipeline, name: str) -> float:
+    """Read one sample (name with labels, as exposed) from the worker's /metrics."""
+    url = f"http://127.0.0.1:{pipeline.settings.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - local test server
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def test_duplicate_after_the_dedupe_horizon_counts_once(stack, settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Guarantee 8: the dedupe entry expires; a late duplicate is caught by the ledger check."""
+    s = settings.with_(dedupe_horizon_seconds=2.0, dedupe_expire_interval_seconds=0.5)
+    pipeline = Pipeline(s, tmp_path)
+    student = str(uuid.uuid4())
+
+    def record(delta: int) -> tuple[bytes, bytes]:
+        return student.encode(), orjson.dumps({
+            "id": str(uuid.uuid4()), "student_id": student, "kind": "quiz", "delta": delta,
+            "created_at": datetime.now(UTC).isoformat()})
+    first, marker = record(40), record(2)
+    try:
+        pipeline.start()
+        pipeline.publish([first])
+        pipeline.wait_caught_up()
+        wait_for(lambda: metric(pipeline, "xp_dedupe_expired_total") >= 1, 30,
+                 "the dedupe entry to expire")
+        pipeline.publish([first, marker])  # the duplicate, days late in spirit, then a new event
+        pipeline.wait_caught_up()
+        row = query_one(s.database_url,
+                        "SELECT total_xp, version FROM xp_totals WHERE student_id = %s", student)
+        assert row == (42, 2)
+        assert metric(pipeline, 'xp_dedupe_ledger_checks_total{verdict="duplicate"}') == 1
+        assert ledger_rows(pipeline) == 2
+    finally:
+        pipeline.stop()
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed (make test installs it)")
+def test_events_published_with_kcat_are_accepted(pipeline: Pipeline) -> None:
+    """A non-Python game server (librdkafka's kcat) publishes; the pipeline takes its events."""
+    student = str(uuid.uuid4())
+    lines = []
+    for i in range(20):
+        event = {"id": str(uuid.uuid4()), "student_id": student, "kind": "typing", "delta": i,
+                 "created_at": f"2026-11-20T10:00:{i:02d}+01:00"}
+        lines.append(f"{student}\t{orjson.dumps(event).decode()}")
+    lines.append(f"{student}\t{{not json")
+    subprocess.run(
+        ["kcat", "-P", "-b", pipeline.settings.kafka_bootstrap_servers, "-t",
+         pipeline.settings.xp_topic, "-K", "\t", "-X", "enable.idempotence=false"],
+        input="\n".join(lines).encode(), check=True, timeout=30,
+    )
+    pipeline.start()
+    pipeline.wait_caught_up()
+    row = query_one(pipeline.settings.database_url,
+                    "SELECT total_xp, games_played FROM xp_totals WHERE student_id = %s", student)
+    assert row == (sum(range(20)), 20)
+    assert ledger_rows(pipeline) == 20

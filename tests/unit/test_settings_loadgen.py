@@ -1,0 +1,46 @@
+"""Settings from the environment, and the load generator's determinism."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.errors import ConfigError
+from streams.loadgen import LoadSpec, generate
+from streams.settings import Settings, redact_url
+
+
+def test_defaults_and_overrides() -> None:
+    s = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "a:1,b:2", "XP_TOPIC_PARTITIONS": "3"})
+    assert s.kafka_client_kwargs()["bootstrap_servers"] == ["a:1", "b:2"]
+    assert s.topic_partitions == 3 and s.dlq_topic == "xp-events.dlq"
+    assert s.totals_changelog_topic == "xp-streams-worker-xp_totals-changelog"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("XP_TOPIC_PARTITIONS", "zero"), ("XP_TOPIC_PARTITIONS", "0"),
+    ("KAFKA_SECURITY_PROTOCOL", "CARRIER_PIGEON"), ("XP_TABLE_STORE", "redis://"),
+])
+def test_bad_values_raise_config_error(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_passwords_are_redacted() -> None:
+    s = Settings(database_url="postgresql://writer:s3cret@db:5432/xp", kafka_sasl_password="pw")
+    assert "s3cret" not in str(s.describe()) and "pw'" not in str(s.describe())
+    assert redact_url("postgresql://u:p@h/d") == "postgresql://u:***@h/d"
+    assert "pw" not in repr(s)
+
+
+def test_loadgen_is_deterministic_and_counts_add_up() -> None:
+    spec = LoadSpec(events=3000, students=50, seed=7)
+    records, expected = generate(spec)
+    again, expected2 = generate(spec)
+    assert records == again and expected == expected2
+    assert len(records) == expected.records == 3000
+    assert (expected.valid_unique + expected.duplicates + expected.conflicts
+            + sum(expected.invalid.values())) == 3000
+    assert set(expected.invalid) == {"bad_json", "schema", "negative_delta", "key_mismatch",
+                                     "oversized"}
+    assert sum(t[0] for t in expected.students.values()) != 0
+    assert generate(LoadSpec(events=3000, students=50, seed=8))[0] != records
