@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import fastjsonschema
 import orjson
+from aiokafka.partitioner import murmur2
 
 from streams.errors import InvalidEvent
 
@@ -33,6 +34,7 @@ REASONS = (
     "negative_delta",
     "key_mismatch",
     "bad_timestamp",
+    "wrong_partition",
 )
 """Every DLQ reason this module can give (DLQ header ``reason``, metrics label)."""
 
@@ -91,13 +93,27 @@ def parse_timestamp(text: str) -> datetime:
     return value
 
 
-def decode_xp(key: bytes | None, value: bytes | None, max_bytes: int) -> XpEvent:
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition the Java client's default partitioner (murmur2) gives ``key``.
+
+    aiokafka, the Java client and librdkafka with ``partitioner=murmur2_random`` agree on it.
+    """
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def decode_xp(
+    key: bytes | None, value: bytes | None, max_bytes: int,
+    position: tuple[int, int] | None = None,
+) -> XpEvent:
     """Decode and validate one record of the XP topic.
 
     Args:
         key: the record key; must be the event's ``student_id`` (UTF-8).
         value: the record value, a JSON object per ``xp_event.v1.json``.
         max_bytes: values longer than this are rejected unparsed.
+        position: ``(partition, partition count)`` the record was read from; when given, the
+            record must sit in its key's murmur2 partition, else one student's events would be
+            split across partitions and their totals across workers (DESIGN.md guarantee 7).
 
     Returns:
         The event, ids lower-cased.
@@ -124,6 +140,12 @@ def decode_xp(key: bytes | None, value: bytes | None, max_bytes: int) -> XpEvent
     student_id = doc["student_id"].lower()
     if key is None or key.decode("utf-8", "replace").lower() != student_id:
         raise InvalidEvent("key_mismatch", f"record key {key!r} is not student_id {student_id}")
+    if position is not None and partition_for(key, position[1]) != position[0]:
+        raise InvalidEvent(
+            "wrong_partition",
+            f"key {student_id} belongs in partition {partition_for(key, position[1])} of "
+            f"{position[1]}, read from {position[0]}: publish with the murmur2 partitioner",
+        )
     try:
         created_at = parse_timestamp(doc["created_at"])
     except ValueError as exc:

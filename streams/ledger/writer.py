@@ -29,8 +29,9 @@ class LedgerWriter:
 
     name = "ledger"
 
-    def __init__(self, max_record_bytes: int, metrics: Metrics) -> None:
+    def __init__(self, max_record_bytes: int, partitions: int, metrics: Metrics) -> None:
         self.max_record_bytes = max_record_bytes
+        self.partitions = partitions
         self.metrics = metrics
         self._rows: dict[str, LedgerRow] = {}  # event id -> row; the first in the batch wins
         self._added = 0
@@ -39,7 +40,8 @@ class LedgerWriter:
         """Validate ``record`` and keep its ledger row; invalid records are counted, skipped."""
         self._added += 1
         try:
-            ev = decode_xp(record.key, record.value, self.max_record_bytes)
+            ev = decode_xp(record.key, record.value, self.max_record_bytes,
+                           (record.partition, self.partitions))
         except InvalidEvent as exc:
             self.metrics.records.labels("ledger", "invalid").inc()
             log.debug("skipping invalid record %s/%s: %s", record.partition, record.offset, exc)

@@ -100,7 +100,8 @@ class XpWorker:
         """Handle one record of the XP topic. Never raises for bad input."""
         msg = event.message
         try:
-            ev = decode_xp(msg.key, msg.value, self.settings.max_record_bytes)
+            ev = decode_xp(msg.key, msg.value, self.settings.max_record_bytes,
+                           (msg.partition, self.settings.topic_partitions))
         except InvalidEvent as exc:
             await self.dead_letter(event, exc)
             return

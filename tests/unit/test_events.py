@@ -73,3 +73,13 @@ def test_fingerprint_ignores_key_order_but_not_content() -> None:
     b = decode_xp(STUDENT.encode(), orjson.dumps(reordered), 65536)
     c = decode_xp(STUDENT.encode(), orjson.dumps(event(delta=11)), 65536)
     assert a.fingerprint == b.fingerprint != c.fingerprint
+
+
+def test_record_must_sit_in_its_keys_partition() -> None:
+    from streams.events import partition_for
+
+    home = partition_for(STUDENT.encode(), 12)
+    assert decode_xp(STUDENT.encode(), orjson.dumps(event()), 65536, (home, 12))
+    with pytest.raises(InvalidEvent) as info:
+        decode_xp(STUDENT.encode(), orjson.dumps(event()), 65536, ((home + 1) % 12, 12))
+    assert info.value.reason == "wrong_partition"
