@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -81,7 +81,8 @@ def _run_sink(kind: str) -> None:
     metrics = Metrics()
     if kind == "ledger":
         sink = PostgresSink(settings, settings.xp_topic, settings.ledger_group,
-                            LedgerWriter(settings.max_record_bytes, settings.topic_partitions, metrics), metrics)
+                            LedgerWriter(settings.max_record_bytes, settings.topic_partitions,
+                                         metrics), metrics)
     else:
         sink = PostgresSink(settings, settings.totals_changelog_topic, settings.totals_group,
                             TotalsWriter(metrics), metrics)

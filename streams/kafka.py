@@ -106,7 +106,9 @@ async def topic_exists(settings: Settings, topic: str) -> bool:
         await admin.close()
 
 
-async def partitions_for(client: AIOKafkaConsumer, topic: str, timeout_s: float = 10.0) -> list[int]:
+async def partitions_for(
+    client: AIOKafkaConsumer, topic: str, timeout_s: float = 10.0
+) -> list[int]:
     """Return the partition numbers of ``topic`` (waiting up to ``timeout_s`` for metadata)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:

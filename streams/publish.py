@@ -83,7 +83,9 @@ async def wait_acks(futures: list[asyncio.Future[Any]], topic: str) -> int:
     return len(results)
 
 
-async def publish_lines(settings: Settings, lines: Iterable[bytes], topic: str | None = None) -> int:
+async def publish_lines(
+    settings: Settings, lines: Iterable[bytes], topic: str | None = None
+) -> int:
     """Publish JSON lines (one event object a line); blank lines are skipped.
 
     Raises:

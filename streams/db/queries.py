@@ -1,4 +1,4 @@
-"""Named SQL queries loaded from ``queries.sql`` (``-- name: X`` blocks); SQL stays in .sql files."""
+"""Named SQL queries loaded from ``queries.sql`` (``-- name: X`` blocks): SQL stays in .sql."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ _FILE = Path(__file__).with_name("queries.sql")
 def _all() -> dict[str, str]:
     text = _FILE.read_text()
     parts = re.split(r"^-- name: (\w+)\s*$", text, flags=re.MULTILINE)
-    return {name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    pairs = zip(parts[1::2], parts[2::2], strict=True)
+    return {name: body.strip().rstrip(";") for name, body in pairs}
 
 
 def query(name: str) -> str:

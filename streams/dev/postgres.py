@@ -17,7 +17,8 @@ from streams.dev.procs import free_port
 
 
 def _bindir() -> Path:
-    for candidate in (shutil.which("pg_ctl"), *sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))):
+    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    for candidate in (shutil.which("pg_ctl"), *debian):
         if candidate:
             return Path(os.path.realpath(candidate)).parent
     raise FileNotFoundError("pg_ctl not found: install PostgreSQL (apt-get install postgresql)")

@@ -37,7 +37,13 @@ from streams.events import XpEvent, decode_xp
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.totals.dedupe import (
-    Sighting, Verdict, classify, decode_sighting, encode_sighting, expired, from_ledger,
+    Sighting,
+    Verdict,
+    classify,
+    decode_sighting,
+    encode_sighting,
+    expired,
+    from_ledger,
 )
 from streams.totals.fold import already_applied, decode_totals, encode_totals, fold
 
@@ -110,7 +116,8 @@ class XpWorker:
         raw_seen = self.seen.get(id_key)
         sighting = decode_sighting(raw_seen) if raw_seen is not None else None
         verdict = classify(sighting, ev.fingerprint, msg.partition, msg.offset)
-        if verdict is Verdict.NEW and ev.created_at.timestamp() < now - self.settings.dedupe_horizon_seconds:
+        horizon = self.settings.dedupe_horizon_seconds
+        if verdict is Verdict.NEW and ev.created_at.timestamp() < now - horizon:
             verdict = from_ledger(await self.ledger_position(ev.id), ev.fingerprint,
                                   msg.partition, msg.offset)
             self.metrics.ledger_checks.labels(verdict.value).inc()

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class TotalsWriter:
-    """Collects the newest totals per student for one batch (a :class:`streams.sink.BatchWriter`)."""
+    """Collects the newest totals per student for a batch (a :class:`streams.sink.BatchWriter`)."""
 
     name = "totals"
 

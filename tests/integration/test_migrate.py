@@ -24,7 +24,8 @@ def test_migrations_apply_once_and_detect_changes(stack, tmp_path: Path) -> None
         tables = {r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert {"xp_events", "xp_totals", "consumer_offsets", "schema_migrations"} <= tables
-    (sql / "V001__init_schema.sql").write_text("-- edited\n" + (sql / "V001__init_schema.sql").read_text())
+    v001 = sql / "V001__init_schema.sql"
+    v001.write_text("-- edited\n" + v001.read_text())
     with pytest.raises(MigrationError, match="changed after it was applied"):
         migrate(url, sql)
     (sql / "V002__broken.sql").write_text("CREATE TABLE nope (")

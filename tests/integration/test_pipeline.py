@@ -209,7 +209,8 @@ def test_events_published_with_librdkafka_are_accepted(pipeline: Pipeline) -> No
     assert row == (sum(range(30)), 30)
     assert query_one(s.database_url, "SELECT count(*) FROM xp_events WHERE student_id = %s",
                      stray) == (0,)
-    from streams.audit.outcome import count_dlq
     import asyncio
+
+    from streams.audit.outcome import count_dlq
 
     assert asyncio.run(count_dlq(s)) == {"wrong_partition": 3}
