@@ -28,6 +28,12 @@ def _logging(level: str = "INFO") -> None:
     )
 
 
+def _quiet_clients() -> None:
+    """Short commands report failures in one line themselves; the clients' logs would repeat
+    them on stderr."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
 def _run_until_signal(main: object) -> None:
     """Run coroutine function ``main(stop_event)`` until it returns; SIGTERM/SIGINT set stop."""
 
@@ -109,6 +115,7 @@ def publish(source: click.utils.LazyFile, topic: str | None) -> None:
     """Publish JSON lines (one event a line) from SOURCE, a file or - for standard input."""
     from streams.publish import publish_lines
 
+    _quiet_clients()
     count = asyncio.run(publish_lines(_settings(), iter(source), topic))
     click.echo(f"published {count} records")
 
@@ -132,6 +139,7 @@ def loadgen(events: int, students: int, seed: int, duplicate_ratio: float, confl
     """Generate a seeded, realistic workload; publish it (or write it) and its expected outcome."""
     from streams.loadgen import LoadSpec, generate, publish_records
 
+    _quiet_clients()
     settings = _settings()
     spec = LoadSpec(events=events, students=students, seed=seed, duplicate_ratio=duplicate_ratio,
                     conflict_ratio=conflict_ratio, invalid_ratio=invalid_ratio,

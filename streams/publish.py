@@ -32,7 +32,14 @@ class Publisher:
         self._producer = kafka.producer(settings)
 
     async def __aenter__(self) -> Publisher:
-        await self._producer.start()
+        """Connect to the brokers. Raises :class:`PublishError` when none answers."""
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            await self._producer.stop()
+            raise PublishError(
+                f"cannot reach the brokers {self.settings.kafka_bootstrap_servers}: {exc}"
+            ) from None
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -82,6 +82,10 @@ def create_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=settings.broker_rebalance_timeout,
         broker_commit_interval=settings.commit_interval,
         producer_acks=-1,
+        # Table changelog writes are one record per update: let them batch, or the broker gets
+        # one produce request per record (Tansu then spends a core on them).
+        producer_linger=max(0.001, settings.producer_linger_ms / 1000),
+        producer_max_batch_size=256 * 1024,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         table_standby_replicas=0,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
 import urllib.request
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -157,20 +159,35 @@ def game_server_lines(student: str, n: int) -> list[tuple[str, bytes]]:
         "created_at": f"2026-11-20T10:00:{i:02d}+01:00"})) for i in range(n)]
 
 
-def test_events_published_with_kcat_are_accepted(pipeline: Pipeline) -> None:
-    """A non-Python game server (Debian's kcat, librdkafka) publishes; the pipeline takes it."""
+def run_kcat(args: list[str], stdin: bytes, tmp_path: Path) -> subprocess.CompletedProcess[bytes]:
+    """Run Debian's kcat. Its librdkafka (2.0.2 in bookworm) cannot parse Tansu's ApiVersions
+    v3 response; then run the same kcat binary on the newer librdkafka (same ABI, .so.1) that
+    the confluent-kafka wheel ships, as a game server linking a current librdkafka would."""
+    done = subprocess.run(["kcat", *args], input=stdin, capture_output=True, timeout=30,
+                          check=False)
+    if b"ApiVersionRequest failed: Local: Read underflow" not in done.stderr:
+        return done
+    import confluent_kafka
+
+    libs = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
+    bundled = sorted(libs.glob("librdkafka*.so.1"))
+    assert bundled, f"no librdkafka in {libs}"
+    (tmp_path / "rdkafka").mkdir()
+    (tmp_path / "rdkafka" / "librdkafka.so.1").symlink_to(bundled[0])
+    env = {**os.environ, "LD_LIBRARY_PATH": str(tmp_path / "rdkafka")}
+    return subprocess.run(["kcat", *args], input=stdin, capture_output=True, timeout=30,
+                          check=False, env=env)
+
+
+def test_events_published_with_kcat_are_accepted(pipeline: Pipeline, tmp_path: Path) -> None:
+    """A non-Python game server (kcat on librdkafka) publishes; the pipeline takes its events."""
     if shutil.which("kcat") is None:
         pytest.skip("kcat not installed (make test installs it)")
     student = str(uuid.uuid4())
     lines = [f"{k}\t{v.decode()}" for k, v in game_server_lines(student, 20)]
-    done = subprocess.run(
-        ["kcat", "-P", "-b", pipeline.settings.kafka_bootstrap_servers, "-t",
-         pipeline.settings.xp_topic, "-K", "\t", "-X", "partitioner=murmur2_random"],
-        input="\n".join(lines).encode(), capture_output=True, timeout=30, check=False,
-    )
-    if b"ApiVersionRequest failed: Local: Read underflow" in done.stderr:
-        pytest.skip("this kcat's librdkafka cannot parse Tansu's ApiVersions v3 response; "
-                    "test_events_published_with_librdkafka covers a newer librdkafka")
+    done = run_kcat(["-P", "-b", pipeline.settings.kafka_bootstrap_servers, "-t",
+                     pipeline.settings.xp_topic, "-K", "\t", "-X", "partitioner=murmur2_random"],
+                    "\n".join(lines).encode(), tmp_path)
     assert done.returncode == 0 and b"ERROR" not in done.stderr, done.stderr.decode()
     pipeline.start()
     pipeline.wait_caught_up()

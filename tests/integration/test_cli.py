@@ -1,0 +1,58 @@
+"""The ``streams`` console script: publishing JSON lines, and clear one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import orjson
+import pytest
+
+from streams.dev.procs import free_port
+from streams.dev.stack import settings_env
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def streams(
+    args: list[str], settings: Settings, stdin: bytes = b"", **env_overrides: str
+) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, **settings_env(settings), **env_overrides}
+    return subprocess.run([sys.executable, "-m", "streams", *args], input=stdin, env=env,
+                          capture_output=True, timeout=120, check=False)
+
+
+def test_publish_json_lines_from_stdin(settings: Settings) -> None:
+    student = str(uuid.uuid4())
+    lines = b"\n".join(orjson.dumps({"id": str(uuid.uuid4()), "student_id": student,
+                                     "kind": "quiz", "delta": 5,
+                                     "created_at": "2026-11-20T10:00:00Z"}) for _ in range(3))
+    done = streams(["publish", "-"], settings, lines + b"\n\n")
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().strip() == "published 3 records"
+
+
+def test_publish_rejects_a_line_without_a_student_in_one_line(settings: Settings) -> None:
+    done = streams(["publish", "-"], settings, b'{"id": "x"}\n')
+    assert done.returncode == 1
+    assert done.stderr.decode().strip() == "Error: line 1: not an event object with student_id"
+
+
+def test_publish_to_an_unreachable_broker_fails_clearly(settings: Settings) -> None:
+    dead = settings.with_(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
+    done = streams(["publish", "-"], dead, b"")
+    assert done.returncode == 1
+    err = done.stderr.decode().strip()
+    assert err.startswith("Error: cannot reach the brokers") and "\n" not in err
+
+
+def test_bad_arguments_and_settings_exit_non_zero(settings: Settings) -> None:
+    done = streams(["loadgen", "--events", "-5", "--expected", "x.json"], settings)
+    assert done.returncode == 2 and b"--events" in done.stderr
+    assert streams(["migrate"], settings).returncode == 0  # sane settings work
+    done = streams(["migrate"], settings, XP_TOPIC_PARTITIONS="lots")
+    assert done.returncode == 1
+    assert done.stderr.decode().strip() == "Error: XP_TOPIC_PARTITIONS='lots' is not a whole number"
