@@ -144,13 +144,18 @@ class PostgresSink:
         self.metrics.last_commit.labels(self.writer.name).set_to_current_time()
         offsets = {TopicPartition(self.topic, p): OffsetAndMetadata(o, "")
                    for p, o in self._positions.items()}
-        self._positions.clear()
-        self._bytes = 0
+        self.reset_batch()
         if self._consumer is not None:
             try:  # for lag monitoring only: PostgreSQL holds the offsets that count
                 await self._consumer.commit(offsets)
             except (CommitFailedError, IllegalStateError) as exc:
                 log.info("%s sink: Kafka commit skipped (%s)", self.writer.name, exc)
+
+    def reset_batch(self) -> None:
+        """Forget the pending batch (after a commit, or when its partitions are revoked)."""
+        self.writer.discard()
+        self._positions.clear()
+        self._bytes = 0
 
     def _add(self, record: ConsumerRecord[bytes, bytes]) -> None:
         self.writer.add(record)
@@ -213,9 +218,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         except (TimeoutError, DatabaseUnavailable):
             log.warning("%s sink: could not flush before a rebalance; the batch will be re-read",
                         self.sink.writer.name)
-        self.sink.writer.discard()
-        self.sink._positions.clear()  # noqa: SLF001 - the listener is part of the sink
-        self.sink._bytes = 0  # noqa: SLF001
+        self.sink.reset_batch()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         stored = await self.sink.load_offsets()

@@ -8,6 +8,7 @@ consumer group has lag 0, and prints a summary; exits 1 on any mismatch (issue 2
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 from rich.console import Console
@@ -21,8 +22,16 @@ from streams.loadgen import LoadSpec, generate, publish_records
 from streams.settings import Settings
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> int:
-    """Run the demo; return the process exit status (0 = every check passed)."""
+    """Run the demo; return the process exit status (0 = every check passed).
+
+    Ctrl-C and SIGTERM stop every process it started before it exits.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
     console = Console()
     base = default_base_dir()
     stack = LocalStack(base, settings=Settings(topic_partitions=partitions))

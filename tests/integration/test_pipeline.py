@@ -44,6 +44,8 @@ def test_workload_with_duplicates_and_invalid_records_is_exact(pipeline: Pipelin
     pipeline.wait_caught_up()
     pipeline.assert_exact(expected)
     assert expected.duplicates > 0 and sum(expected.invalid.values()) > 0
+    # SIGTERM: every process finishes its batch, commits and exits 0
+    assert pipeline.stop() == {"worker": 0, "totals-writer": 0, "sink": 0}
 
 
 def test_replaying_the_workload_counts_nothing_twice(pipeline: Pipeline) -> None:
