@@ -50,7 +50,8 @@ class BatchWriter(Protocol):
         """Records added since the last flush."""
 
     async def flush(self, conn: psycopg.AsyncConnection) -> None:
-        """Write everything added, inside the open transaction of ``conn``; then forget it."""
+        """Write everything added, inside the open transaction of ``conn``. Must keep it: the
+        transaction may still fail to commit, and then the same batch is written again."""
 
     def discard(self) -> None:
         """Forget everything added (the batch will be read again)."""

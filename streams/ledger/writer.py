@@ -60,7 +60,10 @@ class LedgerWriter:
         return self._added
 
     async def flush(self, conn: psycopg.AsyncConnection) -> None:
-        """COPY the rows to staging and insert the new ones, in ``conn``'s transaction."""
+        """COPY the rows to staging and insert the new ones, in ``conn``'s transaction.
+
+        Keeps the rows: the sink calls :meth:`discard` only once the transaction committed,
+        so a failed commit is retried with the same rows."""
         rows = list(self._rows.values())
         if rows:
             async with conn.cursor() as cur:
@@ -72,7 +75,6 @@ class LedgerWriter:
                 inserted = max(cur.rowcount, 0)
             self.metrics.sink_rows.labels("ledger", "inserted").inc(inserted)
             self.metrics.sink_rows.labels("ledger", "present").inc(len(rows) - inserted)
-        self.discard()
 
     def discard(self) -> None:
         """Forget the batch."""

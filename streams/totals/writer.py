@@ -49,7 +49,8 @@ class TotalsWriter:
         return self._added
 
     async def flush(self, conn: psycopg.AsyncConnection) -> None:
-        """Upsert the batch's totals, never lowering a stored version."""
+        """Upsert the batch's totals, never lowering a stored version. Keeps the batch until
+        the sink calls :meth:`discard` after the commit."""
         if self._latest:
             async with conn.cursor() as cur:
                 await cur.execute(query("stage_totals"))
@@ -65,7 +66,6 @@ class TotalsWriter:
                 written = max(cur.rowcount, 0)
             self.metrics.sink_rows.labels("totals", "inserted").inc(written)
             self.metrics.sink_rows.labels("totals", "present").inc(len(self._latest) - written)
-        self.discard()
 
     def discard(self) -> None:
         """Forget the batch."""

@@ -1,0 +1,65 @@
+"""The sink loop against a real PostgreSQL whose connection dies inside a batch transaction."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from streams.db.connect import connect
+from streams.ledger.writer import LedgerWriter
+from streams.loadgen import LoadSpec, generate, publish_records
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.sink import PostgresSink
+
+pytestmark = pytest.mark.integration
+
+
+class DiesBeforeCommit(LedgerWriter):
+    """The real ledger writer, whose connection is terminated by the server right after the
+    rows are written, before the commit, on its first ``failures`` flushes."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, failures: int) -> None:
+        super().__init__(settings.max_record_bytes, settings.topic_partitions, metrics)
+        self.url = settings.database_url
+        self.failures = failures
+
+    async def flush(self, conn: psycopg.AsyncConnection) -> None:
+        await super().flush(conn)
+        if self.failures:
+            self.failures -= 1
+            with connect(self.url, autocommit=True) as killer:
+                killer.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+
+
+def test_a_batch_whose_commit_fails_is_written_again(settings: Settings) -> None:
+    records, expected = generate(LoadSpec(events=3000, students=40, seed=21,
+                                          max_record_bytes=settings.max_record_bytes))
+    asyncio.run(publish_records(settings, records))
+    s = settings.with_(sink_batch_records=100_000, sink_batch_seconds=0.5)
+    metrics = Metrics()
+    writer = DiesBeforeCommit(s, metrics, failures=2)
+    sink = PostgresSink(s, s.xp_topic, s.ledger_group, writer, metrics)
+
+    async def run_until_written() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(sink.run(stop))
+        deadline = asyncio.get_running_loop().time() + 60
+        while asyncio.get_running_loop().time() < deadline and not task.done():
+            with connect(s.database_url) as conn:
+                stored = conn.execute("SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
+                                      " WHERE consumer_group = %s", (s.ledger_group,)).fetchone()
+            if stored and stored[0] >= len(records):
+                break
+            await asyncio.sleep(0.2)
+        stop.set()
+        await task
+
+    asyncio.run(run_until_written())
+    assert writer.failures == 0
+    assert metrics.db_errors.labels("ledger")._value.get() == 2  # noqa: SLF001
+    with connect(s.database_url) as conn:
+        rows = conn.execute("SELECT count(*) FROM xp_events").fetchone()
+    assert rows == (expected.valid_unique,)
