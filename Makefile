@@ -41,8 +41,8 @@ system-deps:
 	fi
 
 lint: venv
-	$(BIN)/pip install --quiet ruff
 	$(BIN)/ruff check streams tests
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

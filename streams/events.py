@@ -98,7 +98,7 @@ def partition_for(key: bytes, partitions: int) -> int:
 
     aiokafka, the Java client and librdkafka with ``partitioner=murmur2_random`` agree on it.
     """
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def decode_xp(

@@ -48,7 +48,9 @@ class Publisher:
     async def send_raw(self, key: bytes | None, value: bytes) -> asyncio.Future[Any]:
         """Queue one record; return a future that resolves when the broker acknowledges it."""
         try:
-            return await self._producer.send(self.topic, key=key, value=value)
+            future: asyncio.Future[Any] = await self._producer.send(self.topic, key=key,
+                                                                    value=value)
+            return future
         except KafkaError as exc:
             raise PublishError(f"could not queue a record for {self.topic}: {exc}") from exc
 

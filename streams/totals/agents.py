@@ -106,7 +106,7 @@ class XpWorker:
                               value_type=bytes, partitions=settings.topic_partitions)
         self._conn: Any = None
 
-    async def process(self, event: EventT) -> None:
+    async def process(self, event: EventT[bytes]) -> None:
         """Handle one record of the XP topic. Never raises for bad input."""
         msg = event.message
         try:
@@ -147,7 +147,7 @@ class XpWorker:
         self.totals[key] = encode_totals(fold(current, ev, partition, offset, now))
         self.metrics.records.labels("worker", "valid").inc()
 
-    async def dead_letter(self, event: EventT, exc: InvalidEvent) -> None:
+    async def dead_letter(self, event: EventT[bytes], exc: InvalidEvent) -> None:
         """Send the record's original key and bytes to the DLQ, the reason in headers."""
         msg = event.message
         self.metrics.records.labels("worker", "invalid").inc()
@@ -219,7 +219,7 @@ def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, XpWorker]:
                 logging.shutdown()
                 os._exit(70)
 
-    @app.timer(interval=settings.dedupe_expire_interval_seconds)
+    @app.timer(interval=settings.dedupe_expire_interval_seconds)  # type: ignore[untyped-decorator]
     async def expire_dedupe() -> None:
         dropped = worker.expire(time.time())
         if dropped:
