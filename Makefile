@@ -1,12 +1,11 @@
 # XP Streams: `make demo` runs the pipeline on the embedded local stack; `make test` runs the
 # tests. Both set themselves up: virtual environment, Python packages, and Debian packages
-# (PostgreSQL 15, kcat) through apt-get when they are missing and we are root.
+# (PostgreSQL 15, kcat, Prometheus) through apt-get when they are missing and we are root.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-APT_PACKAGES := postgresql kcat
 
 .PHONY: demo test test-fast system-deps venv lint clean
 
@@ -31,6 +30,7 @@ system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || missing="$$missing postgresql"; \
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \

@@ -109,6 +109,60 @@ def totals_writer() -> None:
 
 
 @main.command()
+@click.option("--interval", default=5.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds between lag samples.")
+@click.option("--reconcile-every", default=60.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds between reconciliations (run only when every group is at lag 0).")
+def monitor(interval: float, reconcile_every: float) -> None:
+    """Export consumer lag (from the broker) and reconciliation results as Prometheus metrics."""
+    from streams.metrics import MonitorMetrics
+    from streams.monitor import Monitor
+
+    _logging()
+    settings = _settings()
+    metrics = MonitorMetrics()
+    metrics.serve(settings.metrics_port)
+    _run_until_signal(Monitor(settings, metrics, interval, reconcile_every).run)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--watch", type=click.FloatRange(0.5), default=None, metavar="SECONDS",
+              help="Refresh every SECONDS until Ctrl-C.")
+def status(as_json: bool, watch: float | None) -> None:
+    """Show lag per group and partition, throughput, DLQ counts and reconciliation."""
+    import orjson
+    from rich.console import Console
+
+    from streams.status import Status, collect, render
+
+    _quiet_clients()
+    settings = _settings()
+    console = Console()
+
+    def show(snapshot: Status) -> None:
+        if as_json:
+            click.echo(orjson.dumps(snapshot.to_json(), option=orjson.OPT_INDENT_2).decode())
+        else:
+            render(snapshot, console)
+
+    async def run() -> None:
+        snapshot = await collect(settings)
+        show(snapshot)
+        while watch is not None:
+            await asyncio.sleep(watch)
+            snapshot = await collect(settings, previous=snapshot)
+            if not as_json:
+                console.clear()
+            show(snapshot)
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
 @click.argument("source", type=click.File("rb"))
 @click.option("--topic", help="Topic to publish to (default: XP_TOPIC).")
 def publish(source: click.utils.LazyFile, topic: str | None) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from streams import topics
 from streams.settings import Settings
@@ -107,75 +107,128 @@ async def topic_exists(settings: Settings, topic: str) -> bool:
 
 
 async def partitions_for(
-    client: AIOKafkaConsumer, topic: str, timeout_s: float = 10.0
+    client: AIOKafkaConsumer, topic: str, timeout_s: float = 2.0
 ) -> list[int]:
-    """Return the partition numbers of ``topic`` (waiting up to ``timeout_s`` for metadata)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
+    """Return the partition numbers of ``topic``.
+
+    Asks for the whole cluster's metadata (which never auto-creates a topic), retrying for up
+    to ``timeout_s`` seconds for a topic created a moment ago.
+
+    Raises:
+        LookupError: the topic does not exist.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     while True:
         parts = client.partitions_for_topic(topic)
+        if not parts:
+            metadata = await client._client.fetch_all_metadata()  # noqa: SLF001 - no public API
+            parts = metadata.partitions_for_topic(topic)
         if parts:
             return sorted(parts)
-        if asyncio.get_running_loop().time() > deadline:
+        if loop.time() > deadline:
             raise LookupError(f"topic {topic!r} does not exist")
-        await client._client.force_metadata_update()  # noqa: SLF001 - public API has no refresh
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)
+
+
+class OffsetReader:
+    """Reads high watermarks, groups' committed offsets and record timestamps from the broker.
+
+    It never joins a consumer group, so what it reports stays right while a group rebalances or
+    its consumers are down. Use as ``async with OffsetReader(settings) as reader``; its clients
+    live as long as it does.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        # fetch_max_wait_ms: an empty fetch (at the end of a partition) must answer at once.
+        self._reader = consumer(settings, None, max_partition_fetch_bytes=64 * 1024,
+                                fetch_max_wait_ms=10)
+        self._groups: dict[str, AIOKafkaConsumer] = {}
+
+    async def __aenter__(self) -> OffsetReader:
+        await self._reader.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for client in self._groups.values():
+            await client.stop()
+        await self._reader.stop()
+
+    async def partitions(self, topic: str) -> list[int]:
+        """The partition numbers of ``topic``. Raises ``LookupError`` when it does not exist."""
+        return await partitions_for(self._reader, topic)
+
+    async def _fetch_from(self, positions: dict[TopicPartition, int], need_record: bool) -> dict[
+            TopicPartition, tuple[int | None, ConsumerRecord[bytes, bytes] | None]]:
+        """Fetch from each position until its high watermark is known (and, with
+        ``need_record``, its first record, unless the position is at the end); at most 2 s.
+        Returns (fetch high watermark, first record or None) per partition."""
+        self._reader.assign(list(positions))
+        for tp, offset in positions.items():
+            self._reader.seek(tp, offset)
+        found: dict[TopicPartition, tuple[int | None, ConsumerRecord[bytes, bytes] | None]] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        while len(found) < len(positions) and loop.time() < deadline:
+            batch = await self._reader.getmany(*positions, timeout_ms=200)
+            for tp in positions:
+                if tp in found:
+                    continue
+                records = batch.get(tp)
+                hw = self._reader.highwater(tp)
+                if records:
+                    found[tp] = (hw, records[0])
+                elif hw is not None and (not need_record or hw <= positions[tp]):
+                    found[tp] = (hw, None)
+        return found
+
+    async def high_watermarks(self, topic: str) -> dict[int, int]:
+        """The high watermark (offset after the last record) of each partition of ``topic``.
+
+        ListOffsets(latest) is read first; then one fetch from there corrects it, because Tansu
+        answers the base offset of the last record batch instead of the end. On brokers that
+        answer right the fetch finds nothing past it and changes nothing.
+        """
+        tps = [TopicPartition(topic, p) for p in await self.partitions(topic)]
+        ends: dict[TopicPartition, int] = await self._reader.end_offsets(tps)
+        result = {tp.partition: ends[tp] for tp in tps}
+        for tp, (hw, _) in (await self._fetch_from(dict(ends), need_record=False)).items():
+            if hw is not None:
+                result[tp.partition] = max(result[tp.partition], hw)
+        return result
+
+    async def committed(self, group: str, topic: str) -> dict[int, int | None]:
+        """The committed offset of ``group`` on each partition of ``topic`` (None: none yet)."""
+        client = self._groups.get(group)
+        if client is None:
+            client = self._groups[group] = consumer(self.settings, group)
+            await client.start()
+        return {p: await client.committed(TopicPartition(topic, p))
+                for p in await self.partitions(topic)}
+
+    async def timestamps_at(self, topic: str, offsets: dict[int, int]) -> dict[int, float]:
+        """The timestamp (seconds since the epoch) of the record at each partition's offset;
+        partitions with no record there are left out."""
+        if not offsets:
+            return {}
+        found = await self._fetch_from({TopicPartition(topic, p): o for p, o in offsets.items()},
+                                       need_record=True)
+        return {tp.partition: record.timestamp / 1000 for tp, (_, record) in found.items()
+                if record is not None}
 
 
 async def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
-    """Return the high watermark (offset after the last record) of each partition of ``topic``.
-
-    ListOffsets(latest) is read first; then one fetch from there corrects it, because Tansu
-    answers the base offset of the last record batch instead of the end. On brokers that answer
-    correctly the fetch finds nothing past it and changes nothing.
-    """
-    client = consumer(settings, None)
-    await client.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in await partitions_for(client, topic)]
-        ends: dict[TopicPartition, int] = await client.end_offsets(tps)
-        client.assign(tps)
-        for tp in tps:
-            client.seek(tp, ends[tp])
-        result = {tp.partition: ends[tp] for tp in tps}
-        pending = set(tps)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 2.0
-        while pending and loop.time() < deadline:
-            batch = await client.getmany(*pending, timeout_ms=200)
-            for tp in list(pending):
-                hw = client.highwater(tp)
-                if hw is not None:
-                    result[tp.partition] = max(result[tp.partition], hw)
-                    pending.discard(tp)
-            for tp, records in batch.items():
-                if records:
-                    result[tp.partition] = max(result[tp.partition], records[-1].offset + 1)
-        return result
-    finally:
-        await client.stop()
-
-
-async def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int | None]:
-    """Return the committed offset of ``group`` on each partition of ``topic`` (None: none yet).
-
-    Read from the broker's group coordinator without joining the group, so it is right while the
-    group rebalances or its consumers are down.
-    """
-    client = consumer(settings, group)
-    await client.start()
-    try:
-        result: dict[int, int | None] = {}
-        for p in await partitions_for(client, topic):
-            result[p] = await client.committed(TopicPartition(topic, p))
-        return result
-    finally:
-        await client.stop()
+    """One-shot :meth:`OffsetReader.high_watermarks`."""
+    async with OffsetReader(settings) as reader:
+        return await reader.high_watermarks(topic)
 
 
 async def consumer_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
     """Return the lag in records (high watermark minus committed offset) per partition."""
-    ends = await high_watermarks(settings, topic)
-    committed = await committed_offsets(settings, group, topic)
+    async with OffsetReader(settings) as reader:
+        ends = await reader.high_watermarks(topic)
+        committed = await reader.committed(group, topic)
     return {p: max(0, end - (committed.get(p) or 0)) for p, end in ends.items()}
 
 
@@ -193,26 +246,27 @@ async def wait_caught_up(
     started = loop.time()
     first: dict[str, float] = {}
     done: dict[str, tuple[float, float]] = {}
-    while True:
-        lags = {}
-        for group, topic in group_topics:
-            if group in done:
-                continue
-            if not await topic_exists(settings, topic):
-                lags[group] = -1  # not there yet (e.g. a changelog before the first write)
-                continue
-            ends = await high_watermarks(settings, topic)
-            committed = await committed_offsets(settings, group, topic)
-            now = loop.time() - started
-            if any(committed.values()):
-                first.setdefault(group, now)
-            lags[group] = sum(max(0, e - (committed.get(p) or 0)) for p, e in ends.items())
-            if lags[group] == 0 and sum(ends.values()) > 0:
-                done[group] = (first.get(group, now), now)
-        if on_progress is not None:
-            on_progress(lags)
-        if len(done) == len(group_topics):
-            return done
-        if loop.time() - started > timeout_s:
-            raise TimeoutError(f"consumer lag not 0 after {timeout_s} s: {lags}")
-        await asyncio.sleep(interval_s)
+    async with OffsetReader(settings) as reader:
+        while True:
+            lags = {}
+            for group, topic in group_topics:
+                if group in done:
+                    continue
+                if not await topic_exists(settings, topic):
+                    lags[group] = -1  # not there yet (e.g. a changelog before the first write)
+                    continue
+                ends = await reader.high_watermarks(topic)
+                committed = await reader.committed(group, topic)
+                now = loop.time() - started
+                if any(committed.values()):
+                    first.setdefault(group, now)
+                lags[group] = sum(max(0, e - (committed.get(p) or 0)) for p, e in ends.items())
+                if lags[group] == 0 and sum(ends.values()) > 0:
+                    done[group] = (first.get(group, now), now)
+            if on_progress is not None:
+                on_progress(lags)
+            if len(done) == len(group_topics):
+                return done
+            if loop.time() - started > timeout_s:
+                raise TimeoutError(f"consumer lag not 0 after {timeout_s} s: {lags}")
+            await asyncio.sleep(interval_s)

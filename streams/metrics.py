@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 
 class Metrics:
-    """Every metric a pipeline process exports."""
+    """Every metric a pipeline process (worker, totals writer, ledger sink) exports."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -52,6 +52,64 @@ class Metrics:
             "xp_sink_last_commit_timestamp_seconds",
             "Unix time of the sink's last successful database commit.", ["sink"], registry=r,
         )
+
+        self.freshness = Gauge(
+            "xp_newest_event_created_timestamp_seconds",
+            "created_at of the newest event a stage has applied (Unix seconds); freshness is"
+            " time() minus this.", ["stage"], registry=r,
+        )
+        self.totals_newest = Gauge(
+            "xp_totals_newest_written_timestamp_seconds",
+            "updated_at of the newest total the totals writer committed (Unix seconds).",
+            registry=r,
+        )
+
+    def serve(self, port: int) -> None:
+        """Serve ``/metrics`` on ``port`` (0 = do not serve)."""
+        if port:
+            start_http_server(port, registry=self.registry)
+
+
+class MonitorMetrics:
+    """What ``streams monitor`` exports: consumer lag read from the broker, and reconciliation.
+
+    Lag comes from the broker's committed offsets, not from inside the consumers, so it stays
+    right while a group rebalances or its consumers are down (issue 3).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        labels = ["group", "topic", "partition"]
+        self.lag_records = Gauge(
+            "xp_consumer_lag_records",
+            "High watermark minus committed offset (records).", labels, registry=r)
+        self.lag_seconds = Gauge(
+            "xp_consumer_lag_seconds",
+            "Age of the oldest record not yet committed (seconds; 0 when caught up).", labels,
+            registry=r)
+        self.committed = Gauge(
+            "xp_consumer_committed_offset", "The group's committed offset.", labels, registry=r)
+        self.high_watermark = Gauge(
+            "xp_topic_high_watermark", "Offset after the last record of a partition.",
+            ["topic", "partition"], registry=r)
+        self.last_commit = Gauge(
+            "xp_consumer_group_last_commit_timestamp_seconds",
+            "When the monitor last saw the group's committed offsets advance (Unix seconds).",
+            ["group"], registry=r)
+        self.last_sample = Gauge(
+            "xp_monitor_last_sample_timestamp_seconds",
+            "When the monitor last read the offsets successfully (Unix seconds).", registry=r)
+        self.sample_errors = Counter(
+            "xp_monitor_sample_errors_total", "Failed reads of offsets or the database.",
+            ["what"], registry=r)
+        self.mismatched = Gauge(
+            "xp_reconcile_mismatched_students",
+            "Students whose xp_totals differ from SUM(xp_events.delta) or the ledger count, at"
+            " the last reconciliation taken with every consumer group at lag 0.", registry=r)
+        self.last_reconcile = Gauge(
+            "xp_reconcile_last_run_timestamp_seconds",
+            "When the last lag-0 reconciliation ran (Unix seconds).", registry=r)
 
     def serve(self, port: int) -> None:
         """Serve ``/metrics`` on ``port`` (0 = do not serve)."""

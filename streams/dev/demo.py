@@ -20,6 +20,7 @@ from streams.dev.stack import LocalStack, PipelineProcess, default_base_dir
 from streams.kafka import wait_caught_up
 from streams.loadgen import LoadSpec, generate, publish_records
 from streams.settings import Settings
+from streams.status import collect, render
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -41,13 +42,11 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
         console.print("starting Tansu and PostgreSQL 15, applying migrations ...")
         settings = stack.start()
         stack.create_topics()
-        for command in ("worker", "totals-writer", "sink"):
+        for command in ("worker", "totals-writer", "sink", "monitor"):
             proc = PipelineProcess(command, settings, base / f"{command}.log", free_port())
             proc.start()
             procs.append(proc)
-        console.print(f"started worker, totals-writer, sink (logs in {base}); metrics at "
-                      + ", ".join(f"{p.command} http://127.0.0.1:{p.metrics_port}/metrics"
-                                  for p in procs))
+        console.print(f"started worker, totals-writer, sink, monitor (logs in {base})")
 
         console.print(f"generating {events:,} records for {students:,} students (seed {seed}) ...")
         records, expected = generate(LoadSpec(events=events, students=students, seed=seed,
@@ -112,6 +111,10 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
         console.print(table)
         console.print(f"wall time from first publish to all lag 0: "
                       f"{time.monotonic() - started:.1f} s")
+        console.print("Prometheus metrics are served at:")
+        for proc in procs:
+            console.print(f"  {proc.command:14} http://127.0.0.1:{proc.metrics_port}/metrics")
+        render(asyncio.run(collect(settings, window_s=1.0)), console)
         if problems:
             for p in problems:
                 console.print(f"[red]MISMATCH[/] {p}")

@@ -99,8 +99,9 @@ class PipelineProcess:
     """One pipeline process (``streams worker|sink|totals-writer``) run as a child."""
 
     def __init__(self, command: str, settings: Settings, log_path: Path,
-                 metrics_port: int | None = None) -> None:
+                 metrics_port: int | None = None, args: tuple[str, ...] = ()) -> None:
         self.command = command
+        self.args = args
         self.settings = settings
         self.log_path = log_path
         self.metrics_port = settings.metrics_port if metrics_port is None else metrics_port
@@ -113,7 +114,7 @@ class PipelineProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams", self.command], env=env, stdout=log,
+                [sys.executable, "-m", "streams", self.command, *self.args], env=env, stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
 

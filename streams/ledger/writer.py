@@ -75,6 +75,9 @@ class LedgerWriter:
                 inserted = max(cur.rowcount, 0)
             self.metrics.sink_rows.labels("ledger", "inserted").inc(inserted)
             self.metrics.sink_rows.labels("ledger", "present").inc(len(rows) - inserted)
+            newest = max(row[6].timestamp() for row in rows)  # type: ignore[attr-defined]
+            self.metrics.freshness.labels("ledger").set(
+                max(newest, self.metrics.freshness.labels("ledger")._value.get()))  # noqa: SLF001
 
     def discard(self) -> None:
         """Forget the batch."""

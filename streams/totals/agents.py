@@ -26,6 +26,7 @@ import uuid
 from typing import Any
 
 import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import EventT
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
@@ -105,6 +106,7 @@ class XpWorker:
         self.seen = app.Table(topics.DEDUPE_TABLE, default=None, key_type=bytes,
                               value_type=bytes, partitions=settings.topic_partitions)
         self._conn: Any = None
+        self._newest_created = 0.0
 
     async def process(self, event: EventT[bytes]) -> None:
         """Handle one record of the XP topic. Never raises for bad input."""
@@ -146,6 +148,10 @@ class XpWorker:
             return
         self.totals[key] = encode_totals(fold(current, ev, partition, offset, now))
         self.metrics.records.labels("worker", "valid").inc()
+        created = ev.created_at.timestamp()
+        if created > self._newest_created:
+            self._newest_created = created
+            self.metrics.freshness.labels("worker").set(created)
 
     async def dead_letter(self, event: EventT[bytes], exc: InvalidEvent) -> None:
         """Send the record's original key and bytes to the DLQ, the reason in headers."""
@@ -202,6 +208,9 @@ class XpWorker:
 def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, XpWorker]:
     """Create the app, its tables, the agent on the XP topic and the expiry timer."""
     app = create_app(settings)
+    # Faust's own sensor for its internals (events, commits, rebalances), prefixed "faust_",
+    # served by this process's /metrics with the pipeline's metrics.
+    setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
     worker = XpWorker(app, settings, metrics)
     source = app.topic(settings.xp_topic, partitions=settings.topic_partitions)
 

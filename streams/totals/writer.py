@@ -66,6 +66,7 @@ class TotalsWriter:
                 written = max(cur.rowcount, 0)
             self.metrics.sink_rows.labels("totals", "inserted").inc(written)
             self.metrics.sink_rows.labels("totals", "present").inc(len(self._latest) - written)
+            self.metrics.totals_newest.set(max(t.updated_at for t in self._latest.values()))
 
     def discard(self) -> None:
         """Forget the batch."""

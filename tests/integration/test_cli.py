@@ -56,3 +56,28 @@ def test_bad_arguments_and_settings_exit_non_zero(settings: Settings) -> None:
     done = streams(["migrate"], settings, XP_TOPIC_PARTITIONS="lots")
     assert done.returncode == 1
     assert done.stderr.decode().strip() == "Error: XP_TOPIC_PARTITIONS='lots' is not a whole number"
+
+
+def test_status_reports_lag_dlq_and_reconciliation(settings: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``streams status --json`` after a small workload: lag 0, DLQ by reason, reconciled."""
+    from streams.loadgen import LoadSpec, generate
+    from tests.integration.conftest import Pipeline
+
+    pipeline = Pipeline(settings, tmp_path)
+    records, expected = generate(LoadSpec(events=1000, students=30, seed=41,
+                                          max_record_bytes=settings.max_record_bytes))
+    try:
+        pipeline.start()
+        pipeline.publish(records)
+        pipeline.wait_caught_up()
+        done = streams(["status", "--json"], settings)
+    finally:
+        pipeline.stop()
+    assert done.returncode == 0, done.stderr.decode()
+    status = orjson.loads(done.stdout)
+    groups = {lag["group"] for lag in status["lags"]}
+    assert groups == {settings.worker_group, settings.ledger_group, settings.totals_group}
+    assert all(lag["lag_records"] == 0 for lag in status["lags"])
+    assert status["dlq"] == expected.invalid
+    assert status["mismatched_students"] == 0
+    assert status["reconciliation"].startswith("ok")

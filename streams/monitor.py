@@ -1,0 +1,148 @@
+"""``streams monitor``: consumer lag from the broker, and lag-aware reconciliation, as metrics.
+
+Like Burrow or kminion it reads the consumer groups' committed offsets from the broker, never
+joining the groups, so lag is right while a group rebalances or its consumers are down
+(issue 3). Every ``interval`` seconds, for each (group, topic) of the pipeline:
+- lag in records: high watermark minus committed offset, per partition;
+- lag in seconds: now minus the timestamp of the oldest record not yet committed;
+- when the committed offsets last advanced (for the "group not committing" alert).
+When every group is at lag 0 (a consistent watermark: nothing in flight), it reconciles
+``xp_totals`` against the ledger at most every ``reconcile_every`` seconds (DESIGN.md
+guarantee 3) and exports the number of mismatched students.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+from aiokafka.errors import KafkaError
+
+from streams.audit.reconcile import mismatched_students
+from streams.errors import DatabaseUnavailable
+from streams.kafka import OffsetReader
+from streams.metrics import MonitorMetrics
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """One consumer group's position on one partition."""
+
+    group: str
+    topic: str
+    partition: int
+    committed: int | None
+    """The committed offset (None: the group never committed here)."""
+    high_watermark: int
+    """Offset after the last record."""
+    lag_records: int
+    """high_watermark minus committed (records)."""
+    lag_seconds: float
+    """Age of the oldest uncommitted record (seconds); 0 when caught up."""
+
+    def to_dict(self) -> dict[str, object]:
+        """As a JSON-ready dict."""
+        return asdict(self)
+
+
+def pipeline_groups(settings: Settings) -> list[tuple[str, str]]:
+    """The (consumer group, topic) pairs of the pipeline."""
+    return [
+        (settings.worker_group, settings.xp_topic),
+        (settings.ledger_group, settings.xp_topic),
+        (settings.totals_group, settings.totals_changelog_topic),
+    ]
+
+
+async def read_lag(reader: OffsetReader, group: str, topic: str) -> list[PartitionLag]:
+    """Read one group's lag on one topic from the broker.
+
+    Raises:
+        LookupError: the topic does not exist.
+    """
+    ends = await reader.high_watermarks(topic)
+    committed = await reader.committed(group, topic)
+    behind = {p: committed.get(p) or 0 for p, end in ends.items()
+              if end > (committed.get(p) or 0)}
+    stamps = await reader.timestamps_at(topic, behind)
+    now = time.time()
+    return [
+        PartitionLag(group, topic, p, committed.get(p), end,
+                     max(0, end - (committed.get(p) or 0)),
+                     max(0.0, now - stamps[p]) if p in stamps else 0.0)
+        for p, end in sorted(ends.items())
+    ]
+
+
+class Monitor:
+    """Samples lag and reconciles; exports both through :class:`MonitorMetrics`."""
+
+    def __init__(self, settings: Settings, metrics: MonitorMetrics, interval: float = 5.0,
+                 reconcile_every: float = 60.0) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.interval = interval
+        self.reconcile_every = reconcile_every
+        self.groups = pipeline_groups(settings)
+        self._last_committed: dict[str, int] = {}
+        self._last_reconcile = 0.0
+        self.last_mismatched: int | None = None
+
+    async def sample(self, reader: OffsetReader) -> list[PartitionLag]:
+        """Read every group's lag once and update the metrics."""
+        result: list[PartitionLag] = []
+        m = self.metrics
+        for group, topic in self.groups:
+            try:
+                lags = await read_lag(reader, group, topic)
+            except LookupError:
+                continue  # e.g. the changelog before the worker's first write
+            result.extend(lags)
+            for lag in lags:
+                labels = (group, topic, str(lag.partition))
+                m.lag_records.labels(*labels).set(lag.lag_records)
+                m.lag_seconds.labels(*labels).set(lag.lag_seconds)
+                m.committed.labels(*labels).set(lag.committed or 0)
+                m.high_watermark.labels(topic, str(lag.partition)).set(lag.high_watermark)
+            total = sum(lag.committed or 0 for lag in lags)
+            if total != self._last_committed.get(group):
+                self._last_committed[group] = total
+                m.last_commit.labels(group).set_to_current_time()
+        m.last_sample.set_to_current_time()
+        return result
+
+    def maybe_reconcile(self, lags: list[PartitionLag]) -> None:
+        """Reconcile when every group is at lag 0 and the last run is old enough."""
+        if not lags or any(lag.lag_records for lag in lags):
+            return
+        if time.monotonic() - self._last_reconcile < self.reconcile_every:
+            return
+        try:
+            self.last_mismatched = len(mismatched_students(self.settings.database_url))
+        except DatabaseUnavailable as exc:
+            self.metrics.sample_errors.labels("database").inc()
+            log.warning("reconciliation skipped: %s", exc)
+            return
+        self._last_reconcile = time.monotonic()
+        self.metrics.mismatched.set(self.last_mismatched)
+        self.metrics.last_reconcile.set_to_current_time()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sample every :attr:`interval` seconds until ``stop`` is set."""
+        async with OffsetReader(self.settings) as reader:
+            while not stop.is_set():
+                try:
+                    lags = await self.sample(reader)
+                    await asyncio.to_thread(self.maybe_reconcile, lags)
+                except KafkaError as exc:
+                    self.metrics.sample_errors.labels("broker").inc()
+                    log.warning("reading offsets failed: %s", exc)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=self.interval)
+                except TimeoutError:
+                    pass

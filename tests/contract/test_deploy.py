@@ -1,0 +1,85 @@
+"""deploy/ against the code: alert rules pass promtool's unit tests, and every metric the
+dashboard and the alerts use is one the processes export."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+from faust.sensors.prometheus import FaustMetrics
+from prometheus_client import CollectorRegistry
+
+from streams.metrics import Metrics, MonitorMetrics
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+METRIC = re.compile(r"\b((?:xp|faust)_[a-zA-Z0-9_]+)")
+
+
+def exported_names() -> set[str]:
+    """Every sample name the worker, sinks and monitor can expose (with _total, _bucket...)."""
+    registries = [Metrics().registry, MonitorMetrics().registry, CollectorRegistry()]
+    FaustMetrics.create(registries[-1], "faust")
+    names: set[str] = set()
+    for registry in registries:
+        names |= set(registry._names_to_collectors)  # noqa: SLF001 - no public listing
+    return names
+
+
+def dashboard_exprs() -> list[str]:
+    dash = orjson.loads((DEPLOY / "grafana" / "xp-streams.json").read_bytes())
+    return [t["expr"] for panel in dash["panels"] for t in panel["targets"]]
+
+
+def alert_exprs() -> list[str]:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    return [r["expr"] for g in rules["groups"] for r in g["rules"]]
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool missing: `make test` installs Debian's prometheus package")
+    return path
+
+
+def test_alert_rules_pass_their_promtool_unit_tests() -> None:
+    for args in (["check", "config", "prometheus.yml"], ["test", "rules", "alerts_test.yml"]):
+        done = subprocess.run([promtool(), *args], cwd=DEPLOY / "prometheus",
+                              capture_output=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+
+
+def test_every_alert_has_summary_description_and_runbook_section() -> None:
+    runbook = (DEPLOY.parent / "docs" / "runbook.md").read_text()
+    anchors = {h.strip("# ").lower() for h in runbook.splitlines() if h.startswith("#### ")}
+    tested = (DEPLOY / "prometheus" / "alerts_test.yml").read_text()
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    for rule in (r for g in rules["groups"] for r in g["rules"]):
+        notes = rule["annotations"]
+        assert notes["summary"] and notes["description"], rule["alert"]
+        assert notes["runbook_url"] == f"docs/runbook.md#{rule['alert'].lower()}"
+        assert rule["alert"].lower() in anchors, f"no runbook section for {rule['alert']}"
+        assert f"alertname: {rule['alert']}" in tested, f"no promtool test for {rule['alert']}"
+
+
+@pytest.mark.parametrize("source", ["dashboard", "alerts"])
+def test_expressions_name_only_exported_metrics(source: str) -> None:
+    exprs = dashboard_exprs() if source == "dashboard" else alert_exprs()
+    used = {name for e in exprs for name in METRIC.findall(e)}
+    assert used, "no metric found in the expressions"
+    missing = used - exported_names()
+    assert not missing, f"{source} uses metrics no process exports: {sorted(missing)}"
+
+
+def test_dashboard_covers_what_operators_watch() -> None:
+    text = " ".join(dashboard_exprs())
+    for needed in ("xp_consumer_lag_records", "xp_consumer_lag_seconds", "xp_records_total",
+                   "xp_dlq_records_total", "xp_sink_batch_write_seconds_bucket",
+                   "xp_newest_event_created_timestamp_seconds",
+                   "xp_reconcile_mismatched_students"):
+        assert needed in text, needed
