@@ -35,6 +35,7 @@ from streams.db.connect import aconnect, mapped_errors
 from streams.db.queries import query
 from streams.errors import DatabaseUnavailable, InvalidEvent
 from streams.events import XpEvent, decode_xp
+from streams.kafka import OffsetReader
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.totals.dedupe import (
@@ -54,6 +55,36 @@ log = logging.getLogger(__name__)
 def faust_broker_urls(settings: Settings) -> list[str]:
     """Faust's form of the bootstrap list: ``kafka://host:port`` each."""
     return [f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")]
+
+
+def correct_recovery_highwaters(settings: Settings) -> None:
+    """Make Faust's table recovery use true high watermarks of the changelogs.
+
+    Faust reads a changelog up to the high watermark from ListOffsets(latest), and refuses to
+    start when a persisted offset is above it. Tansu answers the base offset of the last record
+    batch instead, so recovery would stop short of the last records (state loss) or fail with
+    ``ConsistencyError`` after a kill -9. This wraps Faust's lookup with
+    :meth:`streams.kafka.OffsetReader.high_watermarks`, which corrects it with one fetch and
+    changes nothing on brokers that answer right.
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.AIOKafkaConsumerThread._highwaters
+    if getattr(original, "corrected", False):
+        return
+
+    async def _highwaters(self: Any, partitions: list[Any]) -> dict[Any, int]:
+        result = dict(await original(self, partitions))
+        async with OffsetReader(settings) as reader:
+            for topic in {tp.topic for tp in partitions}:
+                true_ends = await reader.high_watermarks(topic)
+                for tp in partitions:
+                    if tp.topic == topic and tp.partition in true_ends:
+                        result[tp] = max(result.get(tp) or 0, true_ends[tp.partition])
+        return result
+
+    _highwaters.corrected = True  # type: ignore[attr-defined]
+    setattr(driver.AIOKafkaConsumerThread, "_highwaters", _highwaters)  # noqa: B010
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -207,6 +238,7 @@ class XpWorker:
 
 def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, XpWorker]:
     """Create the app, its tables, the agent on the XP topic and the expiry timer."""
+    correct_recovery_highwaters(settings)
     app = create_app(settings)
     # Faust's own sensor for its internals (events, commits, rebalances), prefixed "faust_",
     # served by this process's /metrics with the pipeline's metrics.
