@@ -38,7 +38,8 @@ class Outcome:
         if self.dlq != expected.invalid:
             found.append(f"DLQ holds {self.dlq}, expected {expected.invalid}")
         if self.ledger_vs_totals:
-            found.append(f"{len(self.ledger_vs_totals)} students: xp_totals != SUM(ledger delta)")
+            found.append(f"{len(self.ledger_vs_totals)} students: xp_totals != SUM(ledger delta),"
+                         f" e.g. {self.ledger_vs_totals[:3]}")
         if self.expected_vs_totals:
             found.append(f"{len(self.expected_vs_totals)} students differ from the expected "
                          f"totals, e.g. {self.expected_vs_totals[:3]}")

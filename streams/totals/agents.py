@@ -8,9 +8,11 @@ event ids live in the student's partition):
   the dedupe horizon, then expired; older ids are checked against the ledger (guarantee 8).
 
 Crash safety (guarantee 4, STYLE.md): Faust flushes changelogs before it commits the source
-offset, but a kill -9 can leave changelog entries ahead of the commit. The fold is therefore
-idempotent for a re-delivered record: the sighting remembers the record's position, the
-totals remember the last applied position, and a record at or before it is not applied again.
+offset, but a kill -9 can leave changelog entries ahead of the commit, and the local RocksDB
+store ahead of the changelog. The fold is therefore idempotent for a re-delivered record: the
+sighting remembers the record's position, the totals remember the last applied position, a
+record at or before it is not applied again, and its current state is written to the
+changelog again so that nothing only the dead process's local store knew is lost.
 
 A Faust agent that raises loses the record (faust-streaming agents guide), so every error of
 bad input is caught here and sent to the DLQ.
@@ -168,6 +170,8 @@ class XpWorker:
         if sighting is None:
             self.seen[id_key] = encode_sighting(Sighting(
                 ev.fingerprint, msg.partition, msg.offset, now, ev.created_at.timestamp()))
+        elif verdict is Verdict.REDELIVERY:
+            self.seen[id_key] = raw_seen  # re-emit: the changelog may not have it (see apply)
 
     def apply(self, ev: XpEvent, partition: int, offset: int, now: float) -> None:
         """Fold ``ev`` into its student's totals unless this record is already folded in."""
@@ -175,6 +179,11 @@ class XpWorker:
         raw = self.totals.get(key)
         current = decode_totals(raw) if raw is not None else None
         if already_applied(current, partition, offset):
+            # The local store (RocksDB survives kill -9) can hold a fold whose changelog record
+            # was still in the producer buffer when the process died. Write the current value
+            # again, so the changelog, the totals writer and any other worker recovering this
+            # partition get it; downstream the version guard makes it idempotent.
+            self.totals[key] = raw
             self.metrics.records.labels("worker", "redelivery").inc()
             return
         self.totals[key] = encode_totals(fold(current, ev, partition, offset, now))

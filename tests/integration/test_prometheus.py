@@ -140,5 +140,12 @@ def test_lag_rises_and_returns_to_zero_and_a_stopped_sink_fires_an_alert(observe
     alert = poll(lambda: prom.firing("XpProcessDown"), 60, "XpProcessDown to fire")
     assert alert[0]["labels"]["job"] == "xp-streams-ledger-sink"
     print(f"fired: {alert[0]['labels']} at {alert[0]['activeAt']}")
+    # lag is read from the broker: it is right while the sink is down
+    more, _ = generate(LoadSpec(events=300, students=20, seed=32, invalid_ratio=0,
+                                duplicate_ratio=0, conflict_ratio=0))
+    pipeline.publish(more)
+    sink_lag = f'sum(xp_consumer_lag_records{{group="{s.ledger_group}"}})'
+    poll(lambda: prom.scalar(sink_lag) == 300, 30, "the stopped sink's lag to show 300")
     pipeline.start("sink")
     poll(lambda: not prom.firing("XpProcessDown"), 60, "XpProcessDown to resolve")
+    poll(lambda: prom.scalar(sink_lag) == 0, 60, "the restarted sink's lag to return to 0")
