@@ -92,6 +92,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "XP_DATA_DIR": settings.data_dir,
         "XP_TABLE_STORE": settings.table_store,
         "XP_COMMIT_INTERVAL": str(settings.commit_interval),
+        "XP_FAUST_SENSOR": str(int(settings.faust_sensor)),
     }
 
 

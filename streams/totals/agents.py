@@ -251,7 +251,8 @@ def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, XpWorker]:
     app = create_app(settings)
     # Faust's own sensor for its internals (events, commits, rebalances), prefixed "faust_",
     # served by this process's /metrics with the pipeline's metrics.
-    setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
+    if settings.faust_sensor:
+        setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
     worker = XpWorker(app, settings, metrics)
     source = app.topic(settings.xp_topic, partitions=settings.topic_partitions)
 
