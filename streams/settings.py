@@ -9,37 +9,36 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from streams import topics
 from streams.errors import ConfigError
 
+N = TypeVar("N", int, float)
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+
+def _number(env: Mapping[str, str], name: str, default: N, minimum: N, parse: type[N]) -> N:
+    """Read ``name`` as ``parse`` (int or float), at least ``minimum``; absent -> ``default``."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+        kind = "a whole number" if parse is int else "a number"
+        raise ConfigError(f"{name}={raw!r} is not {kind}") from None
     if value < minimum:
         raise ConfigError(f"{name}={value} is below its minimum {minimum}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    return _number(env, name, default, minimum, int)
 
 
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} is below its minimum {minimum}")
-    return value
+    return _number(env, name, default, minimum, float)
 
 
 def redact_url(url: str) -> str:
