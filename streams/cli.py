@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import click
@@ -34,7 +35,7 @@ def _quiet_clients() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
-def _run_until_signal(main: object) -> None:
+def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run coroutine function ``main(stop_event)`` until it returns; SIGTERM/SIGINT set stop."""
 
     async def runner() -> None:
@@ -42,7 +43,7 @@ def _run_until_signal(main: object) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await main(stop)  # type: ignore[operator]
+        await main(stop)
 
     asyncio.run(runner())
 
