@@ -72,13 +72,17 @@ class PostgresSink:
         self._bytes = 0
         self._conn: psycopg.AsyncConnection | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        # One flush at a time: aiokafka runs the rebalance listener in its own task, which may
+        # flush while the poll loop is flushing on the same connection.
+        self._flush_lock = asyncio.Lock()
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
             self._conn = await aconnect(self.settings.database_url)
         return self._conn
 
-    async def _drop_connection(self) -> None:
+    async def drop_connection(self) -> None:
+        """Close the database connection (a new one is opened on the next write)."""
         if self._conn is not None:
             try:
                 await self._conn.close()
@@ -102,7 +106,7 @@ class PostgresSink:
                     await op()
                 except DatabaseUnavailable:
                     self.metrics.db_errors.labels(self.writer.name).inc()
-                    await self._drop_connection()
+                    await self.drop_connection()
                     raise
 
     async def load_offsets(self) -> dict[int, int]:
@@ -122,7 +126,13 @@ class PostgresSink:
         return result
 
     async def flush(self) -> None:
-        """Write the pending batch and its offsets in one transaction, then commit to Kafka."""
+        """Write the pending batch and its offsets in one transaction, then commit to Kafka.
+
+        Serialised by a lock: the poll loop and the rebalance listener both call it."""
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self._positions:
             return
         records = self.writer.pending()
@@ -203,7 +213,7 @@ class PostgresSink:
         finally:
             self._consumer = None
             await consumer.stop()
-            await self._drop_connection()
+            await self.drop_connection()
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -58,13 +58,17 @@ class Pipeline:
         ports = {"worker": settings.metrics_port, "totals-writer": free_port(), "sink": free_port()}
         self.procs = {name: PipelineProcess(name, settings, log_dir / f"{name}.log", port)
                       for name, port in ports.items()}
+        self.killed: set[str] = set()
 
     def start(self, *names: str) -> None:
         for name in names or tuple(self.procs):
             self.procs[name].start()
+            self.killed.discard(name)
 
     def kill(self, name: str) -> None:
+        """kill -9 one process; it stays down until started again."""
         self.procs[name].kill()
+        self.killed.add(name)
 
     def stop(self) -> dict[str, int | None]:
         return {name: p.stop() for name, p in self.procs.items()}
@@ -76,7 +80,8 @@ class Pipeline:
         s = self.settings
 
         def alive(_: dict[str, int]) -> None:
-            dead = [n for n, p in self.procs.items() if p.proc is not None and not p.alive()]
+            dead = [n for n, p in self.procs.items()
+                    if p.proc is not None and not p.alive() and n not in self.killed]
             assert not dead, f"{dead} exited; logs: {self.logs(dead[0])}"
 
         async def both() -> None:

@@ -233,3 +233,31 @@ def test_events_published_with_librdkafka_are_accepted(pipeline: Pipeline) -> No
     from streams.audit.outcome import count_dlq
 
     assert asyncio.run(count_dlq(s)) == {"wrong_partition": 3}
+
+
+def test_sinks_scaling_out_and_in_lose_nothing(pipeline: Pipeline, tmp_path: Path) -> None:
+    """Guarantee 9 for the sink: a second sink joins mid-workload (rebalance while batches are
+    being written), then the first is killed for good; the ledger is exact."""
+    from streams.dev.procs import free_port
+    from streams.dev.stack import PipelineProcess
+
+    s = pipeline.settings.with_(sink_batch_records=200)
+    pipeline.settings = s
+    pipeline.procs = {
+        "worker": PipelineProcess("worker", s, tmp_path / "worker.log", s.metrics_port),
+        "totals-writer": PipelineProcess("totals-writer", s, tmp_path / "tw.log", free_port()),
+        "sink": PipelineProcess("sink", s, tmp_path / "sink.log", free_port()),
+        "sink-2": PipelineProcess("sink", s, tmp_path / "sink-2.log", free_port()),
+    }
+    records, expected = generate(LoadSpec(events=30000, students=400, seed=16,
+                                          max_record_bytes=s.max_record_bytes))
+    pipeline.start("worker", "totals-writer", "sink")
+    pipeline.publish(records[:15000])
+    wait_for(lambda: ledger_rows(pipeline) > 2000, 60, "the first sink to write some rows", 0.05)
+    pipeline.start("sink-2")
+    pipeline.publish(records[15000:])
+    wait_for(lambda: "assigned" in (tmp_path / "sink-2.log").read_text(), 60,
+             "the second sink to get partitions")
+    pipeline.kill("sink")
+    pipeline.wait_caught_up()
+    pipeline.assert_exact(expected)
