@@ -224,14 +224,6 @@ async def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
         return await reader.high_watermarks(topic)
 
 
-async def consumer_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
-    """Return the lag in records (high watermark minus committed offset) per partition."""
-    async with OffsetReader(settings) as reader:
-        ends = await reader.high_watermarks(topic)
-        committed = await reader.committed(group, topic)
-    return {p: max(0, end - (committed.get(p) or 0)) for p, end in ends.items()}
-
-
 async def wait_caught_up(
     settings: Settings, group_topics: list[tuple[str, str]], timeout_s: float,
     on_progress: Callable[[dict[str, int]], None] | None = None, interval_s: float = 1.0,

@@ -205,19 +205,9 @@ async def publish_records(settings: Settings, records: list[Record], topic: str 
     Raises:
         PublishError: a record was not acknowledged.
     """
-    from streams.publish import Publisher, wait_acks
+    from streams.publish import Publisher
 
     started = time.monotonic()
     async with Publisher(settings, topic) as pub:
-        futures = []
-        for i, (key, value) in enumerate(records, 1):
-            futures.append(await pub.send_raw(key, value))
-            if len(futures) >= 20_000:
-                await wait_acks(futures, pub.topic)
-                futures = []
-                if progress is not None:
-                    progress(i)
-        await wait_acks(futures, pub.topic)
-    if progress is not None:
-        progress(len(records))
+        await pub.send_records(records, progress)
     return time.monotonic() - started

@@ -8,7 +8,7 @@ events stay in one partition, in order (DESIGN.md guarantee 7). The producer bat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -62,6 +62,33 @@ class Publisher:
         """
         await self.publish_many([event])
 
+    async def send_records(
+        self, records: Iterable[tuple[bytes | None, bytes]],
+        progress: Callable[[int], None] | None = None, window: int = 20_000,
+    ) -> int:
+        """Send (key, value) records in order, waiting for acks every ``window`` records so
+        memory stays bounded; ``progress(n)`` is called after each window and at the end.
+
+        Returns:
+            The number of records acknowledged.
+
+        Raises:
+            PublishError: a record was not acknowledged.
+        """
+        count = 0
+        futures = []
+        for key, value in records:
+            futures.append(await self.send_raw(key, value))
+            if len(futures) >= window:
+                count += await wait_acks(futures, self.topic)
+                futures = []
+                if progress is not None:
+                    progress(count)
+        count += await wait_acks(futures, self.topic)
+        if progress is not None:
+            progress(count)
+        return count
+
     async def publish_many(self, events: Iterable[Mapping[str, Any]]) -> int:
         """Publish events in batches and wait until every one is acknowledged.
 
@@ -72,13 +99,14 @@ class Publisher:
             PublishError: an event lacks its key field, or a record was not acknowledged
                 (the others may have been: resend all, the pipeline drops duplicates by id).
         """
-        futures = []
-        for event in events:
-            key = event.get(self.key_field)
-            if not isinstance(key, str):
-                raise PublishError(f"event {event.get('id')!r} has no {self.key_field}")
-            futures.append(await self.send_raw(key.encode(), orjson.dumps(event)))
-        return await wait_acks(futures, self.topic)
+        def records() -> Iterator[tuple[bytes | None, bytes]]:
+            for event in events:
+                key = event.get(self.key_field)
+                if not isinstance(key, str):
+                    raise PublishError(f"event {event.get('id')!r} has no {self.key_field}")
+                yield key.encode(), orjson.dumps(event)
+
+        return await self.send_records(records())
 
 
 async def wait_acks(futures: list[asyncio.Future[Any]], topic: str) -> int:
@@ -100,21 +128,18 @@ async def publish_lines(
     Raises:
         PublishError: a line is not a JSON object with a key field, or was not acknowledged.
     """
-    count = 0
     async with Publisher(settings, topic) as pub:
-        futures = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise PublishError(f"line {number}: not JSON: {exc}") from None
-            if not isinstance(event, dict) or not isinstance(event.get(pub.key_field), str):
-                raise PublishError(f"line {number}: not an event object with {pub.key_field}")
-            futures.append(await pub.send_raw(event[pub.key_field].encode(), line.strip()))
-            if len(futures) >= 10_000:
-                count += await wait_acks(futures, pub.topic)
-                futures = []
-        count += await wait_acks(futures, pub.topic)
-    return count
+
+        def records() -> Iterator[tuple[bytes | None, bytes]]:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    event = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise PublishError(f"line {number}: not JSON: {exc}") from None
+                if not isinstance(event, dict) or not isinstance(event.get(pub.key_field), str):
+                    raise PublishError(f"line {number}: not an event object with {pub.key_field}")
+                yield event[pub.key_field].encode(), line.strip()
+
+        return await pub.send_records(records())

@@ -106,9 +106,7 @@ def render(status: Status, console: Console) -> None:
     """Print ``status`` as tables."""
     taken = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status.taken_at))
     console.print(f"[bold]XP Streams status at {taken}[/]")
-    pairs = sorted({(lag.group, lag.topic) for lag in status.lags},
-                   key=lambda gt: [lag.group for lag in status.lags].index(gt[0]))
-    for group, topic in pairs:
+    for group, topic in dict.fromkeys((lag.group, lag.topic) for lag in status.lags):
         table = Table(title=f"consumer group {group} on {topic}")
         for column in ("partition", "committed", "high watermark", "lag (records)", "lag (s)"):
             table.add_column(column, justify="right")

@@ -35,6 +35,7 @@ class LedgerWriter:
         self.metrics = metrics
         self._rows: dict[str, LedgerRow] = {}  # event id -> row; the first in the batch wins
         self._added = 0
+        self._newest_created = 0.0
 
     def add(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Validate ``record`` and keep its ledger row; invalid records are counted, skipped."""
@@ -76,8 +77,9 @@ class LedgerWriter:
             self.metrics.sink_rows.labels("ledger", "inserted").inc(inserted)
             self.metrics.sink_rows.labels("ledger", "present").inc(len(rows) - inserted)
             newest = max(row[6].timestamp() for row in rows)  # type: ignore[attr-defined]
-            self.metrics.freshness.labels("ledger").set(
-                max(newest, self.metrics.freshness.labels("ledger")._value.get()))  # noqa: SLF001
+            if newest > self._newest_created:
+                self._newest_created = newest
+                self.metrics.freshness.labels("ledger").set(newest)
 
     def discard(self) -> None:
         """Forget the batch."""

@@ -155,8 +155,9 @@ class XpWorker:
         raw_seen = self.seen.get(id_key)
         sighting = decode_sighting(raw_seen) if raw_seen is not None else None
         verdict = classify(sighting, ev.fingerprint, msg.partition, msg.offset)
+        created = ev.created_at.timestamp()
         horizon = self.settings.dedupe_horizon_seconds
-        if verdict is Verdict.NEW and ev.created_at.timestamp() < now - horizon:
+        if verdict is Verdict.NEW and created < now - horizon:
             verdict = from_ledger(await self.ledger_position(ev.id), ev.fingerprint,
                                   msg.partition, msg.offset)
             self.metrics.ledger_checks.labels(verdict.value).inc()
@@ -166,15 +167,16 @@ class XpWorker:
                 log.warning("conflict: event %s at %s/%s differs from its first sighting; "
                             "the first one wins", ev.id, msg.partition, msg.offset)
             return
-        self.apply(ev, msg.partition, msg.offset, now)
+        self.apply(ev, msg.partition, msg.offset, now, created)
         if sighting is None:
             self.seen[id_key] = encode_sighting(Sighting(
-                ev.fingerprint, msg.partition, msg.offset, now, ev.created_at.timestamp()))
+                ev.fingerprint, msg.partition, msg.offset, now, created))
         elif verdict is Verdict.REDELIVERY:
             self.seen[id_key] = raw_seen  # re-emit: the changelog may not have it (see apply)
 
-    def apply(self, ev: XpEvent, partition: int, offset: int, now: float) -> None:
-        """Fold ``ev`` into its student's totals unless this record is already folded in."""
+    def apply(self, ev: XpEvent, partition: int, offset: int, now: float, created: float) -> None:
+        """Fold ``ev`` (created at ``created``, epoch seconds) into its student's totals unless
+        this record is already folded in."""
         key = ev.student_id.encode()
         raw = self.totals.get(key)
         current = decode_totals(raw) if raw is not None else None
@@ -188,7 +190,6 @@ class XpWorker:
             return
         self.totals[key] = encode_totals(fold(current, ev, partition, offset, now))
         self.metrics.records.labels("worker", "valid").inc()
-        created = ev.created_at.timestamp()
         if created > self._newest_created:
             self._newest_created = created
             self.metrics.freshness.labels("worker").set(created)
