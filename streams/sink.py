@@ -72,9 +72,10 @@ class PostgresSink:
         self._bytes = 0
         self._conn: psycopg.AsyncConnection | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        # One flush at a time: aiokafka runs the rebalance listener in its own task, which may
-        # flush while the poll loop is flushing on the same connection.
-        self._flush_lock = asyncio.Lock()
+        # One database operation at a time on the one connection: aiokafka runs the rebalance
+        # listener in its own task, which flushes and loads offsets while the poll loop may be
+        # flushing (two transactions at once nest, and psycopg then refuses the commit).
+        self._db_lock = asyncio.Lock()
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
@@ -122,15 +123,22 @@ class PostgresSink:
                     )
                     result.update({p: o for p, o in await cur.fetchall()})
 
-        await self._with_retries("loading offsets", op)
+        async with self._db_lock:
+            await self._with_retries("loading offsets", op)
         return result
 
     async def flush(self) -> None:
         """Write the pending batch and its offsets in one transaction, then commit to Kafka.
 
-        Serialised by a lock: the poll loop and the rebalance listener both call it."""
-        async with self._flush_lock:
-            await self._flush()
+        Serialised by a lock: the poll loop and the rebalance listener both call it. A flush
+        cancelled midway (the listener's timeout) drops the connection, whose transaction state
+        is then unknown; the batch is re-read from the offsets in PostgreSQL."""
+        async with self._db_lock:
+            try:
+                await self._flush()
+            except asyncio.CancelledError:
+                await self.drop_connection()
+                raise
 
     async def _flush(self) -> None:
         if not self._positions:
