@@ -215,6 +215,72 @@ def loadgen(events: int, students: int, seed: int, duplicate_ratio: float, confl
                f"({len(records) / seconds:,.0f} records/s); expected outcome in {expected}")
 
 
+@main.command()
+@click.option("--since", help="Start: RFC 3339 with offset, or a duration ago (24h, 30m, 7d).")
+@click.option("--until", help="End (exclusive), same forms; default: the end when started.")
+@click.option("--from-offset", "from_offsets", multiple=True, metavar="P:O",
+              help="Start of partition P at offset O (repeatable, or comma-separated).")
+@click.option("--to-offset", "to_offsets", multiple=True, metavar="P:O",
+              help="End (exclusive) of partition P at offset O.")
+@click.option("--student", "students", multiple=True, help="Only this student (repeatable).")
+@click.option("--events-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the accepted events here (.csv: CSV, else JSON lines).")
+@click.option("--totals-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the per-student recomputed totals here (.csv: CSV, else JSON lines).")
+@click.option("--report", "report_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the audit report here (JSON).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, not tables.")
+def replay(since: str | None, until: str | None, from_offsets: tuple[str, ...],
+           to_offsets: tuple[str, ...], students: tuple[str, ...], events_out: Path | None,
+           totals_out: Path | None, report_out: Path | None, as_json: bool) -> None:
+    """Replay the XP topic over a range without a consumer group; audit it against the ledger
+    and xp_totals. Exits 1 when a difference is found."""
+    import orjson
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from streams.audit.ranges import RangeSpec, parse_instant, parse_offsets
+    from streams.audit.replay import EventWriter, Replay, render, write_totals
+
+    _quiet_clients()
+    settings = _settings()
+    try:
+        spec = RangeSpec(
+            since=None if since is None else parse_instant(since),
+            until=None if until is None else parse_instant(until),
+            from_offsets=parse_offsets(from_offsets) or None,
+            to_offsets=parse_offsets(to_offsets) or None)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    err = Console(stderr=True)
+    out_file = None if events_out is None else events_out.open("wb")
+    writer = None if out_file is None else EventWriter(
+        out_file, "csv" if events_out and events_out.suffix == ".csv" else "jsonl")
+    try:
+        with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+            task = progress.add_task("replaying", total=None)
+            job = Replay(settings, spec, frozenset(students), writer,
+                         lambda done, total: progress.update(task, completed=done, total=total))
+            try:
+                report = asyncio.run(job.run())
+            except (LookupError, ValueError) as exc:
+                raise click.ClickException(str(exc).strip("'\"")) from None
+    finally:
+        if writer is not None:
+            writer.close()
+        if out_file is not None:
+            out_file.close()
+    if totals_out is not None:
+        write_totals(report, totals_out)
+    if report_out is not None:
+        report_out.write_bytes(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))
+    if as_json:
+        click.echo(orjson.dumps(report.to_dict()).decode())
+    else:
+        render(report, Console())
+    sys.exit(1 if report.differing() else 0)
+
+
 @main.command("migrate")
 def migrate_cmd() -> None:
     """Apply pending SQL migrations from sql/ (each once, checksummed)."""

@@ -148,6 +148,9 @@ class OffsetReader:
 
     async def __aenter__(self) -> OffsetReader:
         await self._reader.start()
+        # Let the group-less consumer's background task start: aiokafka's stop() awaits it and
+        # raises CancelledError when it was cancelled before it ever ran (a reader closed at once).
+        await asyncio.sleep(0)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

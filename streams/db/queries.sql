@@ -57,3 +57,19 @@ FROM xp_totals t
 FULL OUTER JOIN (SELECT student_id, sum(delta) AS ledger_xp, count(*) AS ledger_events
                  FROM xp_events GROUP BY student_id) l USING (student_id)
 WHERE t.total_xp IS DISTINCT FROM l.ledger_xp OR t.version IS DISTINCT FROM l.ledger_events;
+
+-- name: ledger_in_range
+SELECT id, student_id, delta, "partition", "offset" FROM xp_events
+WHERE topic = %(topic)s AND "partition" = %(partition)s
+  AND "offset" >= %(start)s AND "offset" < %(end)s
+  AND (%(students)s::uuid[] IS NULL OR student_id = ANY(%(students)s::uuid[]));
+
+-- name: ledger_ids_present
+SELECT id FROM xp_events WHERE id = ANY(%(ids)s::uuid[]);
+
+-- name: student_balances
+SELECT s.student_id, l.ledger_xp, l.ledger_events, t.total_xp, t.version
+FROM unnest(%(students)s::uuid[]) AS s(student_id)
+LEFT JOIN LATERAL (SELECT sum(delta) AS ledger_xp, nullif(count(*), 0) AS ledger_events
+                   FROM xp_events e WHERE e.student_id = s.student_id) l ON true
+LEFT JOIN xp_totals t ON t.student_id = s.student_id;

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import pytest
 from streams import kafka
 from streams.audit.outcome import read_outcome
 from streams.dev.procs import free_port
-from streams.dev.stack import DATABASE, LocalStack, PipelineProcess, default_base_dir
+from streams.dev.stack import DATABASE, LocalStack, PipelineProcess, default_base_dir, settings_env
 from streams.loadgen import Expected, Record, publish_records
 from streams.settings import Settings
 
@@ -114,3 +117,12 @@ def query_one(url: str, sql: str, *params: object) -> tuple[object, ...]:
         row = conn.execute(sql, params).fetchone()
     assert row is not None
     return tuple(row)
+
+
+def streams(
+    args: list[str], settings: Settings, stdin: bytes = b"", **env_overrides: str
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the ``streams`` console script with ``settings`` in its environment."""
+    env = {**os.environ, **settings_env(settings), **env_overrides}
+    return subprocess.run([sys.executable, "-m", "streams", *args], input=stdin, env=env,
+                          capture_output=True, timeout=300, check=False)

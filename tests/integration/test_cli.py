@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 
 import orjson
 import pytest
 
 from streams.dev.procs import free_port
-from streams.dev.stack import settings_env
 from streams.settings import Settings
+from tests.integration.conftest import streams
 
 pytestmark = pytest.mark.integration
 
 
-def streams(
-    args: list[str], settings: Settings, stdin: bytes = b"", **env_overrides: str
-) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, **settings_env(settings), **env_overrides}
-    return subprocess.run([sys.executable, "-m", "streams", *args], input=stdin, env=env,
-                          capture_output=True, timeout=120, check=False)
 
 
 def test_publish_json_lines_from_stdin(settings: Settings) -> None:
