@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -279,6 +280,86 @@ def replay(since: str | None, until: str | None, from_offsets: tuple[str, ...],
     else:
         render(report, Console())
     sys.exit(1 if report.differing() else 0)
+
+
+class _Duration(click.ParamType):
+    """A click parameter: ``90s``, ``30m``, ``24h``, ``7d`` or plain seconds, as float seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        from streams.audit.ranges import parse_duration
+
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@main.command("reconcile")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--wait", "wait_s", type=_Duration(), default="60s", show_default=True,
+              help="How long to wait for the pipeline to catch up before re-checking.")
+@click.option("--every", type=_Duration(), default=None,
+              help="Run again at this interval, exporting the mismatch count on XP_METRICS_PORT.")
+def reconcile_cmd(as_json: bool, wait_s: float, every: float | None) -> None:
+    """Compare xp_totals with SUM(xp_events.delta) and count(*) per student, re-checking what
+    events in flight explain. Exits 1 on a confirmed mismatch, 3 when the pipeline did not catch
+    up in time to confirm."""
+    import orjson
+    from rich.console import Console
+
+    from streams.audit.reconcile import reconcile, render
+
+    _quiet_clients()
+    settings = _settings()
+    if every is None:
+        result = reconcile(settings, wait_s)
+        if as_json:
+            click.echo(orjson.dumps(result.to_dict()).decode())
+        else:
+            render(result, Console())
+        sys.exit(result.exit_code)
+    _logging()
+    from streams.audit.reconcile import run_every
+    from streams.metrics import ReconcileMetrics
+
+    metrics = ReconcileMetrics()
+    metrics.serve(settings.metrics_port)
+    _run_until_signal(lambda stop: run_every(settings, metrics, every, wait_s, stop))
+
+
+@main.command("rebuild-totals")
+@click.option("--user", "users", multiple=True, help="Only this student (repeatable).")
+@click.option("--force", is_flag=True,
+              help="Also replace rows whose version is above the ledger's (only at sink lag 0).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def rebuild_totals_cmd(users: tuple[str, ...], force: bool, as_json: bool) -> None:
+    """Recompute xp_totals from the ledger, safely while the pipeline runs."""
+    import dataclasses
+
+    import orjson
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from streams.totals.rebuild import rebuild_totals
+
+    settings = _settings()
+    err = Console(stderr=True)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("ledger rows folded", total=None)
+        result = rebuild_totals(settings.database_url, list(users) or None, force,
+                                on_progress=lambda n: progress.update(task, completed=n))
+    if as_json:
+        click.echo(orjson.dumps(dataclasses.asdict(result)).decode())
+        return
+    click.echo(f"rebuilt {result.students:,} students from {result.ledger_rows:,} ledger rows in "
+               f"{result.seconds:.1f} s: {result.written:,} rows written, "
+               f"{result.ahead_of_ledger:,} ahead of the ledger left alone"
+               + ("" if force or not result.ahead_of_ledger else " (--force replaces them)"))
 
 
 @main.command("migrate")

@@ -103,13 +103,44 @@ class MonitorMetrics:
         self.sample_errors = Counter(
             "xp_monitor_sample_errors_total", "Failed reads of offsets or the database.",
             ["what"], registry=r)
-        self.mismatched = Gauge(
-            "xp_reconcile_mismatched_students",
-            "Students whose xp_totals differ from SUM(xp_events.delta) or the ledger count, at"
-            " the last reconciliation taken with every consumer group at lag 0.", registry=r)
-        self.last_reconcile = Gauge(
-            "xp_reconcile_last_run_timestamp_seconds",
-            "When the last lag-0 reconciliation ran (Unix seconds).", registry=r)
+        self.mismatched, self.last_reconcile = reconcile_gauges(r)
+
+    def serve(self, port: int) -> None:
+        """Serve ``/metrics`` on ``port`` (0 = do not serve)."""
+        if port:
+            start_http_server(port, registry=self.registry)
+
+
+def reconcile_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
+    """The two gauges of a reconciliation (``streams monitor`` and ``streams reconcile --every``
+    both export them): mismatched students, and when it last ran."""
+    mismatched = Gauge(
+        "xp_reconcile_mismatched_students",
+        "Students whose xp_totals differ from SUM(xp_events.delta) or the ledger count, not"
+        " explained by events in flight, at the last reconciliation.", registry=registry)
+    last_run = Gauge(
+        "xp_reconcile_last_run_timestamp_seconds",
+        "When the last reconciliation finished (Unix seconds).", registry=registry)
+    return mismatched, last_run
+
+
+class ReconcileMetrics:
+    """What ``streams reconcile --every`` exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.mismatched, self.last_run = reconcile_gauges(r)
+        self.unconfirmed = Gauge(
+            "xp_reconcile_unconfirmed_students",
+            "Students that differed while the pipeline did not catch up in time to re-check.",
+            registry=r)
+        self.duration = Gauge(
+            "xp_reconcile_duration_seconds", "How long the last reconciliation took (seconds).",
+            registry=r)
+        self.errors = Counter(
+            "xp_reconcile_errors_total", "Reconciliations that failed (database or broker).",
+            registry=r)
 
     def serve(self, port: int) -> None:
         """Serve ``/metrics`` on ``port`` (0 = do not serve)."""

@@ -21,6 +21,22 @@ _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+def parse_duration(text: str) -> float:
+    """Parse a duration such as ``90s``, ``30m``, ``24h``, ``7d``, ``2w`` (or plain seconds)
+    into seconds.
+
+    Raises:
+        ValueError: not a duration, with a one-line message.
+    """
+    m = _RELATIVE.match(text.strip())
+    if m:
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration (90s, 30m, 24h, 7d)") from None
+
+
 def parse_instant(text: str, now: float | None = None) -> float:
     """Parse an RFC 3339 timestamp with offset, or a duration ago (``90s``, ``30m``, ``24h``,
     ``7d``, ``2w``), into seconds since the Unix epoch.
@@ -28,9 +44,8 @@ def parse_instant(text: str, now: float | None = None) -> float:
     Raises:
         ValueError: neither form, with a one-line message.
     """
-    m = _RELATIVE.match(text.strip())
-    if m:
-        return (time.time() if now is None else now) - float(m.group(1)) * _UNITS[m.group(2)]
+    if _RELATIVE.match(text.strip()):
+        return (time.time() if now is None else now) - parse_duration(text)
     try:
         return parse_timestamp(text.strip()).timestamp()
     except ValueError:

@@ -203,9 +203,9 @@ class Replay:
         while todo:
             batch = await client.getmany(*todo, timeout_ms=1000)
             for tp, records in batch.items():
-                r = todo.get(tp)
-                if r is None:
+                if tp not in todo:
                     continue
+                r = todo[tp]
                 for rec in records:
                     if rec.offset >= r.end:
                         break
@@ -257,7 +257,7 @@ class Replay:
     def _compare(self, report: ReplayReport) -> None:
         url, topic = self.settings.database_url, self.settings.xp_topic
         with connect(url) as conn, mapped_errors(url):
-            sink_next = dict(conn.execute(query("load_offsets"), {
+            sink_next: dict[int, int] = dict(conn.execute(query("load_offsets"), {
                 "group": self.settings.ledger_group, "topic": topic}).fetchall())
             in_range: dict[str, tuple[str, int, int, int]] = {}
             for r in report.partitions:

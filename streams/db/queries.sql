@@ -73,3 +73,34 @@ FROM unnest(%(students)s::uuid[]) AS s(student_id)
 LEFT JOIN LATERAL (SELECT sum(delta) AS ledger_xp, nullif(count(*), 0) AS ledger_events
                    FROM xp_events e WHERE e.student_id = s.student_id) l ON true
 LEFT JOIN xp_totals t ON t.student_id = s.student_id;
+
+-- name: ledger_history
+-- A student's accepted events in the order the worker applied them (partition order).
+SELECT student_id, id, kind, delta, created_at, word_set_id, homework_id, metadata,
+       "partition", "offset"
+FROM xp_events
+WHERE (%(students)s::uuid[] IS NULL OR student_id = ANY(%(students)s::uuid[]))
+ORDER BY student_id, "partition", "offset";
+
+-- name: rebuild_totals
+-- Like upsert_totals, but a rebuilt row also replaces one at the same version (a corrupted
+-- value), and with force one at a higher version (a row ahead of the ledger).
+INSERT INTO xp_totals AS t (student_id, total_xp, games_played, last_game_type, last_game_at,
+                            updated_at, version)
+SELECT student_id, total_xp, games_played, last_game_type, last_game_at, updated_at, version
+FROM xp_totals_stage
+ON CONFLICT (student_id) DO UPDATE
+SET total_xp = EXCLUDED.total_xp,
+    games_played = EXCLUDED.games_played,
+    last_game_type = EXCLUDED.last_game_type,
+    last_game_at = EXCLUDED.last_game_at,
+    updated_at = EXCLUDED.updated_at,
+    version = EXCLUDED.version
+WHERE (t.version <= EXCLUDED.version OR %(force)s)
+  AND (t.total_xp, t.games_played, t.last_game_type, t.last_game_at, t.version)
+      IS DISTINCT FROM (EXCLUDED.total_xp, EXCLUDED.games_played, EXCLUDED.last_game_type,
+                        EXCLUDED.last_game_at, EXCLUDED.version);
+
+-- name: totals_ahead_of_ledger
+SELECT count(*) FROM xp_totals_stage s JOIN xp_totals t USING (student_id)
+WHERE t.version > s.version;

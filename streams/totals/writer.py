@@ -20,6 +20,14 @@ from streams.totals.fold import Totals, decode_totals
 log = logging.getLogger(__name__)
 
 
+def totals_row(student_id: str, t: Totals) -> tuple[object, ...]:
+    """The ``copy_totals`` row (columns of ``xp_totals``) of one student's totals."""
+    last_at = (None if t.last_game_at_us is None
+               else datetime.fromtimestamp(t.last_game_at_us / 1e6, UTC))
+    return (student_id, t.total_xp, t.games_played, t.last_game_type, last_at,
+            datetime.fromtimestamp(t.updated_at, UTC), t.version)
+
+
 class TotalsWriter:
     """Collects the newest totals per student for a batch (a :class:`streams.sink.BatchWriter`)."""
 
@@ -56,12 +64,7 @@ class TotalsWriter:
                 await cur.execute(query("stage_totals"))
                 async with cur.copy(query("copy_totals")) as copy:
                     for key, t in self._latest.items():
-                        last_at = (None if t.last_game_at_us is None
-                                   else datetime.fromtimestamp(t.last_game_at_us / 1e6, UTC))
-                        await copy.write_row((
-                            key.decode(), t.total_xp, t.games_played, t.last_game_type, last_at,
-                            datetime.fromtimestamp(t.updated_at, UTC), t.version,
-                        ))
+                        await copy.write_row(totals_row(key.decode(), t))
                 await cur.execute(query("upsert_totals"))
                 written = max(cur.rowcount, 0)
             self.metrics.sink_rows.labels("totals", "inserted").inc(written)
