@@ -362,6 +362,145 @@ def rebuild_totals_cmd(users: tuple[str, ...], force: bool, as_json: bool) -> No
                + ("" if force or not result.ahead_of_ledger else " (--force replaces them)"))
 
 
+def _legacy_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options naming a legacy balance table (defaults: seed 001's student_progress)."""
+    options = [
+        click.option("--source-url", envvar="XP_LEGACY_DATABASE_URL",
+                     help="PostgreSQL URL of the legacy table [env XP_LEGACY_DATABASE_URL; "
+                          "default: DATABASE_URL]."),
+        click.option("--table", default="student_progress", show_default=True),
+        click.option("--student-column", default="student_id", show_default=True),
+        click.option("--points-column", default="total_points", show_default=True),
+        click.option("--games-column", default="games_played", show_default=True),
+        click.option("--game-type-column", default="last_game_type", show_default=True),
+        click.option("--played-at-column", default="last_played_at", show_default=True),
+        click.option("--where", default="word_set_id IS NULL AND homework_id IS NULL",
+                     show_default=True, help="SQL condition selecting one row per student."),
+        click.option("--source", "source_name", help="Name of this backfill source in event "
+                     "ids and metadata [default: the table name]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _legacy(settings: Settings, o: dict[str, Any]) -> Any:
+    from streams.backfill import LegacySource
+
+    return LegacySource(
+        url=o.pop("source_url") or settings.database_url, table=o["table"],
+        student=o.pop("student_column"), points=o.pop("points_column"),
+        games=o.pop("games_column"), game_type=o.pop("game_type_column"),
+        played_at=o.pop("played_at_column"), where=o.pop("where"),
+        name=o.pop("source_name") or o.pop("table"))
+
+
+@main.command()
+@_legacy_options
+@click.option("--user", "users", multiple=True, help="Only this student (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print what would be published; write nothing.")
+@click.option("--reset", is_flag=True,
+              help="Reverse earlier backfill events of this source, then import again.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation of --reset.")
+@click.option("--wait", "wait_s", type=_Duration(), default="120s", show_default=True,
+              help="With --reset: how long to wait for the pipeline to catch up first.")
+def backfill(users: tuple[str, ...], dry_run: bool, reset: bool, yes: bool, wait_s: float,
+             **legacy: Any) -> None:
+    """Import legacy balances as opening-balance backfill events (deterministic ids: a re-run
+    never double counts)."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from streams import backfill as bf
+
+    _quiet_clients()
+    settings = _settings()
+    source = _legacy(settings, legacy)
+    if reset and not dry_run and not yes:
+        click.confirm(f"Reverse every earlier backfill event of source {source.name!r}"
+                      + (f" for {len(users)} students" if users else "")
+                      + " and import again?", abort=True)
+    if reset:
+        bf.wait_for_pipeline(settings, wait_s)
+    err = Console(stderr=True)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("legacy rows read", total=None)
+        p = bf.plan(settings, source, list(users) or None, reset,
+                    lambda n: progress.update(task, completed=n))
+        published = 0
+        if not dry_run and p.events:
+            task = progress.add_task("events published", total=len(p.events))
+            published = asyncio.run(bf.publish(settings, p.events,
+                                               lambda n: progress.update(task, completed=n)))
+    out = Console()
+    if dry_run:
+        table = Table(title=f"would publish {len(p.events):,} events (first 20)")
+        for col in ("id", "student", "kind", "delta", "created_at", "games"):
+            table.add_column(col)
+        for e in p.events[:20]:
+            table.add_row(e["id"], e["student_id"], e["kind"], str(e["delta"]), e["created_at"],
+                          str(e["metadata"]["games_played"]))
+        out.print(table)
+        totals = Table(title="resulting xp_totals.total_xp (first 20 students)")
+        totals.add_column("student")
+        totals.add_column("total XP", justify="right")
+        for sid, total in list(p.resulting_totals.items())[:20]:
+            totals.add_row(sid, f"{total:,}")
+        out.print(totals)
+    verb = "would publish" if dry_run else "published"
+    click.echo(f"source {p.source!r} generation {p.generation}: {p.legacy_rows:,} legacy rows, "
+              f"{verb} {p.backfills:,} backfill and {p.reversals:,} reversal events"
+              + ("" if dry_run else f" ({published:,} acknowledged)")
+              + f"; {p.already_in_ledger:,} already in the ledger (dropped as duplicates); "
+              f"{len(p.rejected):,} rows rejected")
+    for line in p.rejected[:20]:
+        click.echo(f"rejected: {line}")
+    sys.exit(1 if p.rejected else 0)
+
+
+@main.command("compare-xp")
+@_legacy_options
+@click.option("--user", "users", multiple=True, help="Only this student (repeatable).")
+@click.option("--active-since", help="Only students whose legacy last play is at or after "
+              "this (RFC 3339 or a duration ago: 30d).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def compare_xp(users: tuple[str, ...], active_since: str | None, as_json: bool,
+               **legacy: Any) -> None:
+    """Seed 000's comparison report: legacy value vs ledger sum per student; expected delta 0.
+    Exits 1 when a student's delta is not 0."""
+    import orjson
+    from rich.console import Console
+    from rich.table import Table
+
+    from streams.audit.compare import compare
+    from streams.audit.ranges import parse_instant
+
+    settings = _settings()
+    try:
+        since = None if active_since is None else parse_instant(active_since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--active-since") from None
+    result = compare(settings.database_url, _legacy(settings, legacy), list(users) or None, since)
+    if as_json:
+        click.echo(orjson.dumps({"compared": result.compared, "matching": result.matching,
+                                 "differing": result.differing}).decode())
+    else:
+        out = Console()
+        if result.differing:
+            table = Table(title=f"students whose delta is not 0 (first 50 of "
+                                f"{len(result.differing):,})")
+            for col in ("student", "legacy XP", "ledger XP", "delta"):
+                table.add_column(col, justify="right")
+            for d in result.differing[:50]:
+                table.add_row(d["student_id"], f"{d['legacy_xp']:,}", f"{d['ledger_xp']:,}",
+                              f"{d['delta']:+,}")
+            out.print(table)
+        click.echo(f"compared {result.compared:,} students: {result.matching:,} with delta 0, "
+                  f"{len(result.differing):,} differing")
+    sys.exit(1 if result.differing else 0)
+
+
 @main.command("migrate")
 def migrate_cmd() -> None:
     """Apply pending SQL migrations from sql/ (each once, checksummed)."""

@@ -104,3 +104,21 @@ WHERE (t.version <= EXCLUDED.version OR %(force)s)
 -- name: totals_ahead_of_ledger
 SELECT count(*) FROM xp_totals_stage s JOIN xp_totals t USING (student_id)
 WHERE t.version > s.version;
+
+-- name: backfill_events
+-- Earlier backfill events of one legacy source, and whether an adjustment reversed each.
+SELECT b.id, b.student_id, b.delta, (b.metadata->>'games_played')::int AS games,
+       EXISTS (SELECT 1 FROM xp_events r
+               WHERE r.student_id = b.student_id AND r.kind = 'adjustment'
+                 AND r.metadata->>'reverses' = b.id::text) AS reversed,
+       coalesce((b.metadata->>'generation')::int, 1) AS generation
+FROM xp_events b
+WHERE b.kind = 'backfill' AND b.metadata->>'source' = %(source)s
+  AND (%(users)s::uuid[] IS NULL OR b.student_id = ANY(%(users)s::uuid[]));
+
+-- name: totals_of
+SELECT student_id, total_xp FROM xp_totals WHERE student_id = ANY(%(students)s::uuid[]);
+
+-- name: ledger_sums
+SELECT student_id, sum(delta) FROM xp_events
+WHERE student_id = ANY(%(students)s::uuid[]) GROUP BY student_id;

@@ -6,6 +6,10 @@ Rules (seed 001 ``apply_xp_event`` trigger, DESIGN.md guarantee 7):
   :data:`streams.events.NON_GAME_KINDS`);
 - ``last_game_type`` is the kind of the game event with the latest ``created_at``; an event that
   arrives late with an older ``created_at`` does not move it (ties: the later offset wins);
+- a ``backfill`` (an opening balance from a legacy table, ``streams backfill``) carries the
+  legacy ``metadata.games_played``, added to ``games_played``, and ``metadata.last_game_type``,
+  taken at its ``created_at`` like a game's kind; an ``adjustment`` reversing a backfill
+  carries a negative ``metadata.games_played`` (seed 001: the legacy counts move to xp_totals);
 - ``version`` counts applied events: the totals writer's upsert never replaces a row by one with
   a lower version, so PostgreSQL never moves backwards;
 - ``partition``/``offset`` is the source position of the last applied event: a re-delivered
@@ -42,6 +46,9 @@ class Totals(NamedTuple):
     """Source offset of the last applied event."""
 
 
+CARRIES_GAMES = frozenset({"backfill", "adjustment"})
+"""Operator kinds whose ``metadata.games_played`` (schema-checked integer) is applied."""
+
 EMPTY = Totals(0, 0, None, None, 0.0, 0, -1, -1)
 """Totals of a student with no applied events."""
 
@@ -68,6 +75,12 @@ def fold(totals: Totals | None, event: XpEvent, partition: int, offset: int, now
         at_us = int(event.created_at.timestamp() * 1_000_000)
         if last_at is None or at_us >= last_at:
             last_type, last_at = event.kind, at_us
+    elif event.kind in CARRIES_GAMES and event.metadata:
+        games += event.metadata.get("games_played") or 0
+        legacy_type = event.metadata.get("last_game_type")
+        at_us = int(event.created_at.timestamp() * 1_000_000)
+        if legacy_type and event.kind == "backfill" and (last_at is None or at_us >= last_at):
+            last_type, last_at = legacy_type, at_us
     return Totals(
         total_xp=t.total_xp + event.delta,
         games_played=games,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -49,12 +51,14 @@ def settled(pipeline: Pipeline) -> Pipeline:
     return pipeline
 
 
-def test_replay_reproduces_the_ledger_and_moves_no_offset(settled: Pipeline, tmp_path: Path) -> None:
+def test_replay_reproduces_the_ledger_and_moves_no_offset(settled: Pipeline,
+                                                          tmp_path: Path) -> None:
     s = settled.settings
     expected = settled.expected  # type: ignore[attr-defined]
     before = group_offsets(s)
-    events, totals = tmp_path / "events.jsonl", tmp_path / "totals.csv"
-    done = streams(["replay", "--json", "--events-out", str(events), "--totals-out", str(totals)], s)
+    events, per_student = tmp_path / "events.jsonl", tmp_path / "totals.csv"
+    done = streams(["replay", "--json", "--events-out", str(events),
+                    "--totals-out", str(per_student)], s)
     assert done.returncode == 0, done.stderr.decode() + done.stdout.decode()[-2000:]
     report = orjson.loads(done.stdout)
     assert report["full_coverage"] and report["differences"] == {}
@@ -66,7 +70,7 @@ def test_replay_reproduces_the_ledger_and_moves_no_offset(settled: Pipeline, tmp
         ledger = {(str(i), d, p, o) for i, d, p, o in conn.execute(
             'SELECT id, delta, "partition", "offset" FROM xp_events')}
     assert {(e["id"], e["delta"], e["partition"], e["offset"]) for e in replayed} == ledger
-    assert len(totals.read_text().splitlines()) == 1 + len(expected.students)
+    assert len(per_student.read_text().splitlines()) == 1 + len(expected.students)
     # one student, from an offset on: still no difference, and only that student's events
     student = next(iter(expected.students))
     done = streams(["replay", "--json", "--student", student.upper(), "--from-offset", "0:5,1:5"],
@@ -89,7 +93,8 @@ def test_replay_of_a_time_window_and_bad_ranges(settled: Pipeline) -> None:
     assert done.returncode == 2 and b"neither RFC 3339" in done.stderr
     done = streams(["replay", "--from-offset", "99:0"], s)
     assert done.returncode == 1
-    assert done.stderr.decode().strip() == f"Error: topic {s.xp_topic!r} has no partition 99 (it has 4)"
+    assert done.stderr.decode().strip() == (
+        f"Error: topic {s.xp_topic!r} has no partition 99 (it has 4)")
 
 
 def test_a_corrupted_totals_row_is_found_and_fixed(settled: Pipeline) -> None:
@@ -138,3 +143,94 @@ def test_rebuild_totals_while_the_pipeline_runs_counts_nothing_twice(pipeline: P
     pipeline.wait_caught_up()
     pipeline.assert_exact(expected)
 
+
+
+LEGACY = """
+CREATE TABLE student_progress (
+    student_id uuid NOT NULL, word_set_id uuid, homework_id uuid,
+    total_points integer, games_played integer, last_game_type text, last_played_at timestamptz
+)"""
+
+
+def legacy_table(url: str, students: int) -> dict[str, tuple[int, int, str | None]]:
+    """Seed 001's student_progress: one overall row per student (plus per-word-set rows that
+    the backfill must ignore); returns student -> (points, games, last game type)."""
+    rows = {}
+    with psycopg.connect(url) as conn:
+        conn.execute(LEGACY)
+        for i in range(students):
+            sid = str(uuid.UUID(int=0xB0 << 120 | i, version=4))
+            points, games, kind = 100 * i + 7, i, "quiz" if i % 2 else None
+            played = None if i == 0 else datetime(2026, 1, 1 + i, tzinfo=UTC)
+            conn.execute("INSERT INTO student_progress VALUES (%s, NULL, NULL, %s, %s, %s, %s)",
+                         (sid, points, games, kind, played))
+            conn.execute("INSERT INTO student_progress VALUES (%s, %s, NULL, 5, 1, 'typing', "
+                         "now())", (sid, str(uuid.uuid4())))
+            rows[sid] = (points, games, kind)
+    return rows
+
+
+def totals(url: str) -> dict[str, tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return {str(r[0]): tuple(r[1:]) for r in conn.execute(
+            "SELECT student_id, total_xp, games_played, last_game_type, version FROM xp_totals")}
+
+
+def test_backfill_dry_run_user_twice_and_reset(pipeline: Pipeline) -> None:
+    s = pipeline.settings
+    legacy = legacy_table(s.database_url, 12)
+    first, *others = legacy
+    pipeline.start()
+
+    done = streams(["backfill", "--dry-run"], s)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "would publish 12 backfill and 0 reversal events" in done.stdout.decode()
+    assert sum(asyncio.run(kafka.high_watermarks(s, s.xp_topic)).values()) == 0  # wrote nothing
+
+    done = streams(["backfill", "--user", first], s)
+    assert done.returncode == 0, done.stderr.decode()
+    pipeline.wait_caught_up()
+    assert totals(s.database_url) == {first: (7, 0, None, 1)}
+
+    for _ in range(2):  # all students, twice: the same as once
+        done = streams(["backfill"], s)
+        assert done.returncode == 0, done.stderr.decode()
+        pipeline.wait_caught_up()
+        assert totals(s.database_url) == {sid: (p, g, k, 1) for sid, (p, g, k) in legacy.items()}
+    assert query_one(s.database_url, "SELECT count(*) FROM xp_events") == (12,)
+    assert streams(["compare-xp"], s).returncode == 0
+
+    with psycopg.connect(s.database_url) as conn:
+        conn.execute("UPDATE student_progress SET total_points = 9999, games_played = 50 "
+                     "WHERE student_id = %s AND word_set_id IS NULL", (others[0],))
+    done = streams(["compare-xp", "--json"], s)
+    assert done.returncode == 1
+    assert orjson.loads(done.stdout)["differing"] == [
+        {"student_id": others[0], "legacy_xp": 9999, "ledger_xp": 107, "delta": 107 - 9999}]
+
+    done = streams(["backfill", "--reset"], s)  # no terminal, no --yes: refuses
+    assert done.returncode == 1 and b"Aborted" in done.stderr
+    done = streams(["backfill", "--reset", "--yes"], s)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "generation 2" in done.stdout.decode()
+    assert "published 12 backfill and 12 reversal events" in done.stdout.decode()
+    pipeline.wait_caught_up()
+    legacy[others[0]] = (9999, 50, legacy[others[0]][2])
+    assert {k: v[:3] for k, v in totals(s.database_url).items()} == legacy
+    assert streams(["compare-xp"], s).returncode == 0
+    assert streams(["reconcile"], s).returncode == 0
+    # the ledger kept every event: 12 backfills, 12 reversals, 12 new backfills
+    assert query_one(s.database_url, "SELECT count(*) FROM xp_events") == (36,)
+
+
+def test_backfill_rejects_bad_legacy_rows_and_a_missing_table(settings: Settings) -> None:
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(LEGACY)
+        conn.execute("INSERT INTO student_progress VALUES (%s, NULL, NULL, -5, 1, NULL, NULL)",
+                     (str(uuid.uuid4()),))
+    done = streams(["backfill", "--dry-run"], settings)
+    assert done.returncode == 1 and "total_points -5 outside" in done.stdout.decode()
+    done = streams(["backfill", "--dry-run", "--table", "nope"], settings)
+    assert done.returncode == 1
+    assert done.stderr.decode().strip() == (
+        'Error: legacy source nope: relation "nope" does not exist')

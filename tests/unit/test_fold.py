@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.errors import InvalidEvent
 from streams.events import XpEvent, decode_xp
 from streams.totals.dedupe import Sighting, Verdict, classify, expired, from_ledger
 from streams.totals.fold import already_applied, decode_totals, encode_totals, fold
@@ -16,9 +18,11 @@ STUDENT = "0b7e4c1a-5d2f-4e3b-8a9c-1d2e3f4a5b6c"
 BASE = datetime(2026, 11, 20, tzinfo=UTC)
 
 
-def make(n: int, kind: str = "typing", delta: int = 10, minutes: int = 0) -> XpEvent:
+def make(n: int, kind: str = "typing", delta: int = 10, minutes: int = 0,
+         metadata: dict[str, object] | None = None) -> XpEvent:
     doc = {"id": f"00000000-0000-4000-8000-{n:012d}", "student_id": STUDENT, "kind": kind,
-           "delta": delta, "created_at": (BASE + timedelta(minutes=minutes)).isoformat()}
+           "delta": delta, "created_at": (BASE + timedelta(minutes=minutes)).isoformat(),
+           "metadata": metadata}
     return decode_xp(STUDENT.encode(), orjson.dumps(doc), 65536)
 
 
@@ -103,3 +107,24 @@ def test_any_order_with_duplicates_gives_the_same_totals(events, data) -> None: 
     assert games == len(games_only)
     assert version == len(distinct)
     assert last == (max(games_only, key=lambda e: e.created_at).kind if games_only else None)
+
+
+def test_a_backfill_carries_legacy_games_and_its_reversal_takes_them_back() -> None:
+    backfill = make(1, "backfill", 500, minutes=-60,
+                    metadata={"source": "legacy", "games_played": 40, "last_game_type": "quiz"})
+    assert run([(backfill, 0)]) == (500, 40, "quiz", 1)
+    game = make(2, "typing", 10, minutes=-90)  # played before the legacy last game
+    assert run([(backfill, 0), (game, 1)]) == (510, 41, "quiz", 2)
+    reversal = make(3, "adjustment", -500, metadata={"source": "legacy", "games_played": -40})
+    assert run([(backfill, 0), (game, 1), (reversal, 2)]) == (10, 1, "quiz", 3)
+    # a client's daily_login cannot move games_played through metadata
+    login = make(4, "daily_login", 1, metadata={"games_played": 99})
+    assert run([(login, 0)]) == (1, 0, None, 1)
+
+
+def test_metadata_games_played_must_be_an_integer() -> None:
+    doc = {"id": f"00000000-0000-4000-8000-{5:012d}", "student_id": STUDENT, "kind": "backfill",
+           "delta": 1, "created_at": BASE.isoformat(), "metadata": {"games_played": "lots"}}
+    with pytest.raises(InvalidEvent) as info:
+        decode_xp(STUDENT.encode(), orjson.dumps(doc), 65536)
+    assert info.value.reason == "schema"
