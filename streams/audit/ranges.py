@@ -159,12 +159,24 @@ async def resolve(
         start, end = max(starts[p], log_starts[p]), ends[p]
         if spec.to_offsets and p in spec.to_offsets:
             end = min(end, spec.to_offsets[p])
-        if p in requested:
-            dropped = requested[p] < log_starts[p]
-        elif spec.since is not None:
-            # Records before the log start are gone; some of them may have been in the window.
-            dropped = log_starts[p] > 0 and first_ts.get(p, float("inf")) > spec.since
-        else:
-            dropped = log_starts[p] > 0
+        dropped = retention_dropped(requested.get(p), spec.since, log_starts[p], first_ts.get(p))
         ranges.append(PartitionRange(p, min(start, end), end, log_starts[p], dropped))
     return ranges
+
+
+def retention_dropped(requested: int | None, since: float | None, log_start: int,
+                      first_timestamp: float | None) -> bool:
+    """True when records the range asked for are gone from a partition (retention).
+
+    Args:
+        requested: the start offset asked for, if any.
+        since: the start time asked for (seconds since the epoch), if any.
+        log_start: the partition's first offset still on the broker.
+        first_timestamp: that record's timestamp (seconds), None when unknown or empty.
+    """
+    if requested is not None:
+        return requested < log_start
+    if since is not None:
+        # Records before the log start are gone; some of them may have been in the window.
+        return log_start > 0 and (first_timestamp is None or first_timestamp > since)
+    return log_start > 0
