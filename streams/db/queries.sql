@@ -34,7 +34,14 @@ SET total_xp = EXCLUDED.total_xp,
     last_game_at = EXCLUDED.last_game_at,
     updated_at = EXCLUDED.updated_at,
     version = EXCLUDED.version
-WHERE t.version < EXCLUDED.version;
+-- Never backwards (the totals writer). streams rebuild-totals also replaces a row at the same
+-- version (a corrupted value) and, with force, one at a higher version (ahead of the ledger).
+WHERE (t.version < EXCLUDED.version
+       OR (%(replace_equal)s AND t.version = EXCLUDED.version)
+       OR %(force)s)
+  AND (t.total_xp, t.games_played, t.last_game_type, t.last_game_at, t.version)
+      IS DISTINCT FROM (EXCLUDED.total_xp, EXCLUDED.games_played, EXCLUDED.last_game_type,
+                        EXCLUDED.last_game_at, EXCLUDED.version);
 
 -- name: store_offsets
 INSERT INTO consumer_offsets (consumer_group, topic, "partition", next_offset)
@@ -81,25 +88,6 @@ SELECT student_id, id, kind, delta, created_at, word_set_id, homework_id, metada
 FROM xp_events
 WHERE (%(students)s::uuid[] IS NULL OR student_id = ANY(%(students)s::uuid[]))
 ORDER BY student_id, "partition", "offset";
-
--- name: rebuild_totals
--- Like upsert_totals, but a rebuilt row also replaces one at the same version (a corrupted
--- value), and with force one at a higher version (a row ahead of the ledger).
-INSERT INTO xp_totals AS t (student_id, total_xp, games_played, last_game_type, last_game_at,
-                            updated_at, version)
-SELECT student_id, total_xp, games_played, last_game_type, last_game_at, updated_at, version
-FROM xp_totals_stage
-ON CONFLICT (student_id) DO UPDATE
-SET total_xp = EXCLUDED.total_xp,
-    games_played = EXCLUDED.games_played,
-    last_game_type = EXCLUDED.last_game_type,
-    last_game_at = EXCLUDED.last_game_at,
-    updated_at = EXCLUDED.updated_at,
-    version = EXCLUDED.version
-WHERE (t.version <= EXCLUDED.version OR %(force)s)
-  AND (t.total_xp, t.games_played, t.last_game_type, t.last_game_at, t.version)
-      IS DISTINCT FROM (EXCLUDED.total_xp, EXCLUDED.games_played, EXCLUDED.last_game_type,
-                        EXCLUDED.last_game_at, EXCLUDED.version);
 
 -- name: totals_ahead_of_ledger
 SELECT count(*) FROM xp_totals_stage s JOIN xp_totals t USING (student_id)

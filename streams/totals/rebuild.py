@@ -111,5 +111,5 @@ def _write(conn: psycopg.Connection, batch: list[tuple[object, ...]], force: boo
         if not force:
             ahead = cur.execute(query("totals_ahead_of_ledger")).fetchone()
             result.ahead_of_ledger += ahead[0] if ahead else 0
-        cur.execute(query("rebuild_totals"), {"force": force})
+        cur.execute(query("upsert_totals"), {"replace_equal": True, "force": force})
         result.written += max(cur.rowcount, 0)

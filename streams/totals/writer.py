@@ -65,7 +65,7 @@ class TotalsWriter:
                 async with cur.copy(query("copy_totals")) as copy:
                     for key, t in self._latest.items():
                         await copy.write_row(totals_row(key.decode(), t))
-                await cur.execute(query("upsert_totals"))
+                await cur.execute(query("upsert_totals"), {"replace_equal": False, "force": False})
                 written = max(cur.rowcount, 0)
             self.metrics.sink_rows.labels("totals", "inserted").inc(written)
             self.metrics.sink_rows.labels("totals", "present").inc(len(self._latest) - written)
