@@ -388,11 +388,10 @@ def _legacy(settings: Settings, o: dict[str, Any]) -> Any:
     from streams.backfill import LegacySource
 
     return LegacySource(
-        url=o.pop("source_url") or settings.database_url, table=o["table"],
-        student=o.pop("student_column"), points=o.pop("points_column"),
-        games=o.pop("games_column"), game_type=o.pop("game_type_column"),
-        played_at=o.pop("played_at_column"), where=o.pop("where"),
-        name=o.pop("source_name") or o.pop("table"))
+        url=o["source_url"] or settings.database_url, table=o["table"],
+        student=o["student_column"], points=o["points_column"], games=o["games_column"],
+        game_type=o["game_type_column"], played_at=o["played_at_column"], where=o["where"],
+        name=o["source_name"] or o["table"])
 
 
 @main.command()

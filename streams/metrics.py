@@ -8,7 +8,18 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
-class Metrics:
+class _Exported:
+    """Metrics in their own registry, served over HTTP by :meth:`serve`."""
+
+    registry: CollectorRegistry
+
+    def serve(self, port: int) -> None:
+        """Serve ``/metrics`` on ``port`` (0 = do not serve)."""
+        if port:
+            start_http_server(port, registry=self.registry)
+
+
+class Metrics(_Exported):
     """Every metric a pipeline process (worker, totals writer, ledger sink) exports."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -64,13 +75,8 @@ class Metrics:
             registry=r,
         )
 
-    def serve(self, port: int) -> None:
-        """Serve ``/metrics`` on ``port`` (0 = do not serve)."""
-        if port:
-            start_http_server(port, registry=self.registry)
 
-
-class MonitorMetrics:
+class MonitorMetrics(_Exported):
     """What ``streams monitor`` exports: consumer lag read from the broker, and reconciliation.
 
     Lag comes from the broker's committed offsets, not from inside the consumers, so it stays
@@ -105,11 +111,6 @@ class MonitorMetrics:
             ["what"], registry=r)
         self.mismatched, self.last_reconcile = reconcile_gauges(r)
 
-    def serve(self, port: int) -> None:
-        """Serve ``/metrics`` on ``port`` (0 = do not serve)."""
-        if port:
-            start_http_server(port, registry=self.registry)
-
 
 def reconcile_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
     """The two gauges of a reconciliation (``streams monitor`` and ``streams reconcile --every``
@@ -124,7 +125,7 @@ def reconcile_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
     return mismatched, last_run
 
 
-class ReconcileMetrics:
+class ReconcileMetrics(_Exported):
     """What ``streams reconcile --every`` exports."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -141,8 +142,3 @@ class ReconcileMetrics:
         self.errors = Counter(
             "xp_reconcile_errors_total", "Reconciliations that failed (database or broker).",
             registry=r)
-
-    def serve(self, port: int) -> None:
-        """Serve ``/metrics`` on ``port`` (0 = do not serve)."""
-        if port:
-            start_http_server(port, registry=self.registry)

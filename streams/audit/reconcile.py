@@ -23,6 +23,7 @@ figure); re-checks read only the differing students by index.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
@@ -30,7 +31,10 @@ from typing import Any, NamedTuple
 from streams import kafka
 from streams.db.connect import connect, mapped_errors
 from streams.db.queries import query
+from streams.errors import StreamsError
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class Mismatch(NamedTuple):
@@ -189,11 +193,6 @@ async def run_every(settings: Settings, metrics: Any, interval_s: float, wait_s:
                     stop: asyncio.Event) -> None:
     """Reconcile every ``interval_s`` seconds until ``stop`` is set, exporting the counts
     through ``metrics`` (:class:`streams.metrics.ReconcileMetrics`)."""
-    import logging
-
-    from streams.errors import StreamsError
-
-    log = logging.getLogger(__name__)
     while not stop.is_set():
         try:
             result = await asyncio.to_thread(reconcile, settings, min(wait_s, interval_s))
