@@ -534,6 +534,64 @@ def demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> 
                       keep=keep))
 
 
+@main.command()
+@click.option("--events", default=200_000, show_default=True, type=click.IntRange(1000),
+              help="Records of the workload (duplicates and invalid ones included).")
+@click.option("--students", default=10_000, show_default=True, type=click.IntRange(1))
+@click.option("--partitions", default=8, show_default=True, type=click.IntRange(1),
+              help="Partitions of the bench topics.")
+@click.option("--rate", default=2000, show_default=True, type=click.IntRange(1),
+              help="Offered rate of the latency stage (events/s).")
+@click.option("--latency-seconds", default=20.0, show_default=True,
+              type=click.FloatRange(1), help="Duration of the latency stage (seconds).")
+@click.option("--local", is_flag=True,
+              help="Run on a throwaway local stack instead of the configured servers.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the figures to this file as JSON.")
+@click.option("--profile", "profile_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Record py-spy profiles (folded stacks) of each process here.")
+@click.option("--skip", multiple=True, type=click.Choice(["baselines", "worker", "sink", "e2e"]),
+              help="Leave a stage out (repeatable); the limits always run.")
+def bench(events: int, students: int, partitions: int, rate: int, latency_seconds: float,
+          local: bool, json_out: Path | None, profile_dir: Path | None,
+          skip: tuple[str, ...]) -> None:
+    """Measure every stage against its limits in one run and print one table."""
+    from rich.console import Console
+
+    from streams.bench import (
+        STAGES,
+        Bench,
+        Report,
+        default_workdir,
+        profile_summary,
+        render,
+        run_local,
+    )
+    from streams.loadgen import LoadSpec
+
+    _logging("WARNING")
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    workdir = default_workdir()
+    if profile_dir is not None:
+        profile_dir.mkdir(parents=True, exist_ok=True)
+    spec = LoadSpec(events=events, students=students)
+
+    def run(settings: Settings) -> Report:
+        settings = settings.with_(topic_partitions=partitions)
+        return Bench(settings, spec, workdir, rate, latency_seconds, profile_dir,
+                     STAGES - set(skip), say=console.print).run()
+
+    console.print(f"bench logs in {workdir}")
+    report = run_local(run, partitions) if local else run(_settings())
+    console.print(render(report))
+    for path in sorted(profile_dir.glob("*.folded")) if profile_dir is not None else []:
+        console.print(f"profile {path} (inclusive share of samples):")
+        for share, frame in profile_summary(path):
+            console.print(f"  {share:6.1%}  {frame}")
+    if json_out is not None:
+        json_out.write_bytes(report.to_json())
+
+
 @main.group()
 def dev() -> None:
     """Start and stop the local stack (Tansu + PostgreSQL) for development."""

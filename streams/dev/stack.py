@@ -93,6 +93,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "XP_TABLE_STORE": settings.table_store,
         "XP_COMMIT_INTERVAL": str(settings.commit_interval),
         "XP_FAUST_SENSOR": str(int(settings.faust_sensor)),
+        "XP_WORKER_BATCH_RECORDS": str(settings.worker_batch_records),
+        "XP_WORKER_BATCH_SECONDS": str(settings.worker_batch_seconds),
     }
 
 

@@ -1,0 +1,614 @@
+"""``streams bench``: every stage of the pipeline measured against its limits, in one run.
+
+Against the configured broker and database (or ``--local``: a throwaway local stack), with the
+same loadgen workload for every stage (``--events`` records, ``--students``, ``--partitions``;
+duplicates and invalid records included), prints one table (issue 7):
+
+- limits: publish rate (aiokafka, acks=all), raw consume (aiokafka ``getmany`` + orjson, no
+  group), plain COPY into an unindexed table;
+- baselines: one INSERT and commit per event; seed 001's design (a per-row trigger keeping
+  ``xp_totals``, 1,000 rows per transaction);
+- ours: the fold worker alone, the ledger sink alone (each its own process and consumer group,
+  timed from its first committed offset to lag 0), the whole pipeline end to end (from the
+  first publish to ledger and totals committed, checked against the loadgen expectation);
+- latency: events of fresh students offered at ``--rate`` events/s for ``--latency-seconds``;
+  per event, from its publish acknowledgement to the first poll of ``xp_totals`` (every
+  ``POLL_S`` seconds) that shows it applied: p50, p99, max;
+- peak RSS (VmHWM) of each pipeline process.
+
+Ratios compare a stage with the limit of its side measured in the same run (broker side: raw
+consume; database side: plain COPY). Everything lives in its own topics (``bench-<run>-*``)
+and its own schema (``xp_bench_<run>``), removed afterwards: the database and the topics are
+left as they were found. ``--json FILE`` writes the same figures for scripts; ``--profile DIR``
+records a py-spy flame graph of the worker and the sink during their stages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
+
+from streams import kafka, topics
+from streams.audit.outcome import read_outcome
+from streams.db.connect import connect
+from streams.db.migrate import migrate
+from streams.dev.procs import free_port
+from streams.dev.stack import PipelineProcess
+from streams.errors import InvalidEvent
+from streams.events import decode_xp, partition_for
+from streams.loadgen import Expected, LoadSpec, Record, generate, publish_records
+from streams.settings import Settings
+
+POLL_S = 0.05
+"""Interval of the latency stage's ``xp_totals`` poll (seconds): the resolution of its figures."""
+
+NAIVE_EVENTS = 3_000
+"""Events of the one-INSERT-and-commit-per-event baseline (it is slow by design)."""
+
+TRIGGER_EVENTS = 50_000
+"""Events (at most) of seed 001's trigger baseline."""
+
+TRIGGER_SQL = """
+CREATE TABLE trig_events (LIKE xp_events INCLUDING ALL);
+CREATE TABLE trig_totals (student_id uuid PRIMARY KEY, total_xp bigint NOT NULL,
+                          games_played integer NOT NULL, last_game_type text,
+                          updated_at timestamptz NOT NULL);
+CREATE FUNCTION trig_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO trig_totals AS t VALUES (NEW.student_id, NEW.delta,
+      CASE WHEN NEW.kind IN ('daily_login', 'adjustment', 'backfill') THEN 0 ELSE 1 END,
+      NEW.kind, now())
+  ON CONFLICT (student_id) DO UPDATE SET total_xp = t.total_xp + EXCLUDED.total_xp,
+      games_played = t.games_played + EXCLUDED.games_played,
+      last_game_type = EXCLUDED.last_game_type, updated_at = now();
+  RETURN NEW;
+END $$;
+CREATE TRIGGER trig_apply AFTER INSERT ON trig_events FOR EACH ROW EXECUTE FUNCTION trig_apply();
+"""
+"""Seed 001's design: the ledger insert fires a per-row trigger that upserts the totals."""
+
+INSERT_LEDGER = (
+    "INSERT INTO {table} (id, student_id, kind, delta, word_set_id, homework_id, created_at, "
+    "metadata, fingerprint, topic, \"partition\", \"offset\") "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+)
+
+
+STAGES = frozenset({"baselines", "worker", "sink", "e2e"})
+"""Stages that can be left out (``--skip``); the limits always run: ratios need them."""
+
+
+@dataclass
+class Stage:
+    """One line of the table."""
+
+    name: str
+    events: int
+    """Events (records) the stage handled."""
+    seconds: float
+    """Wall time of the stage's measured span (seconds)."""
+    limit: str = ""
+    """Name of the limit stage this one is compared with ('' = none)."""
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Events per second."""
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class Report:
+    """Everything ``streams bench`` measured."""
+
+    spec: dict[str, Any]
+    stages: list[Stage] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    """p50, p99, max (milliseconds) and the offered rate (events/s)."""
+    peak_rss_mib: dict[str, float] = field(default_factory=dict)
+    """Peak resident memory of each process (MiB)."""
+    mismatches: int = -1
+    """Students whose totals differ from the loadgen expectation after the end-to-end stage."""
+
+    def ratio(self, stage: Stage) -> float | None:
+        """``stage``'s rate as a share of its limit's rate (None without a limit)."""
+        limit = next((s for s in self.stages if s.name == stage.limit), None)
+        return stage.rate / limit.rate if limit is not None and limit.rate > 0 else None
+
+    def to_json(self) -> bytes:
+        """The report for scripts (rates and ratios included)."""
+        stages = [{**asdict(s), "events_per_second": round(s.rate),
+                   "ratio_to_limit": self.ratio(s)} for s in self.stages]
+        return orjson.dumps({**asdict(self), "stages": stages}, option=orjson.OPT_INDENT_2)
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident set size of process ``pid`` (VmHWM, MiB); 0.0 when unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def py_spy() -> str:
+    """Path of the ``py-spy`` executable (beside this interpreter, else on PATH).
+
+    Raises:
+        FileNotFoundError: not installed (``pip install py-spy``; ``make venv`` does).
+    """
+    beside = Path(sys.executable).parent / "py-spy"
+    found = str(beside) if beside.exists() else shutil.which("py-spy")
+    if found is None:
+        raise FileNotFoundError("py-spy is not installed: pip install py-spy")
+    return found
+
+
+def profile_summary(path: Path, top: int = 12) -> list[tuple[float, str]]:
+    """The ``top`` frames of a py-spy ``raw`` (folded stacks) profile by inclusive share of
+    samples, as (share 0..1, "function (file:line)"), busiest first."""
+    from collections import Counter
+
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        for frame in set(stack.split(";")):
+            inclusive[frame] += int(count)
+    return [(n / total, f) for f, n in inclusive.most_common(top)] if total else []
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+class Bench:
+    """Runs the stages in order on isolated topics and schema (module docstring)."""
+
+    def __init__(self, settings: Settings, spec: LoadSpec, workdir: Path,
+                 rate: int = 2000, latency_s: float = 20.0, profile_dir: Path | None = None,
+                 stages: frozenset[str] = STAGES, say: Callable[[str], None] = print) -> None:
+        run = uuid.uuid4().hex[:8]
+        self.schema = f"xp_bench_{run}"
+        sep = "&" if "?" in settings.database_url else "?"
+        self.base = settings.with_(
+            database_url=f"{settings.database_url}{sep}options=-csearch_path%3D{self.schema}",
+            xp_topic=f"bench-{run}-xp", worker_group=f"bench-{run}-worker",
+            ledger_group=f"bench-{run}-ledger", totals_group=f"bench-{run}-totals",
+            data_dir=str(workdir / "worker"),
+        )
+        self.admin_url = settings.database_url
+        self.spec = spec
+        self.workdir = workdir
+        self.rate = rate
+        self.latency_s = latency_s
+        self.profile_dir = profile_dir
+        self.say = say
+        self.stages = stages
+        self.topics: list[str] = []
+        self.report = Report(spec={**asdict(spec), "partitions": settings.topic_partitions,
+                                   "rate": rate, "latency_seconds": latency_s})
+
+    # ---- set-up and clean-up -------------------------------------------------------------
+
+    def variant(self, name: str) -> Settings:
+        """Settings of a fresh topic and groups for one stage (``bench-<run>-<name>``)."""
+        prefix = self.base.xp_topic.rsplit("-", 1)[0]
+        s = self.base.with_(xp_topic=f"{prefix}-{name}", worker_group=f"{prefix}-{name}-worker",
+                            ledger_group=f"{prefix}-{name}-ledger",
+                            totals_group=f"{prefix}-{name}-totals",
+                            data_dir=str(self.workdir / f"worker-{name}"))
+        self.topics += [s.xp_topic, s.dlq_topic, s.totals_changelog_topic,
+                        topics.changelog_topic(s.worker_group, topics.DEDUPE_TABLE)]
+        asyncio.run(kafka.pipeline_topics(s))
+        return s
+
+    def setup(self) -> None:
+        """Create the bench schema and apply the migrations in it."""
+        with connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {self.schema}")
+        migrate(self.base.database_url)
+
+    def cleanup(self) -> None:
+        """Drop the bench schema and delete the bench topics (best effort, reported)."""
+        with connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+
+        async def delete() -> None:
+            admin = AIOKafkaAdminClient(**self.base.kafka_client_kwargs())
+            await admin.start()
+            try:
+                existing = set(await admin.list_topics())
+                doomed = [t for t in self.topics if t in existing]
+                if doomed:
+                    await admin.delete_topics(doomed)
+            finally:
+                await admin.close()
+
+        try:
+            asyncio.run(delete())
+        except Exception as exc:  # noqa: BLE001 - report, the figures are still good
+            self.say(f"could not delete the bench topics ({exc}); names start with "
+                     f"{self.base.xp_topic.rsplit('-', 1)[0]}")
+
+    # ---- processes -----------------------------------------------------------------------
+
+    @contextmanager
+    def processes(self, settings: Settings, *commands: str) -> Iterator[list[PipelineProcess]]:
+        """Run ``commands`` (``worker``, ``sink``, ``totals-writer``) for the block; stop them
+        with SIGTERM after it, recording their peak RSS; py-spy them with ``--profile``."""
+        procs = [PipelineProcess(c, settings, self.workdir / f"{settings.xp_topic}-{c}.log",
+                                 free_port()) for c in commands]
+        spies: list[subprocess.Popen[bytes]] = []
+        try:
+            for p in procs:
+                p.start()
+                if self.profile_dir is not None and p.proc is not None:
+                    out = self.profile_dir / f"{settings.xp_topic}-{p.command}.folded"
+                    spies.append(subprocess.Popen(
+                        [py_spy(), "record", "--pid", str(p.proc.pid), "--rate", "50",
+                         "--format", "raw", "--output", str(out), "--nonblocking", "--idle"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            yield procs
+        finally:
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
+            for p in procs:
+                if p.proc is not None:
+                    rss = peak_rss_mib(p.proc.pid)
+                    key = p.command
+                    self.report.peak_rss_mib[key] = max(rss, self.report.peak_rss_mib.get(key, 0))
+                p.stop()
+
+    def wait(self, settings: Settings, pairs: list[tuple[str, str]],
+             procs: list[PipelineProcess]) -> dict[str, tuple[float, float]]:
+        """Wait until every (group, topic) has lag 0; a process that exits fails the bench."""
+
+        def check(_: dict[str, int]) -> None:
+            dead = [p.command for p in procs if not p.alive()]
+            if dead:
+                raise RuntimeError(f"{', '.join(dead)} exited; logs in {self.workdir}")
+
+        return asyncio.run(kafka.wait_caught_up(settings, pairs, timeout_s=3600,
+                                                on_progress=check, interval_s=0.2))
+
+    # ---- stages --------------------------------------------------------------------------
+
+    def run(self) -> Report:
+        """Run every stage; the schema and topics are removed even when one fails."""
+        self.setup()
+        try:
+            self.say(f"generating {self.spec.events:,} records ...")
+            records, expected = generate(self.spec)
+            shared = self.variant("main")
+            self.publish(shared, records)
+            self.raw_consume(shared, len(records))
+            rows = ledger_rows(records, shared)
+            self.copy_limit(rows)
+            if "baselines" in self.stages:
+                self.naive(rows[:NAIVE_EVENTS])
+                self.trigger(rows[:TRIGGER_EVENTS])
+            if "worker" in self.stages:
+                self.worker_alone(shared, len(records))
+            if "sink" in self.stages:
+                self.sink_alone(shared, len(records))
+            if "e2e" in self.stages:
+                self.end_to_end(records, expected)
+        finally:
+            self.cleanup()
+        return self.report
+
+    def add(self, stage: Stage) -> None:
+        """Record a stage and say its figure."""
+        self.report.stages.append(stage)
+        self.say(f"  {stage.name}: {stage.events:,} events in {stage.seconds:.2f} s = "
+                 f"{stage.rate:,.0f}/s")
+
+    def publish(self, settings: Settings, records: list[Record]) -> None:
+        """Limit: the producer's rate, one send per record, every ack awaited."""
+        self.say("publishing ...")
+        seconds = asyncio.run(publish_records(settings, records))
+        self.add(Stage("publish (aiokafka, acks=all)", len(records), seconds))
+
+    def raw_consume(self, settings: Settings, count: int) -> None:
+        """Limit of the broker side: read every record, no group, and parse it with orjson."""
+
+        async def consume() -> float:
+            consumer = kafka.consumer(settings, None, auto_offset_reset="earliest")
+            await consumer.start()
+            try:
+                parts = [TopicPartition(settings.xp_topic, p)
+                         for p in range(settings.topic_partitions)]
+                consumer.assign(parts)
+                seen, started = 0, time.perf_counter()
+                while seen < count:
+                    batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+                    for batch in batches.values():
+                        for r in batch:
+                            try:
+                                orjson.loads(r.value or b"")
+                            except orjson.JSONDecodeError:
+                                pass
+                        seen += len(batch)
+                return time.perf_counter() - started
+            finally:
+                await consumer.stop()
+
+        self.add(Stage("raw consume (getmany + orjson)", count, asyncio.run(consume())))
+
+    def copy_limit(self, rows: list[tuple[Any, ...]]) -> None:
+        """Limit of the database side: one COPY of every ledger row into an unindexed table."""
+        with connect(self.base.database_url) as conn:
+            conn.execute("CREATE TABLE copy_limit (LIKE xp_events INCLUDING DEFAULTS)")
+            payload = copy_text(rows)
+            started = time.perf_counter()
+            with conn.cursor() as cur, cur.copy(
+                    "COPY copy_limit (id, student_id, kind, delta, word_set_id, homework_id, "
+                    "created_at, metadata, fingerprint, topic, \"partition\", \"offset\") "
+                    "FROM STDIN") as copy:
+                copy.write(payload)
+            conn.commit()
+            seconds = time.perf_counter() - started
+            conn.execute("DROP TABLE copy_limit")
+            conn.commit()
+        self.add(Stage("plain COPY, unindexed table", len(rows), seconds))
+
+    def naive(self, rows: list[tuple[Any, ...]]) -> None:
+        """Baseline: one INSERT and one commit per event, into a copy of the ledger table."""
+        with connect(self.base.database_url) as conn:
+            conn.execute("CREATE TABLE naive_events (LIKE xp_events INCLUDING ALL)")
+            conn.commit()
+            sql = INSERT_LEDGER.format(table="naive_events")
+            started = time.perf_counter()
+            for row in rows:
+                conn.execute(sql, row)
+                conn.commit()
+            seconds = time.perf_counter() - started
+        self.add(Stage("baseline: INSERT + commit per event", len(rows), seconds,
+                       "plain COPY, unindexed table"))
+
+    def trigger(self, rows: list[tuple[Any, ...]]) -> None:
+        """Baseline: seed 001's per-row trigger, executemany 1,000 rows per transaction."""
+        with connect(self.base.database_url) as conn:
+            conn.execute(TRIGGER_SQL)
+            conn.commit()
+            sql = INSERT_LEDGER.format(table="trig_events")
+            started = time.perf_counter()
+            for i in range(0, len(rows), 1000):
+                with conn.cursor() as cur:
+                    cur.executemany(sql, rows[i:i + 1000])
+                conn.commit()
+            seconds = time.perf_counter() - started
+        self.add(Stage("baseline: seed 001 trigger, 1,000/tx", len(rows), seconds,
+                       "plain COPY, unindexed table"))
+
+    def worker_alone(self, settings: Settings, count: int) -> None:
+        """The fold worker alone on the published topic, first commit to lag 0."""
+        self.say("fold worker alone ...")
+        with self.processes(settings, "worker") as procs:
+            spans = self.wait(settings, [(settings.worker_group, settings.xp_topic)], procs)
+        first, last = spans[settings.worker_group]
+        self.add(Stage("fold worker alone", count, last - first,
+                       "raw consume (getmany + orjson)", "first commit to lag 0"))
+
+    def sink_alone(self, settings: Settings, count: int) -> None:
+        """The ledger sink alone on the published topic, first commit to lag 0."""
+        self.say("ledger sink alone ...")
+        with self.processes(settings, "sink") as procs:
+            spans = self.wait(settings, [(settings.ledger_group, settings.xp_topic)], procs)
+        first, last = spans[settings.ledger_group]
+        self.add(Stage("ledger sink alone", count, last - first, "plain COPY, unindexed table",
+                       "first commit to lag 0"))
+        with connect(self.base.database_url, autocommit=True) as conn:
+            conn.execute("TRUNCATE xp_events, consumer_offsets")
+
+    def end_to_end(self, records: list[Record], expected: Expected) -> None:
+        """The whole pipeline on a fresh topic: publish while worker, sink and totals writer
+        run; from the first publish until all three have lag 0; then the latency stage."""
+        self.say("end to end ...")
+        settings = self.variant("e2e")
+        with self.processes(settings, "worker", "sink", "totals-writer") as procs:
+            self.wait_joined(settings, procs)
+            started = time.monotonic()
+            asyncio.run(publish_records(settings, records))
+            self.wait(settings, [(settings.worker_group, settings.xp_topic),
+                                 (settings.ledger_group, settings.xp_topic)], procs)
+            self.wait(settings, [(settings.totals_group, settings.totals_changelog_topic)], procs)
+            seconds = time.monotonic() - started
+            outcome = read_outcome(settings, expected)
+            self.report.mismatches = len(outcome.expected_vs_totals)
+            self.add(Stage("end to end (worker + sink + totals writer)", len(records), seconds,
+                           "raw consume (getmany + orjson)",
+                           f"students mismatched: {self.report.mismatches}, "
+                           f"ledger vs totals: {len(outcome.ledger_vs_totals)}"))
+            self.latency(settings, procs)
+
+    def wait_joined(self, settings: Settings, procs: list[PipelineProcess]) -> None:
+        """Publish one probe record and wait until every group has consumed it: the groups
+        have joined, so the end-to-end span does not include start-up."""
+        probe_student = str(uuid.uuid4())
+        probe = orjson.dumps({"id": str(uuid.uuid4()), "student_id": probe_student,
+                              "kind": "typing", "delta": 0,
+                              "created_at": datetime.now(UTC).isoformat()})
+        asyncio.run(publish_records(settings, [(probe_student.encode(), probe)]))
+        self.wait(settings, [(settings.worker_group, settings.xp_topic),
+                             (settings.ledger_group, settings.xp_topic)], procs)
+        self.wait(settings, [(settings.totals_group, settings.totals_changelog_topic)], procs)
+        with connect(self.base.database_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM xp_totals WHERE student_id = %s", (probe_student,))
+            conn.execute("DELETE FROM xp_events WHERE student_id = %s", (probe_student,))
+
+    def latency(self, settings: Settings, procs: list[PipelineProcess]) -> None:
+        """Offer fresh students' events at :attr:`rate` events/s; per event, publish ack ->
+        first ``xp_totals`` poll showing its version (module docstring)."""
+        self.say(f"latency at {self.rate:,} events/s for {self.latency_s:.0f} s ...")
+        acks, applied = asyncio.run(offer(settings, self.rate, self.latency_s, procs))
+        samples = [applied[i] - acks[i] for i in acks if i in applied]
+        missing = len(acks) - len(samples)
+        if samples:
+            self.report.latency_ms = {
+                "offered_per_second": self.rate, "events": len(samples),
+                "p50": round(statistics.median(samples) * 1000, 1),
+                "p99": round(percentile(samples, 0.99) * 1000, 1),
+                "max": round(max(samples) * 1000, 1), "not_applied": missing,
+            }
+
+
+def ledger_rows(records: list[Record], settings: Settings) -> list[tuple[Any, ...]]:
+    """The ledger rows of the workload's valid records, each id once (as the sink writes)."""
+    rows: dict[str, tuple[Any, ...]] = {}
+    for offset, (key, value) in enumerate(records):
+        try:
+            ev = decode_xp(key, value, settings.max_record_bytes)
+        except InvalidEvent:
+            continue
+        partition = partition_for(key or b"", settings.topic_partitions)
+        rows.setdefault(ev.id, (
+            ev.id, ev.student_id, ev.kind, ev.delta, ev.word_set_id, ev.homework_id,
+            ev.created_at, None if ev.metadata is None else orjson.dumps(ev.metadata).decode(),
+            ev.fingerprint, settings.xp_topic, partition, offset))
+    return list(rows.values())
+
+
+def copy_text(rows: list[tuple[Any, ...]]) -> bytes:
+    """``rows`` in COPY's text format (tab-separated, ``\\N`` for NULL, escaped)."""
+    out = io.StringIO()
+    for row in rows:
+        fields = []
+        for v in row:
+            if v is None:
+                fields.append("\\N")
+            elif isinstance(v, bytes):
+                fields.append("\\\\x" + v.hex())
+            elif isinstance(v, datetime):
+                fields.append(v.isoformat())
+            else:
+                fields.append(str(v).replace("\\", "\\\\").replace("\t", "\\t")
+                              .replace("\n", "\\n"))
+        out.write("\t".join(fields))
+        out.write("\n")
+    return out.getvalue().encode()
+
+
+async def offer(settings: Settings, rate: int, seconds: float,
+                procs: list[PipelineProcess]) -> tuple[dict[int, float], dict[int, float]]:
+    """Publish one event per fresh student at ``rate``/s for ``seconds``; poll ``xp_totals``.
+
+    Returns:
+        (event index -> monotonic time of its ack, event index -> time first seen applied).
+    """
+    from psycopg import AsyncConnection
+
+    total = int(rate * seconds)
+    students = [str(uuid.uuid4()) for _ in range(total)]
+    acks: dict[int, float] = {}
+    applied: dict[int, float] = {}
+    index = {s: i for i, s in enumerate(students)}
+    producer = kafka.producer(settings)
+    await producer.start()
+    stop = asyncio.Event()
+
+    async def poll() -> None:
+        async with await AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
+            while not stop.is_set() or len(applied) < len(acks):
+                cur = await conn.execute(
+                    "SELECT student_id::text FROM xp_totals WHERE student_id = ANY(%s::uuid[])",
+                    ([s for s in students[:len(acks) + 1] if index[s] not in applied],))
+                now = time.monotonic()
+                for (sid,) in await cur.fetchall():
+                    applied.setdefault(index[sid], now)
+                if stop.is_set() and time.monotonic() > deadline:
+                    return
+                await asyncio.sleep(POLL_S)
+
+    deadline = time.monotonic() + seconds + 30
+    poller = asyncio.create_task(poll())
+    try:
+        started = time.monotonic()
+        tick = 0.01
+        for i, sid in enumerate(students):
+            due = started + i / rate
+            delay = due - time.monotonic()
+            if delay > tick / 2:
+                await asyncio.sleep(delay)
+            value = orjson.dumps({"id": str(uuid.uuid4()), "student_id": sid, "kind": "quiz",
+                                  "delta": 10, "created_at": datetime.now(UTC).isoformat()})
+            fut = await producer.send(settings.xp_topic, value, key=sid.encode())
+            fut.add_done_callback(lambda f, i=i: acks.__setitem__(i, time.monotonic()))
+            if any(not p.alive() for p in procs):
+                raise RuntimeError("a pipeline process exited during the latency stage")
+        await producer.flush()
+    finally:
+        stop.set()
+        await poller
+        await producer.stop()
+    return acks, applied
+
+
+def run_local(run: Callable[[Settings], Report], partitions: int) -> Report:
+    """Run ``run`` on a throwaway local stack (Tansu + PostgreSQL) with ``partitions``."""
+    from streams.dev.stack import LocalStack, default_base_dir
+
+    stack = LocalStack(default_base_dir(), settings=Settings(topic_partitions=partitions))
+    try:
+        return run(stack.start())
+    finally:
+        stack.stop()
+
+
+def render(report: Report) -> Any:
+    """The report as a rich table (stage, events, seconds, events/s, share of its limit)."""
+    from rich.table import Table
+
+    spec = report.spec
+    table = Table(title=f"streams bench: {spec['events']:,} records, {spec['students']:,} "
+                        f"students, {spec['partitions']} partitions")
+    for col in ("stage", "events", "seconds", "events/s", "of limit", "note"):
+        table.add_column(col, justify="left" if col in ("stage", "note") else "right")
+    for s in report.stages:
+        ratio = report.ratio(s)
+        table.add_row(s.name, f"{s.events:,}", f"{s.seconds:.2f}", f"{s.rate:,.0f}",
+                      "limit" if not s.limit else f"{ratio:.1%}" if ratio is not None else "",
+                      s.note)
+    lat = report.latency_ms
+    if lat:
+        table.add_row(f"latency at {lat['offered_per_second']:,}/s offered, ack -> totals",
+                      f"{lat['events']:,}", "", "", "",
+                      f"p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} "
+                      f"ms (poll {POLL_S * 1000:.0f} ms), not applied {lat['not_applied']}")
+    for proc, mib in sorted(report.peak_rss_mib.items()):
+        table.add_row(f"peak RSS: {proc}", "", "", "", "", f"{mib:,.0f} MiB")
+    return table
+
+
+def default_workdir() -> Path:
+    """A fresh directory for the bench's logs and the worker's table store."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="xp-bench-"))
+
