@@ -81,7 +81,7 @@ class Settings:
     """XP_LEDGER_GROUP: consumer group of the ledger sink."""
     totals_group: str = topics.TOTALS_WRITER_GROUP
     """XP_TOTALS_GROUP: consumer group of the totals writer."""
-    sink_batch_records: int = 5000
+    sink_batch_records: int = 20_000
     """XP_SINK_BATCH_RECORDS: a sink batch is written once it holds this many records."""
     sink_batch_bytes: int = 8 * 1024 * 1024
     """XP_SINK_BATCH_BYTES: ... or this many bytes of record values."""

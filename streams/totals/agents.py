@@ -34,7 +34,7 @@ from typing import Any
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.streams import _current_event
-from faust.types import EventT
+from faust.types import TP, EventT
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from streams import topics
@@ -131,6 +131,62 @@ def create_app(settings: Settings) -> faust.App:
     )
 
 
+def select(event: EventT[bytes]) -> None:
+    """Make ``event`` Faust's current event in this task: its partition picks the table's
+    store partition. Faust reads it from a context variable that ``take_events`` leaves unset
+    in the agent's task. Only the context variable: the stream's ``current_event`` attribute is
+    what ``take_events`` buffers next, and setting it loses and repeats records (seen in the
+    demo before this was right)."""
+    _current_event.set(weakref.ref(event))
+
+
+class ChangelogWriter:
+    """Writes a Faust table's entries: the local store, and the changelog record sent straight
+    to the app's producer.
+
+    Faust's own path (``table[key] = value``) queues each changelog record in its
+    ProducerBuffer, runs its sensors, and writes the changelog offset to RocksDB on every
+    acknowledgement; profiled, that was most of the worker's time (issue 7). Here a record is
+    handed to aiokafka at once (which batches and applies backpressure), acknowledgements only
+    note the offset, and :meth:`persist_offsets` stores the newest per partition once per
+    batch. Faust's offset commit flushes the producer first, so a source offset is never
+    committed before the changelog records of its batch are written (guarantee 4). A changelog
+    record that fails for good ends the process without committing, like any unexpected error.
+    """
+
+    def __init__(self, app: faust.App, table: Any) -> None:
+        self.app = app
+        self.table = table
+        self.topic: str = table.changelog_topic.get_topic_name()
+        self._acked: dict[int, int] = {}
+
+    async def put(self, event: EventT[bytes], key: bytes, value: bytes) -> None:
+        """Store ``key`` -> ``value`` in the partition of ``event`` and send its changelog
+        record (may wait while the producer's buffer is full)."""
+        select(event)
+        self.table.data[key] = value
+        fut = await self.app.producer.send(self.topic, key, value, event.message.partition,
+                                           None, None)
+        fut.add_done_callback(self._on_ack)  # type: ignore[attr-defined]
+
+    def _on_ack(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            log.critical("changelog record to %s not written (%s); exiting without commit",
+                         self.topic, "cancelled" if fut.cancelled() else fut.exception())
+            logging.shutdown()
+            os._exit(70)
+        meta = fut.result()
+        if meta.offset > self._acked.get(meta.partition, -1):
+            self._acked[meta.partition] = meta.offset
+
+    def persist_offsets(self) -> None:
+        """Record in the local store the newest acknowledged changelog offset per partition
+        (Faust's recovery then reads the changelog from there)."""
+        for partition, offset in self._acked.items():
+            self.table.data.set_persisted_offset(TP(self.topic, partition), offset)
+        self._acked.clear()
+
+
 @dataclass
 class _Batch:
     """Working state of one batch: what the tables will hold once it is written."""
@@ -159,6 +215,8 @@ class XpWorker:
                                 value_type=bytes, partitions=settings.topic_partitions)
         self.seen = app.Table(topics.DEDUPE_TABLE, default=None, key_type=bytes,
                               value_type=bytes, partitions=settings.topic_partitions)
+        self.totals_log = ChangelogWriter(app, self.totals)
+        self.seen_log = ChangelogWriter(app, self.seen)
         self._conn: Any = None
         self._newest_created = 0.0
 
@@ -187,7 +245,7 @@ class XpWorker:
             id_key = uuid.UUID(ev.id).bytes
             sighting = batch.sightings.get(id_key)
             if sighting is None:
-                self.select(event)
+                select(event)
                 raw_seen = self.seen.get(id_key)
                 if raw_seen is not None:
                     sighting = batch.sightings[id_key] = decode_sighting(raw_seen)
@@ -211,7 +269,7 @@ class XpWorker:
             # A sighting read again (here always a REDELIVERY) is written again: the changelog
             # may not have it (see apply).
             batch.seen_writes[id_key] = event
-        self.write(batch)
+        await self.write(batch)
         for outcome, n in batch.counts.items():
             self.metrics.records.labels("worker", outcome).inc(n)
         if newest > self._newest_created:
@@ -226,7 +284,7 @@ class XpWorker:
         if key in batch.totals:
             current: Totals | None = batch.totals[key]
         else:
-            self.select(event)
+            select(event)
             raw = self.totals.get(key)
             current = decode_totals(raw) if raw is not None else None
         batch.totals_writes[key] = event
@@ -240,26 +298,17 @@ class XpWorker:
         batch.totals[key] = fold(current, ev, msg.partition, msg.offset, now)
         return "valid"
 
-    def write(self, batch: _Batch) -> None:
+    async def write(self, batch: _Batch) -> None:
         """Write the batch's newest totals per student and its sightings to the tables (local
         store + changelog), each under the record it came from (its partition)."""
         for key, event in batch.totals_writes.items():
             totals = batch.totals[key]
             if totals is not None:
-                self.select(event)
-                self.totals[key] = encode_totals(totals)
+                await self.totals_log.put(event, key, encode_totals(totals))
         for id_key, event in batch.seen_writes.items():
-            self.select(event)
-            self.seen[id_key] = encode_sighting(batch.sightings[id_key])
-
-    @staticmethod
-    def select(event: EventT[bytes]) -> None:
-        """Make ``event`` Faust's current event in this task: its partition picks the table's
-        store partition and changelog partition. Faust reads it from a context variable that
-        ``take_events`` leaves unset in the agent's task. Only the context variable: the
-        stream's ``current_event`` attribute is what ``take_events`` buffers next, and setting
-        it loses and repeats records (seen in the demo before this was right)."""
-        _current_event.set(weakref.ref(event))
+            await self.seen_log.put(event, id_key, encode_sighting(batch.sightings[id_key]))
+        self.totals_log.persist_offsets()
+        self.seen_log.persist_offsets()
 
     async def dead_letter(self, event: EventT[bytes], exc: InvalidEvent) -> None:
         """Send the record's original key and bytes to the DLQ, the reason in headers."""
