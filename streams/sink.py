@@ -5,8 +5,11 @@ One consumer group reads a topic; records are collected with ``writer.add()`` an
 ``consumer_offsets``), so the database holds exactly what it says it has read, across crashes
 and rebalances (STYLE.md: "Storing Offsets Outside Kafka"). The steps, in order:
 
-    poll -> add (decode, validate) -> batch full? -> flush rows + offsets in one transaction
+    poll -> add (decode, validate) -> batch full? -> write rows + offsets in one transaction
          -> commit offsets to Kafka (for lag monitoring only)
+
+A full batch is written in the background while the next one is read and validated (one
+write at a time, in order), so the sink's CPU work and PostgreSQL's overlap (issue 7).
 
 A partition assigned to this process starts at the offset stored in PostgreSQL. A database
 error pauses the loop: the same batch is retried with exponential backoff until it commits
@@ -16,10 +19,12 @@ error pauses the loop: the same batch is retried with exponential backoff until 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -38,7 +43,8 @@ log = logging.getLogger(__name__)
 
 
 class BatchWriter(Protocol):
-    """What a sink writes: collects records, then writes them in the caller's transaction."""
+    """What a sink writes: collects records, hands them over as a batch, writes a batch in the
+    caller's transaction."""
 
     name: str
     """Sink name for metrics and logs (``ledger``, ``totals``)."""
@@ -47,14 +53,28 @@ class BatchWriter(Protocol):
         """Take one record (may skip it, e.g. an invalid one)."""
 
     def pending(self) -> int:
-        """Records added since the last flush."""
+        """Records added since the last :meth:`take` or :meth:`discard`."""
 
-    async def flush(self, conn: psycopg.AsyncConnection) -> None:
-        """Write everything added, inside the open transaction of ``conn``. Must keep it: the
-        transaction may still fail to commit, and then the same batch is written again."""
+    def take(self) -> Any:
+        """Return what was added as a batch and start a new one."""
+
+    async def write(self, conn: psycopg.AsyncConnection, batch: Any) -> None:
+        """Write ``batch`` (from :meth:`take`) inside the open transaction of ``conn``. Must
+        not change it: the transaction may still fail to commit, and then the same batch is
+        written again."""
 
     def discard(self) -> None:
         """Forget everything added (the batch will be read again)."""
+
+
+@dataclass
+class _Taken:
+    """A batch handed over for writing, with the offsets it covers."""
+
+    batch: Any
+    records: int
+    positions: dict[int, int]
+    """partition -> next offset after the batch."""
 
 
 class PostgresSink:
@@ -76,6 +96,7 @@ class PostgresSink:
         # listener in its own task, which flushes and loads offsets while the poll loop may be
         # flushing (two transactions at once nest, and psycopg then refuses the commit).
         self._db_lock = asyncio.Lock()
+        self._inflight: asyncio.Task[None] | None = None
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
@@ -128,42 +149,71 @@ class PostgresSink:
         return result
 
     async def flush(self) -> None:
-        """Write the pending batch and its offsets in one transaction, then commit to Kafka.
+        """Write everything read so far: wait for the batch being written, then write the
+        pending one. Used by the rebalance listener and at shutdown."""
+        await self._settle()
+        taken = self._take()
+        if taken is not None:
+            await self._write(taken)
 
-        Serialised by a lock: the poll loop and the rebalance listener both call it. A flush
-        cancelled midway (the listener's timeout) drops the connection, whose transaction state
-        is then unknown; the batch is re-read from the offsets in PostgreSQL."""
+    async def _hand_off(self) -> None:
+        """Start writing the pending batch in the background (after the previous one is
+        written), so the next batch is read and validated while PostgreSQL writes this one.
+        At most two batches are held: the one being written and the one being read."""
+        await self._settle()
+        taken = self._take()
+        if taken is not None:
+            self._inflight = asyncio.create_task(self._write(taken))
+
+    async def _settle(self) -> None:
+        """Wait for the batch being written, if any (its errors are raised here)."""
+        task, self._inflight = self._inflight, None
+        if task is not None:
+            await task
+
+    def _take(self) -> _Taken | None:
+        if not self._positions:
+            return None
+        taken = _Taken(records=self.writer.pending(), batch=self.writer.take(),
+                       positions=dict(self._positions))
+        self._positions.clear()
+        self._bytes = 0
+        return taken
+
+    async def _write(self, taken: _Taken) -> None:
+        """Write ``taken`` and its offsets in one transaction, then commit to Kafka.
+
+        Serialised by a lock with every other database operation: the rebalance listener
+        loads offsets on the same connection. A write cancelled midway (the listener's
+        timeout) drops the connection, whose transaction state is then unknown; the batch is
+        re-read from the offsets in PostgreSQL."""
         async with self._db_lock:
             try:
-                await self._flush()
+                await self._write_locked(taken)
             except asyncio.CancelledError:
                 await self.drop_connection()
                 raise
 
-    async def _flush(self) -> None:
-        if not self._positions:
-            return
-        records = self.writer.pending()
+    async def _write_locked(self, taken: _Taken) -> None:
         started = time.monotonic()
 
         async def op() -> None:
             conn = await self._connection()
             with mapped_errors(self.settings.database_url):
                 async with conn.transaction():
-                    await self.writer.flush(conn)
-                    parts = sorted(self._positions)
+                    await self.writer.write(conn, taken.batch)
+                    parts = sorted(taken.positions)
                     await conn.execute(query("store_offsets"), {
                         "group": self.group, "topic": self.topic, "partitions": parts,
-                        "offsets": [self._positions[p] for p in parts],
+                        "offsets": [taken.positions[p] for p in parts],
                     })
 
         await self._with_retries("writing a batch", op)
-        self.metrics.sink_batch_records.labels(self.writer.name).observe(records)
+        self.metrics.sink_batch_records.labels(self.writer.name).observe(taken.records)
         self.metrics.sink_batch_seconds.labels(self.writer.name).observe(time.monotonic() - started)
         self.metrics.last_commit.labels(self.writer.name).set_to_current_time()
         offsets = {TopicPartition(self.topic, p): OffsetAndMetadata(o, "")
-                   for p, o in self._positions.items()}
-        self.reset_batch()
+                   for p, o in taken.positions.items()}
         if self._consumer is not None:
             try:  # for lag monitoring only: PostgreSQL holds the offsets that count
                 await self._consumer.commit(offsets)
@@ -171,7 +221,7 @@ class PostgresSink:
                 log.info("%s sink: Kafka commit skipped (%s)", self.writer.name, exc)
 
     def reset_batch(self) -> None:
-        """Forget the pending batch (after a commit, or when its partitions are revoked)."""
+        """Forget the pending batch (its partitions were revoked; it will be read again)."""
         self.writer.discard()
         self._positions.clear()
         self._bytes = 0
@@ -215,10 +265,14 @@ class PostgresSink:
                     time.monotonic() - batch_started >= self.settings.sink_batch_seconds
                 )
                 if self._full() or due:
-                    await self.flush()
+                    await self._hand_off()
                     batch_started = None
             await self.flush()
         finally:
+            if self._inflight is not None and not self._inflight.done():
+                self._inflight.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._inflight
             self._consumer = None
             await consumer.stop()
             await self.drop_connection()

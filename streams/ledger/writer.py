@@ -35,6 +35,7 @@ class LedgerWriter:
         self.metrics = metrics
         self._rows: dict[str, LedgerRow] = {}  # event id -> row; the first in the batch wins
         self._added = 0
+        self._invalid = 0
         self._newest_created = 0.0
 
     def add(self, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -44,10 +45,9 @@ class LedgerWriter:
             ev = decode_xp(record.key, record.value, self.max_record_bytes,
                            (record.partition, self.partitions))
         except InvalidEvent as exc:
-            self.metrics.records.labels("ledger", "invalid").inc()
+            self._invalid += 1
             log.debug("skipping invalid record %s/%s: %s", record.partition, record.offset, exc)
             return
-        self.metrics.records.labels("ledger", "valid").inc()
         if ev.id in self._rows:
             return
         self._rows[ev.id] = (
@@ -57,15 +57,20 @@ class LedgerWriter:
         )
 
     def pending(self) -> int:
-        """Records added since the last flush (valid or not)."""
+        """Records added since the last take (valid or not)."""
         return self._added
 
-    async def flush(self, conn: psycopg.AsyncConnection) -> None:
-        """COPY the rows to staging and insert the new ones, in ``conn``'s transaction.
-
-        Keeps the rows: the sink calls :meth:`discard` only once the transaction committed,
-        so a failed commit is retried with the same rows."""
+    def take(self) -> list[LedgerRow]:
+        """Return the batch's rows (each event id once) and start a new batch. Counts the
+        batch's records by outcome (one metrics update per batch, not per record)."""
         rows = list(self._rows.values())
+        self.metrics.records.labels("ledger", "valid").inc(self._added - self._invalid)
+        self.metrics.records.labels("ledger", "invalid").inc(self._invalid)
+        self.discard()
+        return rows
+
+    async def write(self, conn: psycopg.AsyncConnection, rows: list[LedgerRow]) -> None:
+        """COPY ``rows`` to staging and insert the new ones, in ``conn``'s transaction."""
         if rows:
             async with conn.cursor() as cur:
                 await cur.execute(query("stage_ledger"))
@@ -83,5 +88,6 @@ class LedgerWriter:
 
     def discard(self) -> None:
         """Forget the batch."""
-        self._rows.clear()
+        self._rows = {}
         self._added = 0
+        self._invalid = 0

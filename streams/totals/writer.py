@@ -53,25 +53,30 @@ class TotalsWriter:
             self._latest[record.key] = totals
 
     def pending(self) -> int:
-        """Records added since the last flush."""
+        """Records added since the last take."""
         return self._added
 
-    async def flush(self, conn: psycopg.AsyncConnection) -> None:
-        """Upsert the batch's totals, never lowering a stored version. Keeps the batch until
-        the sink calls :meth:`discard` after the commit."""
-        if self._latest:
+    def take(self) -> dict[bytes, Totals]:
+        """Return the batch (student key -> newest totals) and start a new batch."""
+        latest = self._latest
+        self.discard()
+        return latest
+
+    async def write(self, conn: psycopg.AsyncConnection, latest: dict[bytes, Totals]) -> None:
+        """Upsert ``latest``, never lowering a stored version, in ``conn``'s transaction."""
+        if latest:
             async with conn.cursor() as cur:
                 await cur.execute(query("stage_totals"))
                 async with cur.copy(query("copy_totals")) as copy:
-                    for key, t in self._latest.items():
+                    for key, t in latest.items():
                         await copy.write_row(totals_row(key.decode(), t))
                 await cur.execute(query("upsert_totals"), {"replace_equal": False, "force": False})
                 written = max(cur.rowcount, 0)
             self.metrics.sink_rows.labels("totals", "inserted").inc(written)
-            self.metrics.sink_rows.labels("totals", "present").inc(len(self._latest) - written)
-            self.metrics.totals_newest.set(max(t.updated_at for t in self._latest.values()))
+            self.metrics.sink_rows.labels("totals", "present").inc(len(latest) - written)
+            self.metrics.totals_newest.set(max(t.updated_at for t in latest.values()))
 
     def discard(self) -> None:
         """Forget the batch."""
-        self._latest.clear()
+        self._latest = {}
         self._added = 0

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from streams.db.connect import connect
-from streams.ledger.writer import LedgerWriter
+from streams.ledger.writer import LedgerRow, LedgerWriter
 from streams.loadgen import LoadSpec, generate, publish_records
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -19,15 +19,15 @@ pytestmark = pytest.mark.integration
 
 class DiesBeforeCommit(LedgerWriter):
     """The real ledger writer, whose connection is terminated by the server right after the
-    rows are written, before the commit, on its first ``failures`` flushes."""
+    rows are written, before the commit, on its first ``failures`` writes."""
 
     def __init__(self, settings: Settings, metrics: Metrics, failures: int) -> None:
         super().__init__(settings.max_record_bytes, settings.topic_partitions, metrics)
         self.url = settings.database_url
         self.failures = failures
 
-    async def flush(self, conn: psycopg.AsyncConnection) -> None:
-        await super().flush(conn)
+    async def write(self, conn: psycopg.AsyncConnection, rows: list[LedgerRow]) -> None:
+        await super().write(conn, rows)
         if self.failures:
             self.failures -= 1
             with connect(self.url, autocommit=True) as killer:
