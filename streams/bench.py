@@ -54,7 +54,7 @@ from streams.dev.procs import free_port
 from streams.dev.stack import PipelineProcess
 from streams.errors import InvalidEvent
 from streams.events import decode_xp, partition_for
-from streams.loadgen import Expected, LoadSpec, Record, generate, publish_records
+from streams.loadgen import Expected, LoadSpec, Record, batch_records, generate, publish_records
 from streams.settings import Settings
 
 POLL_S = 0.05
@@ -87,12 +87,12 @@ CREATE TRIGGER trig_apply AFTER INSERT ON trig_events FOR EACH ROW EXECUTE FUNCT
 
 INSERT_LEDGER = (
     "INSERT INTO {table} (id, student_id, kind, delta, word_set_id, homework_id, created_at, "
-    "metadata, fingerprint, topic, \"partition\", \"offset\") "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+    "metadata, fingerprint, topic, \"partition\", \"offset\", record_index) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
 )
 
 
-STAGES = frozenset({"baselines", "worker", "sink", "e2e"})
+STAGES = frozenset({"baselines", "worker", "sink", "batched", "e2e"})
 """Stages that can be left out (``--skip``); the limits always run: ratios need them."""
 
 
@@ -192,7 +192,8 @@ class Bench:
 
     def __init__(self, settings: Settings, spec: LoadSpec, workdir: Path,
                  rate: int = 2000, latency_s: float = 20.0, profile_dir: Path | None = None,
-                 stages: frozenset[str] = STAGES, say: Callable[[str], None] = print) -> None:
+                 stages: frozenset[str] = STAGES, batch: int = 50,
+                 say: Callable[[str], None] = print) -> None:
         run = uuid.uuid4().hex[:8]
         self.schema = f"xp_bench_{run}"
         sep = "&" if "?" in settings.database_url else "?"
@@ -210,6 +211,7 @@ class Bench:
         self.profile_dir = profile_dir
         self.say = say
         self.stages = stages
+        self.batch = batch
         self.topics: list[str] = []
         self.report = Report(spec={**asdict(spec), "partitions": settings.topic_partitions,
                                    "rate": rate, "latency_seconds": latency_s})
@@ -316,9 +318,11 @@ class Bench:
                 self.naive(rows[:NAIVE_EVENTS])
                 self.trigger(rows[:TRIGGER_EVENTS])
             if "worker" in self.stages:
-                self.worker_alone(shared, len(records))
+                self.worker_alone(shared, records)
             if "sink" in self.stages:
-                self.sink_alone(shared, len(records))
+                self.sink_alone(shared, records)
+            if "batched" in self.stages:
+                self.batched(records)
             if "e2e" in self.stages:
                 self.end_to_end(records, expected)
         finally:
@@ -371,8 +375,8 @@ class Bench:
             started = time.perf_counter()
             with conn.cursor() as cur, cur.copy(
                     "COPY copy_limit (id, student_id, kind, delta, word_set_id, homework_id, "
-                    "created_at, metadata, fingerprint, topic, \"partition\", \"offset\") "
-                    "FROM STDIN") as copy:
+                    "created_at, metadata, fingerprint, topic, \"partition\", \"offset\", "
+                    "record_index) FROM STDIN") as copy:
                 copy.write(payload)
             conn.commit()
             seconds = time.perf_counter() - started
@@ -429,25 +433,39 @@ class Bench:
         self.add(Stage("baseline: seed 001 trigger, 1,000/tx", len(rows), seconds,
                        "plain COPY, unindexed table"))
 
-    def worker_alone(self, settings: Settings, count: int) -> None:
-        """The fold worker alone on the published topic (see :func:`committed_rate`)."""
-        self.say("fold worker alone ...")
+    def worker_alone(self, settings: Settings, records: list[Record], label: str = "") -> None:
+        """The fold worker alone on the published ``records`` (see :func:`committed_rate`)."""
+        self.say(f"fold worker alone{label} ...")
         with self.processes(settings, "worker") as procs:
             events, seconds = asyncio.run(committed_rate(
-                settings, settings.worker_group, settings.xp_topic, count, procs))
-        self.add(Stage("fold worker alone", events, seconds, "raw consume (getmany + orjson)",
-                       "first commit to lag 0"))
+                settings, settings.worker_group, settings.xp_topic,
+                event_index(records, settings.topic_partitions), procs))
+        self.add(Stage(f"fold worker alone{label}", events, seconds,
+                       "raw consume (getmany + orjson)", "first commit to lag 0"))
 
-    def sink_alone(self, settings: Settings, count: int) -> None:
-        """The ledger sink alone on the published topic (see :func:`committed_rate`)."""
-        self.say("ledger sink alone ...")
+    def sink_alone(self, settings: Settings, records: list[Record], label: str = "") -> None:
+        """The ledger sink alone on the published ``records`` (see :func:`committed_rate`)."""
+        self.say(f"ledger sink alone{label} ...")
         with self.processes(settings, "sink") as procs:
             events, seconds = asyncio.run(committed_rate(
-                settings, settings.ledger_group, settings.xp_topic, count, procs))
-        self.add(Stage("ledger sink alone", events, seconds, "plain COPY, unindexed table",
-                       "first commit to lag 0"))
+                settings, settings.ledger_group, settings.xp_topic,
+                event_index(records, settings.topic_partitions), procs))
+        self.add(Stage(f"ledger sink alone{label}", events, seconds,
+                       "plain COPY, unindexed table", "first commit to lag 0"))
         with connect(self.base.database_url, autocommit=True) as conn:
             conn.execute("TRUNCATE xp_events, consumer_offsets")
+
+    def batched(self, records: list[Record]) -> None:
+        """Worker and sink alone on the same workload packed :attr:`batch` events a record."""
+        packed = batch_records(records, self.batch, self.base.max_record_bytes)
+        settings = self.variant("batched")
+        self.say(f"publishing the workload as {len(packed):,} batched records ...")
+        asyncio.run(publish_records(settings, packed))
+        label = f", batched records ({self.batch} events)"
+        if "worker" in self.stages:
+            self.worker_alone(settings, packed, label)
+        if "sink" in self.stages:
+            self.sink_alone(settings, packed, label)
 
     def end_to_end(self, records: list[Record], expected: Expected) -> None:
         """The whole pipeline on a fresh topic: publish while worker, sink and totals writer
@@ -501,21 +519,29 @@ class Bench:
             }
 
 
-async def committed_rate(settings: Settings, group: str, topic: str, total: int,
+async def committed_rate(settings: Settings, group: str, topic: str, events_before: EventIndex,
                          procs: list[PipelineProcess]) -> tuple[int, float]:
-    """Poll ``group``'s committed offsets on ``topic`` (every 0.1 s) until they reach
-    ``total``; return (records committed after the first commit seen, seconds since then).
+    """Poll ``group``'s committed offsets on ``topic`` (every 0.1 s) until every record is
+    committed; return (events in the records committed after the first commit seen, seconds
+    since then).
 
     Counting from the first commit leaves out joining the group and the first batch's start,
-    and counts only the records processed within the span.
+    and counts only the events processed within the span.
+
+    Args:
+        events_before: per partition, the events in the records before each offset (see
+            :func:`event_index`): records of a batched workload carry several events.
 
     Raises:
         RuntimeError: a process of ``procs`` exited.
     """
+    total = sum(ends[-1] for ends in events_before.values())
     async with kafka.OffsetReader(settings) as reader:
         first: tuple[float, int] | None = None
         while True:
-            done = sum(o or 0 for o in (await reader.committed(group, topic)).values())
+            committed = await reader.committed(group, topic)
+            done = sum(events_before[p][min(o or 0, len(events_before[p]) - 1)]
+                       for p, o in committed.items() if p in events_before)
             now = time.monotonic()
             if first is None and done > 0:
                 first = (now, done)
@@ -524,6 +550,21 @@ async def committed_rate(settings: Settings, group: str, topic: str, total: int,
             if any(not p.alive() for p in procs):
                 raise RuntimeError(f"{', '.join(p.command for p in procs)} exited: see its log")
             await asyncio.sleep(0.1)
+
+
+EventIndex = dict[int, list[int]]
+"""partition -> events in the records before offset o, for o = 0 .. records on it."""
+
+
+def event_index(records: list[Record], partitions: int) -> EventIndex:
+    """The :data:`EventIndex` of ``records`` as published in order (offsets start at 0): a
+    batched record counts its events, any other record one."""
+    index: EventIndex = {p: [0] for p in range(partitions)}
+    for key, value in records:
+        p = partition_for(key, partitions) if key is not None else 0
+        n = value.count(b'"id"') if value[:1] == b"[" else 1
+        index[p].append(index[p][-1] + n)
+    return index
 
 
 def ledger_rows(records: list[Record], settings: Settings) -> list[tuple[Any, ...]]:
@@ -538,7 +579,7 @@ def ledger_rows(records: list[Record], settings: Settings) -> list[tuple[Any, ..
         rows.setdefault(ev.id, (
             ev.id, ev.student_id, ev.kind, ev.delta, ev.word_set_id, ev.homework_id,
             ev.created_at, None if ev.metadata is None else orjson.dumps(ev.metadata).decode(),
-            ev.fingerprint, settings.xp_topic, partition, offset))
+            ev.fingerprint, settings.xp_topic, partition, offset, 0))
     return list(rows.values())
 
 

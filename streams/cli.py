@@ -190,10 +190,13 @@ def publish(source: click.utils.LazyFile, topic: str | None) -> None:
               help="Write the expected per-student outcome here (JSON).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the records as JSON lines here instead of publishing them.")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 500),
+              help="Pack up to this many events of one student into one record "
+                   "(xp_event_batch.v1.json); 1 = one event per record.")
 def loadgen(events: int, students: int, seed: int, duplicate_ratio: float, conflict_ratio: float,
-            invalid_ratio: float, expected: Path, output: Path | None) -> None:
+            invalid_ratio: float, expected: Path, output: Path | None, batch: int) -> None:
     """Generate a seeded, realistic workload; publish it (or write it) and its expected outcome."""
-    from streams.loadgen import LoadSpec, generate, publish_records
+    from streams.loadgen import LoadSpec, batch_records, generate, publish_records
 
     _quiet_clients()
     settings = _settings()
@@ -201,6 +204,8 @@ def loadgen(events: int, students: int, seed: int, duplicate_ratio: float, confl
                     conflict_ratio=conflict_ratio, invalid_ratio=invalid_ratio,
                     max_record_bytes=settings.max_record_bytes)
     records, outcome = generate(spec)
+    if batch > 1:
+        records = batch_records(records, batch, settings.max_record_bytes)
     expected.write_bytes(outcome.to_json())
     if output is not None:
         import orjson
@@ -544,16 +549,19 @@ def demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> 
               help="Offered rate of the latency stage (events/s).")
 @click.option("--latency-seconds", default=20.0, show_default=True,
               type=click.FloatRange(1), help="Duration of the latency stage (seconds).")
+@click.option("--batch", default=50, show_default=True, type=click.IntRange(2, 500),
+              help="Events per record in the batched-records stages.")
 @click.option("--local", is_flag=True,
               help="Run on a throwaway local stack instead of the configured servers.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the figures to this file as JSON.")
 @click.option("--profile", "profile_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Record py-spy profiles (folded stacks) of each process here.")
-@click.option("--skip", multiple=True, type=click.Choice(["baselines", "worker", "sink", "e2e"]),
+@click.option("--skip", multiple=True,
+              type=click.Choice(["baselines", "worker", "sink", "batched", "e2e"]),
               help="Leave a stage out (repeatable); the limits always run.")
 def bench(events: int, students: int, partitions: int, rate: int, latency_seconds: float,
-          local: bool, json_out: Path | None, profile_dir: Path | None,
+          batch: int, local: bool, json_out: Path | None, profile_dir: Path | None,
           skip: tuple[str, ...]) -> None:
     """Measure every stage against its limits in one run and print one table."""
     from rich.console import Console
@@ -579,7 +587,7 @@ def bench(events: int, students: int, partitions: int, rate: int, latency_second
     def run(settings: Settings) -> Report:
         settings = settings.with_(topic_partitions=partitions)
         return Bench(settings, spec, workdir, rate, latency_seconds, profile_dir,
-                     STAGES - set(skip), say=console.print).run()
+                     STAGES - set(skip), batch, say=console.print).run()
 
     console.print(f"bench logs in {workdir}")
     report = run_local(run, partitions) if local else run(_settings())

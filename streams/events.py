@@ -108,18 +108,36 @@ def decode_xp(
     key: bytes | None, value: bytes | None, max_bytes: int,
     position: tuple[int, int] | None = None,
 ) -> XpEvent:
-    """Decode and validate one record of the XP topic.
+    """Decode and validate a record of the XP topic that carries exactly one event.
+
+    Args and errors as :func:`decode_record`; a batched record is rejected (``schema``).
+    """
+    events = decode_record(key, value, max_bytes, position)
+    if len(events) != 1 or value is None or value.lstrip()[:1] == b"[":
+        raise InvalidEvent("schema", "a batch of events where one event was expected")
+    return events[0]
+
+
+def decode_record(
+    key: bytes | None, value: bytes | None, max_bytes: int,
+    position: tuple[int, int] | None = None,
+) -> list[XpEvent]:
+    """Decode and validate one record of the XP topic: one event or a batch of events.
+
+    A record's value is a JSON object (``xp_event.v1.json``) or a JSON array of them
+    (``xp_event_batch.v1.json``: one student's events in order, 1 to 500). A batch is all or
+    nothing: one invalid event makes the whole record invalid, the detail naming its index.
 
     Args:
-        key: the record key; must be the event's ``student_id`` (UTF-8).
-        value: the record value, a JSON object per ``xp_event.v1.json``.
+        key: the record key; must be every event's ``student_id`` (UTF-8).
+        value: the record value.
         max_bytes: values longer than this are rejected unparsed.
         position: ``(partition, partition count)`` the record was read from; when given, the
             record must sit in its key's murmur2 partition, else one student's events would be
             split across partitions and their totals across workers (DESIGN.md guarantee 7).
 
     Returns:
-        The event, ids lower-cased.
+        The events in record order, ids lower-cased.
 
     Raises:
         InvalidEvent: with one of :data:`REASONS`.
@@ -132,6 +150,34 @@ def decode_xp(
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent("bad_json", str(exc)) from None
+    if not isinstance(doc, list):
+        return [_event(doc, key, position)]
+    try:
+        _batch_validator()(doc)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise InvalidEvent("schema", f"batch: {exc.message}") from None
+    events = []
+    for i, item in enumerate(doc):
+        try:
+            events.append(_event(item, key, position))
+        except InvalidEvent as exc:
+            raise InvalidEvent(exc.reason, f"event {i} of the batch: {exc.detail}") from None
+    return events
+
+
+@cache
+def _batch_validator() -> Any:
+    """The batch schema's own rules (array, item count, items are objects); each item is then
+    checked against the event schema it refers to (``items.$ref``), by :func:`_event`."""
+    schema = dict(load_schema("xp_event_batch.v1.json"))
+    assert schema["items"] == {"$ref": "xp_event.v1.json"}, "batch items must be XP events"
+    schema["items"] = {"type": "object"}
+    return fastjsonschema.compile(schema)
+
+
+def _event(doc: Any, key: bytes | None, position: tuple[int, int] | None) -> XpEvent:
+    """Validate one parsed event against ``xp_event.v1.json`` and the rules a schema cannot
+    express (see :func:`decode_record`)."""
     try:
         _validator("xp_event.v1.json")(doc)
     except fastjsonschema.JsonSchemaValueException as exc:

@@ -195,6 +195,47 @@ def generate(spec: LoadSpec) -> tuple[list[Record], Expected]:
     return records, expected
 
 
+def batch_records(records: list[Record], size: int, max_bytes: int) -> list[Record]:
+    """Pack ``records`` into batched records (``xp_event_batch.v1.json``) of up to ``size``
+    events of one student, as seed 001's client outbox sends them.
+
+    Each student's events keep their order; a batch is placed where its first event was. A
+    record that is not a valid single event stays alone (a batch is all or nothing, so one bad
+    event would send its neighbours to the DLQ too): the expected outcome of the workload is
+    unchanged. A batch is closed early when it would exceed ``max_bytes``.
+    """
+    from streams.errors import InvalidEvent
+    from streams.events import decode_xp
+
+    out: list[Record | list[bytes]] = []
+    open_batch: dict[bytes, tuple[int, int]] = {}  # key -> (index in out, bytes so far)
+    for key, value in records:
+        try:
+            decode_xp(key, value, max_bytes)
+        except InvalidEvent:
+            out.append((key, value))
+            continue
+        assert key is not None
+        slot = open_batch.get(key)
+        if slot is not None:
+            items = out[slot[0]]
+            assert isinstance(items, list)
+            if len(items) < size and slot[1] + len(value) + 1 < max_bytes:
+                items.append(value)
+                open_batch[key] = (slot[0], slot[1] + len(value) + 1)
+                continue
+        open_batch[key] = (len(out), len(value) + 2)
+        out.append([key, value])
+    result: list[Record] = []
+    for item in out:
+        if isinstance(item, list):
+            key, *values = item
+            result.append((key, b"[" + b",".join(values) + b"]"))
+        else:
+            result.append(item)
+    return result
+
+
 async def publish_records(settings: Settings, records: list[Record], topic: str | None = None,
                           progress: Callable[[int], None] | None = None) -> float:
     """Publish ``records`` in order to ``topic`` (default the XP topic) and wait for every ack.

@@ -1,7 +1,7 @@
 """``streams replay``: read a range of the XP topic for an audit and compare it with PostgreSQL.
 
 Reads with manual partition assignment and no consumer group, so no committed offset moves
-(issue 4). Records are validated with :func:`streams.events.decode_xp` and deduplicated with
+(issue 4). Records are validated with :func:`streams.events.decode_record` and deduplicated with
 :func:`streams.totals.dedupe.classify` and folded with :func:`streams.totals.fold.fold`, exactly
 as the worker does, then compared per student with:
 
@@ -34,13 +34,13 @@ from streams.audit.ranges import PartitionRange, RangeSpec, resolve
 from streams.db.connect import connect, mapped_errors
 from streams.db.queries import query
 from streams.errors import InvalidEvent
-from streams.events import XpEvent, decode_xp
+from streams.events import XpEvent, decode_record
 from streams.settings import Settings
 from streams.totals.dedupe import Sighting, Verdict, classify
 from streams.totals.fold import Totals, fold
 
-EVENT_COLUMNS = ("partition", "offset", "timestamp_ms", "id", "student_id", "kind", "delta",
-                 "created_at", "word_set_id", "homework_id", "metadata")
+EVENT_COLUMNS = ("partition", "offset", "record_index", "timestamp_ms", "id", "student_id",
+                 "kind", "delta", "created_at", "word_set_id", "homework_id", "metadata")
 """Columns of the replayed events file (CSV header; JSON lines use the same names)."""
 
 TOTALS_COLUMNS = ("student_id", "replayed_xp", "replayed_events", "games_played",
@@ -221,12 +221,13 @@ class Replay:
                     if self._keys and (rec.key or b"").lower() not in self._keys:
                         continue
                     try:
-                        event = decode_xp(rec.key, rec.value, self.settings.max_record_bytes,
-                                          (r.partition, count))
+                        events = decode_record(rec.key, rec.value,
+                                               self.settings.max_record_bytes, (r.partition, count))
                     except InvalidEvent as exc:
                         invalid[exc.reason] += 1
                         continue
-                    self._accept(event, r.partition, rec.offset, rec.timestamp, report)
+                    for index, event in enumerate(events):
+                        self._accept(event, r.partition, rec.offset, index, rec.timestamp, report)
                 if r.stopped_at is not None or (records and records[-1].offset + 1 >= r.end):
                     todo.pop(tp)
             for tp in [tp for tp in todo if tp not in batch]:
@@ -236,10 +237,10 @@ class Replay:
                 self.on_progress(report.records_read, total)
         report.invalid = dict(invalid)
 
-    def _accept(self, event: XpEvent, partition: int, offset: int, timestamp_ms: int,
-                report: ReplayReport) -> None:
+    def _accept(self, event: XpEvent, partition: int, offset: int, index: int,
+                timestamp_ms: int, report: ReplayReport) -> None:
         seen = self._seen.get(event.id)
-        verdict = classify(seen, event.fingerprint, partition, offset)
+        verdict = classify(seen, event.fingerprint, partition, offset, index)
         if verdict is Verdict.DUPLICATE:
             report.duplicates += 1
             return
@@ -247,12 +248,13 @@ class Replay:
             report.conflicts += 1
             return
         created = event.created_at.timestamp()
-        self._seen[event.id] = Sighting(event.fingerprint, partition, offset, created, created)
+        self._seen[event.id] = Sighting(event.fingerprint, partition, offset, created, created,
+                                        index)
         self._accepted[event.id] = (event.student_id, event.delta, partition, offset)
         self._totals[event.student_id] = fold(self._totals.get(event.student_id), event,
-                                              partition, offset, created)
+                                              partition, offset, created, index)
         if self.events_out is not None:
-            self.events_out.write(event, partition, offset, timestamp_ms)
+            self.events_out.write(event, partition, offset, index, timestamp_ms)
 
     def _compare(self, report: ReplayReport) -> None:
         url, topic = self.settings.database_url, self.settings.xp_topic
@@ -312,9 +314,11 @@ class EventWriter:
             self._csv = csv.writer(self._text)
             self._csv.writerow(EVENT_COLUMNS)
 
-    def write(self, event: XpEvent, partition: int, offset: int, timestamp_ms: int) -> None:
-        """Write one accepted event with its source position."""
-        row = (partition, offset, timestamp_ms, event.id, event.student_id, event.kind,
+    def write(self, event: XpEvent, partition: int, offset: int, index: int,
+              timestamp_ms: int) -> None:
+        """Write one accepted event with its source position (``index``: its place in a
+        batched record)."""
+        row = (partition, offset, index, timestamp_ms, event.id, event.student_id, event.kind,
                event.delta, event.created_at.isoformat(), event.word_set_id, event.homework_id,
                event.metadata)
         if self.fmt == "csv":

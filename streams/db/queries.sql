@@ -4,13 +4,14 @@ CREATE TEMP TABLE IF NOT EXISTS xp_events_stage
 
 -- name: copy_ledger
 COPY xp_events_stage (id, student_id, kind, delta, word_set_id, homework_id, created_at,
-                      metadata, fingerprint, topic, "partition", "offset") FROM STDIN;
+                      metadata, fingerprint, topic, "partition", "offset", record_index)
+FROM STDIN;
 
 -- name: insert_ledger
 INSERT INTO xp_events (id, student_id, kind, delta, word_set_id, homework_id, created_at,
-                       metadata, fingerprint, topic, "partition", "offset")
+                       metadata, fingerprint, topic, "partition", "offset", record_index)
 SELECT id, student_id, kind, delta, word_set_id, homework_id, created_at,
-       metadata, fingerprint, topic, "partition", "offset"
+       metadata, fingerprint, topic, "partition", "offset", record_index
 FROM xp_events_stage
 ON CONFLICT (id) DO NOTHING;
 
@@ -55,7 +56,7 @@ SELECT "partition", next_offset FROM consumer_offsets
 WHERE consumer_group = %(group)s AND topic = %(topic)s;
 
 -- name: ledger_position
-SELECT "partition", "offset", fingerprint FROM xp_events WHERE id = %(id)s;
+SELECT "partition", "offset", record_index, fingerprint FROM xp_events WHERE id = %(id)s;
 
 -- name: mismatched_students
 SELECT coalesce(t.student_id, l.student_id) AS student_id,
@@ -84,10 +85,10 @@ LEFT JOIN xp_totals t ON t.student_id = s.student_id;
 -- name: ledger_history
 -- A student's accepted events in the order the worker applied them (partition order).
 SELECT student_id, id, kind, delta, created_at, word_set_id, homework_id, metadata,
-       "partition", "offset"
+       "partition", "offset", record_index
 FROM xp_events
 WHERE (%(students)s::uuid[] IS NULL OR student_id = ANY(%(students)s::uuid[]))
-ORDER BY student_id, "partition", "offset";
+ORDER BY student_id, "partition", "offset", record_index;
 
 -- name: totals_ahead_of_ledger
 SELECT count(*) FROM xp_totals_stage s JOIN xp_totals t USING (student_id)

@@ -16,7 +16,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streams.db.queries import query
 from streams.errors import InvalidEvent
-from streams.events import decode_xp
+from streams.events import decode_record
 from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -39,22 +39,24 @@ class LedgerWriter:
         self._newest_created = 0.0
 
     def add(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Validate ``record`` and keep its ledger row; invalid records are counted, skipped."""
+        """Validate ``record`` and keep a ledger row per event in it (one, or a batched
+        record's events with their index); invalid records are counted and skipped."""
         self._added += 1
         try:
-            ev = decode_xp(record.key, record.value, self.max_record_bytes,
-                           (record.partition, self.partitions))
+            events = decode_record(record.key, record.value, self.max_record_bytes,
+                                   (record.partition, self.partitions))
         except InvalidEvent as exc:
             self._invalid += 1
             log.debug("skipping invalid record %s/%s: %s", record.partition, record.offset, exc)
             return
-        if ev.id in self._rows:
-            return
-        self._rows[ev.id] = (
-            ev.id, ev.student_id, ev.kind, ev.delta, ev.word_set_id, ev.homework_id,
-            ev.created_at, None if ev.metadata is None else orjson.dumps(ev.metadata).decode(),
-            ev.fingerprint, record.topic, record.partition, record.offset,
-        )
+        for index, ev in enumerate(events):
+            if ev.id in self._rows:
+                continue
+            self._rows[ev.id] = (
+                ev.id, ev.student_id, ev.kind, ev.delta, ev.word_set_id, ev.homework_id,
+                ev.created_at, None if ev.metadata is None else orjson.dumps(ev.metadata).decode(),
+                ev.fingerprint, record.topic, record.partition, record.offset, index,
+            )
 
     def pending(self) -> int:
         """Records added since the last take (valid or not)."""

@@ -41,7 +41,7 @@ from streams import topics
 from streams.db.connect import aconnect, mapped_errors
 from streams.db.queries import query
 from streams.errors import DatabaseUnavailable, InvalidEvent
-from streams.events import XpEvent, decode_xp
+from streams.events import XpEvent, decode_record
 from streams.kafka import OffsetReader
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -200,7 +200,9 @@ class _Batch:
     seen_writes: dict[bytes, EventT[bytes]] = field(default_factory=dict)
     """event id -> the record whose sighting is to be written."""
     counts: Counter[str] = field(default_factory=Counter)
-    """records by outcome label (``valid``, ``redelivery``, ``duplicate``, ``conflict``)."""
+    """events by outcome label (``valid``, ``redelivery``, ``duplicate``, ``conflict``)."""
+    newest_created: float = 0.0
+    """Newest created_at of the events applied (seconds since the epoch)."""
 
 
 class XpWorker:
@@ -223,62 +225,69 @@ class XpWorker:
     async def process_batch(self, events: Sequence[EventT[bytes]]) -> None:
         """Handle a batch of records of the XP topic, in order. Never raises for bad input.
 
-        Per record: validate (invalid -> DLQ), classify its event id (:mod:`.dedupe`), fold a
-        new event into its student's totals (:mod:`.fold`). The batch's table writes are made
-        once per key at the end: one changelog record per student touched (its newest totals)
-        and one per new event id, instead of one per event (issue 7). Faust acks the batch's
-        offsets only after this returns, so a crash re-delivers the whole batch; the fold and
-        the dedupe rule make that idempotent (module docstring).
+        Per record: validate (invalid -> DLQ); per event in it (one, or a batched record's
+        events in order): classify its event id (:mod:`.dedupe`), fold a new event into its
+        student's totals (:mod:`.fold`). The batch's table writes are made once per key at the
+        end: one changelog record per student touched (its newest totals) and one per new
+        event id, instead of one per event (issue 7). Faust acks the batch's offsets only after
+        this returns, so a crash re-delivers the whole batch; the fold and the dedupe rule make
+        that idempotent (module docstring).
         """
         now = time.time()
         batch = _Batch()
-        horizon_start = now - self.settings.dedupe_horizon_seconds
-        newest = self._newest_created
         for event in events:
             msg = event.message
             try:
-                ev = decode_xp(msg.key, msg.value, self.settings.max_record_bytes,
-                               (msg.partition, self.settings.topic_partitions))
+                evs = decode_record(msg.key, msg.value, self.settings.max_record_bytes,
+                                    (msg.partition, self.settings.topic_partitions))
             except InvalidEvent as exc:
                 await self.dead_letter(event, exc)
                 continue
-            id_key = uuid.UUID(ev.id).bytes
-            sighting = batch.sightings.get(id_key)
-            if sighting is None:
-                select(event)
-                raw_seen = self.seen.get(id_key)
-                if raw_seen is not None:
-                    sighting = batch.sightings[id_key] = decode_sighting(raw_seen)
-            verdict = classify(sighting, ev.fingerprint, msg.partition, msg.offset)
-            created = ev.created_at.timestamp()
-            if verdict is Verdict.NEW and created < horizon_start:
-                verdict = from_ledger(await self.ledger_position(ev.id), ev.fingerprint,
-                                      msg.partition, msg.offset)
-                self.metrics.ledger_checks.labels(verdict.value).inc()
-            if verdict in (Verdict.DUPLICATE, Verdict.CONFLICT):
-                batch.counts[verdict.value] += 1
-                if verdict is Verdict.CONFLICT:
-                    log.warning("conflict: event %s at %s/%s differs from its first sighting; "
-                                "the first one wins", ev.id, msg.partition, msg.offset)
-                continue
-            batch.counts[self.apply(batch, event, ev, now)] += 1
-            newest = max(newest, created)
-            if sighting is None:
-                batch.sightings[id_key] = Sighting(
-                    ev.fingerprint, msg.partition, msg.offset, now, created)
-            # A sighting read again (here always a REDELIVERY) is written again: the changelog
-            # may not have it (see apply).
-            batch.seen_writes[id_key] = event
+            for index, ev in enumerate(evs):
+                await self.take(batch, event, ev, index, now)
         await self.write(batch)
         for outcome, n in batch.counts.items():
             self.metrics.records.labels("worker", outcome).inc(n)
-        if newest > self._newest_created:
-            self._newest_created = newest
-            self.metrics.freshness.labels("worker").set(newest)
+        if batch.newest_created > self._newest_created:
+            self._newest_created = batch.newest_created
+            self.metrics.freshness.labels("worker").set(batch.newest_created)
 
-    def apply(self, batch: _Batch, event: EventT[bytes], ev: XpEvent, now: float) -> str:
-        """Fold ``ev`` (record ``event``) into its student's totals in ``batch`` unless this
-        record is already folded in; return the outcome label (``valid``/``redelivery``)."""
+    async def take(self, batch: _Batch, event: EventT[bytes], ev: XpEvent, index: int,
+                   now: float) -> None:
+        """Dedupe and fold one event ``ev``, at ``index`` in record ``event``, into ``batch``."""
+        msg = event.message
+        id_key = uuid.UUID(ev.id).bytes
+        sighting = batch.sightings.get(id_key)
+        if sighting is None:
+            select(event)
+            raw_seen = self.seen.get(id_key)
+            if raw_seen is not None:
+                sighting = batch.sightings[id_key] = decode_sighting(raw_seen)
+        verdict = classify(sighting, ev.fingerprint, msg.partition, msg.offset, index)
+        created = ev.created_at.timestamp()
+        if verdict is Verdict.NEW and created < now - self.settings.dedupe_horizon_seconds:
+            verdict = from_ledger(await self.ledger_position(ev.id), ev.fingerprint,
+                                  msg.partition, msg.offset, index)
+            self.metrics.ledger_checks.labels(verdict.value).inc()
+        if verdict in (Verdict.DUPLICATE, Verdict.CONFLICT):
+            batch.counts[verdict.value] += 1
+            if verdict is Verdict.CONFLICT:
+                log.warning("conflict: event %s at %s/%s[%s] differs from its first sighting; "
+                            "the first one wins", ev.id, msg.partition, msg.offset, index)
+            return
+        batch.counts[self.apply(batch, event, ev, index, now)] += 1
+        batch.newest_created = max(batch.newest_created, created)
+        if sighting is None:
+            batch.sightings[id_key] = Sighting(
+                ev.fingerprint, msg.partition, msg.offset, now, created, index)
+        # A sighting read again (here always a REDELIVERY) is written again: the changelog
+        # may not have it (see apply).
+        batch.seen_writes[id_key] = event
+
+    def apply(self, batch: _Batch, event: EventT[bytes], ev: XpEvent, index: int,
+              now: float) -> str:
+        """Fold ``ev`` (at ``index`` in record ``event``) into its student's totals in
+        ``batch`` unless it is already folded in; return the outcome (``valid``/``redelivery``)."""
         msg = event.message
         key = ev.student_id.encode()
         if key in batch.totals:
@@ -288,14 +297,14 @@ class XpWorker:
             raw = self.totals.get(key)
             current = decode_totals(raw) if raw is not None else None
         batch.totals_writes[key] = event
-        if already_applied(current, msg.partition, msg.offset):
+        if already_applied(current, msg.partition, msg.offset, index):
             # The local store (RocksDB survives kill -9) can hold a fold whose changelog record
             # was still in the producer buffer when the process died. Write the current value
             # again, so the changelog, the totals writer and any other worker recovering this
             # partition get it; downstream the version guard makes it idempotent.
             batch.totals[key] = current
             return "redelivery"
-        batch.totals[key] = fold(current, ev, msg.partition, msg.offset, now)
+        batch.totals[key] = fold(current, ev, msg.partition, msg.offset, now, index)
         return "valid"
 
     async def write(self, batch: _Batch) -> None:
@@ -325,12 +334,13 @@ class XpWorker:
         await event.send(self.dlq, key=msg.key, value=msg.value, headers=headers,
                          partition=msg.partition % self.settings.topic_partitions)
 
-    async def ledger_position(self, event_id: str) -> tuple[int, int, bytes] | None:
-        """Return (partition, offset, fingerprint) of ``event_id`` in the ledger, or None.
+    async def ledger_position(self, event_id: str) -> tuple[int, int, int, bytes] | None:
+        """Return (partition, offset, record_index, fingerprint) of ``event_id`` in the
+        ledger, or None.
 
         Retries with backoff while the database is unavailable (the agent waits).
         """
-        result: list[tuple[int, int, bytes]] = []
+        result: list[tuple[int, int, int, bytes]] = []
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(DatabaseUnavailable),
             wait=wait_exponential_jitter(initial=0.2, max=self.settings.db_retry_max_seconds),
@@ -342,7 +352,7 @@ class XpWorker:
                         self._conn = await aconnect(self.settings.database_url, autocommit=True)
                     with mapped_errors(self.settings.database_url):
                         cur = await self._conn.execute(query("ledger_position"), {"id": event_id})
-                        result = [(p, o, bytes(fp)) for p, o, fp in await cur.fetchall()]
+                        result = [(p, o, i, bytes(fp)) for p, o, i, fp in await cur.fetchall()]
                 except DatabaseUnavailable:
                     self._conn = None
                     raise

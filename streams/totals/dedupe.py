@@ -2,7 +2,8 @@
 
 A sighting is kept per event id for the dedupe horizon (DESIGN.md guarantee 8). For a record:
 - no sighting -> ``NEW``;
-- a sighting at the same partition and offset -> ``REDELIVERY`` (the same record again, after
+- a sighting at the same position (partition, offset, index in a batched record) ->
+  ``REDELIVERY`` (the same record again, after
   a crash before the offset commit: fold it unless the totals already have it);
 - a sighting elsewhere with the same content -> ``DUPLICATE``, dropped;
 - a sighting elsewhere with other content -> ``CONFLICT``: the first one wins, counted and
@@ -40,30 +41,35 @@ class Sighting(NamedTuple):
     """Wall-clock time the worker first saw it (seconds since the epoch)."""
     created_at: float
     """The event's created_at (seconds since the epoch)."""
+    record_index: int = 0
+    """Its place in its record (batched records; 0 for a record of one event)."""
 
 
-def classify(seen: Sighting | None, fp: bytes, partition: int, offset: int) -> Verdict:
-    """Classify a record with content digest ``fp`` read at ``partition``/``offset``."""
+def classify(seen: Sighting | None, fp: bytes, partition: int, offset: int,
+             index: int = 0) -> Verdict:
+    """Classify an event with content digest ``fp`` read at ``partition``/``offset``, at
+    ``index`` in its record."""
     if seen is None:
         return Verdict.NEW
-    if seen.partition == partition and seen.offset == offset:
+    if (seen.partition, seen.offset, seen.record_index) == (partition, offset, index):
         return Verdict.REDELIVERY
     return Verdict.DUPLICATE if seen.fingerprint == fp else Verdict.CONFLICT
 
 
 def from_ledger(
-    ledger_position: tuple[int, int, bytes] | None, fp: bytes, partition: int, offset: int
+    ledger_position: tuple[int, int, int, bytes] | None, fp: bytes, partition: int, offset: int,
+    index: int = 0,
 ) -> Verdict:
-    """Classify a record whose id fell out of the dedupe horizon, from the ledger's row.
+    """Classify an event whose id fell out of the dedupe horizon, from the ledger's row.
 
     Args:
-        ledger_position: ``(partition, offset, fingerprint)`` of the ledger row with that id,
-            or None when the ledger has none.
+        ledger_position: ``(partition, offset, record_index, fingerprint)`` of the ledger row
+            with that id, or None when the ledger has none.
     """
     if ledger_position is None:
         return Verdict.NEW
-    lp, lo, lfp = ledger_position
-    if (lp, lo) == (partition, offset):
+    lp, lo, li, lfp = ledger_position
+    if (lp, lo, li) == (partition, offset, index):
         return Verdict.NEW  # the ledger sink ran ahead and stored this very record
     return Verdict.DUPLICATE if lfp == fp else Verdict.CONFLICT
 
@@ -79,10 +85,12 @@ def expired(seen: Sighting, now: float, horizon: float) -> bool:
 
 def encode_sighting(s: Sighting) -> bytes:
     """Serialise a sighting compactly for the table changelog."""
-    return orjson.dumps((s.fingerprint.hex(), s.partition, s.offset, s.seen_at, s.created_at))
+    return orjson.dumps((s.fingerprint.hex(), s.partition, s.offset, s.seen_at, s.created_at,
+                         s.record_index))
 
 
 def decode_sighting(raw: bytes) -> Sighting:
-    """Inverse of :func:`encode_sighting`."""
-    fp, p, o, seen_at, created_at = orjson.loads(raw)
-    return Sighting(bytes.fromhex(fp), p, o, seen_at, created_at)
+    """Inverse of :func:`encode_sighting` (entries written before ``record_index`` existed have
+    one field less: 0)."""
+    fp, *rest = orjson.loads(raw)
+    return Sighting(bytes.fromhex(fp), *rest)

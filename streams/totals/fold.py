@@ -12,8 +12,9 @@ Rules (seed 001 ``apply_xp_event`` trigger, DESIGN.md guarantee 7):
   carries a negative ``metadata.games_played`` (seed 001: the legacy counts move to xp_totals);
 - ``version`` counts applied events: the totals writer's upsert never replaces a row by one with
   a lower version, so PostgreSQL never moves backwards;
-- ``partition``/``offset`` is the source position of the last applied event: a re-delivered
-  record (Faust at-least-once after kill -9) at or before it is not applied again.
+- ``partition``/``offset``/``record_index`` is the source position of the last applied event
+  (``record_index`` = its place in a batched record, 0 for a record of one event): a
+  re-delivered event (Faust at-least-once after kill -9) at or before it is not applied again.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class Totals(NamedTuple):
     """Source partition of the last applied event."""
     offset: int
     """Source offset of the last applied event."""
+    record_index: int = 0
+    """Place of that event in its record (batched records, ``xp_event_batch.v1.json``)."""
 
 
 CARRIES_GAMES = frozenset({"backfill", "adjustment"})
@@ -53,17 +56,22 @@ EMPTY = Totals(0, 0, None, None, 0.0, 0, -1, -1)
 """Totals of a student with no applied events."""
 
 
-def already_applied(totals: Totals | None, partition: int, offset: int) -> bool:
-    """True when the record at ``partition``/``offset`` is already folded into ``totals``.
+def already_applied(totals: Totals | None, partition: int, offset: int, index: int = 0) -> bool:
+    """True when the event at ``partition``/``offset``/``index`` is already folded into
+    ``totals``.
 
-    Records of one student are applied in partition order, so anything at or before the last
-    applied offset of the same partition is a re-delivery.
+    Events of one student are applied in partition order (and in record order within a
+    batched record), so anything at or before the last applied position of the same partition
+    is a re-delivery.
     """
-    return totals is not None and totals.partition == partition and offset <= totals.offset
+    return (totals is not None and totals.partition == partition
+            and (offset, index) <= (totals.offset, totals.record_index))
 
 
-def fold(totals: Totals | None, event: XpEvent, partition: int, offset: int, now: float) -> Totals:
-    """Return ``totals`` with ``event`` (read at ``partition``/``offset``) applied at ``now``.
+def fold(totals: Totals | None, event: XpEvent, partition: int, offset: int, now: float,
+         index: int = 0) -> Totals:
+    """Return ``totals`` with ``event`` (read at ``partition``/``offset``, ``index`` in its
+    record) applied at ``now`` (seconds since the epoch).
 
     The caller has already decided the event is new (see :mod:`streams.totals.dedupe`).
     """
@@ -90,11 +98,13 @@ def fold(totals: Totals | None, event: XpEvent, partition: int, offset: int, now
         version=t.version + 1,
         partition=partition,
         offset=offset,
+        record_index=index,
     )
 
 
 def encode_totals(totals: Totals) -> bytes:
-    """Serialise totals compactly for the table changelog (a JSON array)."""
+    """Serialise totals compactly for the table changelog (a JSON array; entries written
+    before ``record_index`` existed have one field less and decode with 0)."""
     return orjson.dumps(tuple(totals))
 
 

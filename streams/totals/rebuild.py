@@ -50,7 +50,7 @@ def _folded(rows: Iterator[tuple[object, ...]], now: float) -> Iterator[tuple[st
     current: str | None = None
     totals: Totals | None = None
     count = 0
-    for sid, eid, kind, delta, created_at, ws, hw, metadata, partition, offset in rows:
+    for sid, eid, kind, delta, created_at, ws, hw, metadata, partition, offset, index in rows:
         student = str(sid)
         if student != current:
             if current is not None and totals is not None:
@@ -58,7 +58,7 @@ def _folded(rows: Iterator[tuple[object, ...]], now: float) -> Iterator[tuple[st
             current, totals, count = student, None, 0
         event = XpEvent(str(eid), student, kind, delta, created_at,  # type: ignore[arg-type]
                         ws and str(ws), hw and str(hw), metadata, b"")  # type: ignore[arg-type]
-        totals = fold(totals, event, partition, offset, now)  # type: ignore[arg-type]
+        totals = fold(totals, event, partition, offset, now, index)  # type: ignore[arg-type]
         count += 1
     if current is not None and totals is not None:
         yield current, totals, count

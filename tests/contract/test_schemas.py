@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from streams.errors import InvalidEvent
-from streams.events import SCHEMA_DIR, decode_xp, load_schema
+from streams.events import SCHEMA_DIR, decode_record, decode_xp, load_schema
 
 EXAMPLES = SCHEMA_DIR / "examples"
 
@@ -23,16 +23,34 @@ def examples(kind: str, prefix: str) -> list[Path]:
 @pytest.mark.parametrize("path", examples("valid", "xp"), ids=lambda p: p.name)
 def test_valid_xp_examples_decode(path: Path) -> None:
     doc = orjson.loads(path.read_bytes())
-    assert decode_xp(doc["student_id"].encode(), path.read_bytes(), 65536).id == doc["id"]
+    docs = doc if isinstance(doc, list) else [doc]
+    events = decode_record(docs[0]["student_id"].encode(), path.read_bytes(), 65536)
+    assert [e.id for e in events] == [d["id"] for d in docs]
 
 
 @pytest.mark.parametrize("path", examples("invalid", "xp"), ids=lambda p: p.name)
 def test_invalid_xp_examples_give_their_reason(path: Path) -> None:
     case = orjson.loads(path.read_bytes())
-    key = case["event"].get("student_id", "0b7e4c1a-5d2f-4e3b-8a9c-1d2e3f4a5b6c").encode()
+    first = case["event"][0] if case["event"] and isinstance(case["event"], list) else case["event"]
+    key = (first or {}).get("student_id", "0b7e4c1a-5d2f-4e3b-8a9c-1d2e3f4a5b6c").encode()
     with pytest.raises(InvalidEvent) as info:
-        decode_xp(key, orjson.dumps(case["event"]), 65536)
+        decode_record(key, orjson.dumps(case["event"]), 65536)
     assert info.value.reason == case["reason"]
+
+
+def test_batch_schema_refers_to_the_event_schema_and_bounds_its_size() -> None:
+    batch = load_schema("xp_event_batch.v1.json")
+    assert batch["items"] == {"$ref": "xp_event.v1.json"}
+    assert (batch["minItems"], batch["maxItems"]) == (1, 500)
+    key = b"0b7e4c1a-5d2f-4e3b-8a9c-1d2e3f4a5b6c"
+    one = orjson.loads((EXAMPLES / "valid" / "xp_typing.json").read_bytes())
+    with pytest.raises(InvalidEvent) as info:
+        decode_record(key, orjson.dumps([one] * 501), 1 << 20)
+    assert info.value.reason == "schema"
+    with pytest.raises(InvalidEvent) as info:
+        decode_xp(key, orjson.dumps([one]), 65536)
+    assert info.value.reason == "schema"
+    assert len(decode_record(key, orjson.dumps([one] * 500), 1 << 20)) == 500
 
 
 @pytest.mark.parametrize("path", examples("valid", "action"), ids=lambda p: p.name)

@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from streams.errors import InvalidEvent
 from streams.events import XpEvent, decode_xp
-from streams.totals.dedupe import Sighting, Verdict, classify, expired, from_ledger
+from streams.totals.dedupe import (
+    Sighting,
+    Verdict,
+    classify,
+    decode_sighting,
+    expired,
+    from_ledger,
+)
 from streams.totals.fold import already_applied, decode_totals, encode_totals, fold
 
 STUDENT = "0b7e4c1a-5d2f-4e3b-8a9c-1d2e3f4a5b6c"
@@ -66,9 +73,10 @@ def test_conflict_first_one_wins() -> None:
 def test_ledger_check_past_the_horizon() -> None:
     ev = make(1)
     assert from_ledger(None, ev.fingerprint, 0, 9) is Verdict.NEW
-    assert from_ledger((0, 9, ev.fingerprint), ev.fingerprint, 0, 9) is Verdict.NEW
-    assert from_ledger((0, 2, ev.fingerprint), ev.fingerprint, 0, 9) is Verdict.DUPLICATE
-    assert from_ledger((0, 2, b"other!!!"), ev.fingerprint, 0, 9) is Verdict.CONFLICT
+    assert from_ledger((0, 9, 0, ev.fingerprint), ev.fingerprint, 0, 9) is Verdict.NEW
+    assert from_ledger((0, 9, 0, ev.fingerprint), ev.fingerprint, 0, 9, 1) is Verdict.DUPLICATE
+    assert from_ledger((0, 2, 0, ev.fingerprint), ev.fingerprint, 0, 9) is Verdict.DUPLICATE
+    assert from_ledger((0, 2, 0, b"other!!!"), ev.fingerprint, 0, 9) is Verdict.CONFLICT
 
 
 def test_expiry_needs_both_sighting_and_event_to_be_old() -> None:
@@ -128,3 +136,30 @@ def test_metadata_games_played_must_be_an_integer() -> None:
     with pytest.raises(InvalidEvent) as info:
         decode_xp(STUDENT.encode(), orjson.dumps(doc), 65536)
     assert info.value.reason == "schema"
+
+
+def test_events_of_one_batched_record_apply_in_order_and_once() -> None:
+    """Positions within a record (issue 7): every event of a batched record applies, a
+    re-delivery of the record applies none again, an id twice in one record counts once."""
+    a, b, c = make(1, "quiz", 30), make(2, "typing", 10), make(3, "memory", 5)
+    seen: dict[str, Sighting] = {}
+    totals = None
+    for _delivery in range(2):  # the record, then its re-delivery after a crash
+        for index, ev in enumerate([a, b, a, c]):  # a appears twice in the record
+            verdict = classify(seen.get(ev.id), ev.fingerprint, 0, 7, index)
+            if verdict in (Verdict.DUPLICATE, Verdict.CONFLICT):
+                continue
+            if not already_applied(totals, 0, 7, index):
+                totals = fold(totals, ev, 0, 7, 1.0, index)
+            seen.setdefault(ev.id, Sighting(ev.fingerprint, 0, 7, 1.0, 0.0, index))
+    assert totals is not None
+    assert (totals.total_xp, totals.version, totals.record_index) == (45, 3, 3)
+    assert already_applied(totals, 0, 7, 3) and not already_applied(totals, 0, 8, 0)
+
+
+def test_entries_written_before_record_index_existed_still_decode() -> None:
+    old_totals = b'[5,1,"quiz",1,2.0,1,0,9]'
+    assert decode_totals(old_totals).record_index == 0
+    assert decode_sighting(b'["6666666666666666",0,9,1.0,2.0]').record_index == 0
+    t = fold(None, make(1), 0, 3, 1.0, 2)
+    assert decode_totals(encode_totals(t)) == t
