@@ -125,6 +125,8 @@ class Report:
     """p50, p99, max (milliseconds) and the offered rate (events/s)."""
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
     """Peak resident memory of each process (MiB)."""
+    rss_mib: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """Resident memory of each process during the latency stage: (seconds, MiB) samples."""
     mismatches: int = -1
     """Students whose totals differ from the loadgen expectation after the end-to-end stage."""
 
@@ -505,18 +507,19 @@ class Bench:
 
     def latency(self, settings: Settings, procs: list[PipelineProcess]) -> None:
         """Offer fresh students' events at :attr:`rate` events/s; per event, publish ack ->
-        first ``xp_totals`` poll showing its version (module docstring)."""
+        first ``xp_totals`` poll showing it (module docstring); RSS of each process over it."""
         self.say(f"latency at {self.rate:,} events/s for {self.latency_s:.0f} s ...")
-        acks, applied = asyncio.run(offer(settings, self.rate, self.latency_s, procs))
-        samples = [applied[i] - acks[i] for i in acks if i in applied]
-        missing = len(acks) - len(samples)
+        seen = asyncio.run(offer(settings, self.rate, self.latency_s, procs))
+        samples = [seen.applied[i] - seen.acks[i] for i in seen.acks if i in seen.applied]
         if samples:
             self.report.latency_ms = {
                 "offered_per_second": self.rate, "events": len(samples),
                 "p50": round(statistics.median(samples) * 1000, 1),
                 "p99": round(percentile(samples, 0.99) * 1000, 1),
-                "max": round(max(samples) * 1000, 1), "not_applied": missing,
+                "max": round(max(samples) * 1000, 1),
+                "not_applied": len(seen.acks) - len(samples),
             }
+        self.report.rss_mib = seen.rss_mib
 
 
 async def committed_rate(settings: Settings, group: str, topic: str, events_before: EventIndex,
@@ -603,59 +606,97 @@ def copy_text(rows: list[tuple[Any, ...]]) -> bytes:
     return out.getvalue().encode()
 
 
-async def offer(settings: Settings, rate: int, seconds: float,
-                procs: list[PipelineProcess]) -> tuple[dict[int, float], dict[int, float]]:
-    """Publish one event per fresh student at ``rate``/s for ``seconds``; poll ``xp_totals``.
+@dataclass
+class Offered:
+    """What :func:`offer` observed."""
 
-    Returns:
-        (event index -> monotonic time of its ack, event index -> time first seen applied).
+    acks: dict[int, float] = field(default_factory=dict)
+    """event index -> monotonic time of its publish acknowledgement."""
+    applied: dict[int, float] = field(default_factory=dict)
+    """event index -> monotonic time of the first ``xp_totals`` poll that showed it."""
+    rss_mib: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """process -> (seconds since the start, resident memory in MiB), every ``RSS_EVERY_S``."""
+
+
+RSS_EVERY_S = 5.0
+"""How often the latency stage samples each process's resident memory (seconds)."""
+
+
+def rss_mib(pid: int) -> float:
+    """Current resident set size of process ``pid`` (VmRSS, MiB); 0.0 when unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+async def offer(settings: Settings, rate: int, seconds: float,
+                procs: list[PipelineProcess]) -> Offered:
+    """Publish one event per fresh student at ``rate``/s for ``seconds``; poll ``xp_totals``
+    every ``POLL_S`` for the students published and not yet seen; sample each process's RSS.
+
+    Raises:
+        RuntimeError: a pipeline process exited meanwhile.
     """
     from psycopg import AsyncConnection
 
     total = int(rate * seconds)
     students = [str(uuid.uuid4()) for _ in range(total)]
-    acks: dict[int, float] = {}
-    applied: dict[int, float] = {}
     index = {s: i for i, s in enumerate(students)}
+    seen = Offered()
+    pending: set[str] = set()  # acknowledged, not yet seen in xp_totals
     producer = kafka.producer(settings)
     await producer.start()
     stop = asyncio.Event()
+    started = time.monotonic()
+    deadline = started + seconds + 30
+
+    def acked(i: int) -> None:
+        seen.acks[i] = time.monotonic()
+        pending.add(students[i])
 
     async def poll() -> None:
         async with await AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
-            while not stop.is_set() or len(applied) < len(acks):
-                cur = await conn.execute(
-                    "SELECT student_id::text FROM xp_totals WHERE student_id = ANY(%s::uuid[])",
-                    ([s for s in students[:len(acks) + 1] if index[s] not in applied],))
-                now = time.monotonic()
-                for (sid,) in await cur.fetchall():
-                    applied.setdefault(index[sid], now)
-                if stop.is_set() and time.monotonic() > deadline:
-                    return
+            while not stop.is_set() or (pending and time.monotonic() < deadline):
+                if pending:
+                    cur = await conn.execute(
+                        "SELECT student_id::text FROM xp_totals "
+                        "WHERE student_id = ANY(%s::uuid[])", (list(pending),))
+                    now = time.monotonic()
+                    for (sid,) in await cur.fetchall():
+                        seen.applied.setdefault(index[sid], now)
+                        pending.discard(sid)
                 await asyncio.sleep(POLL_S)
 
-    deadline = time.monotonic() + seconds + 30
-    poller = asyncio.create_task(poll())
+    async def sample() -> None:
+        while not stop.is_set():
+            for p in procs:
+                if p.proc is not None:
+                    seen.rss_mib.setdefault(p.command, []).append(
+                        (round(time.monotonic() - started, 1), round(rss_mib(p.proc.pid), 1)))
+            await asyncio.sleep(RSS_EVERY_S)
+
+    tasks = [asyncio.create_task(poll()), asyncio.create_task(sample())]
     try:
-        started = time.monotonic()
-        tick = 0.01
         for i, sid in enumerate(students):
-            due = started + i / rate
-            delay = due - time.monotonic()
-            if delay > tick / 2:
+            delay = started + i / rate - time.monotonic()
+            if delay > 0.005:
                 await asyncio.sleep(delay)
             value = orjson.dumps({"id": str(uuid.uuid4()), "student_id": sid, "kind": "quiz",
                                   "delta": 10, "created_at": datetime.now(UTC).isoformat()})
             fut = await producer.send(settings.xp_topic, value, key=sid.encode())
-            fut.add_done_callback(lambda f, i=i: acks.__setitem__(i, time.monotonic()))
-            if any(not p.alive() for p in procs):
+            fut.add_done_callback(lambda f, i=i: acked(i))
+            if i % 1000 == 0 and any(not p.alive() for p in procs):
                 raise RuntimeError("a pipeline process exited during the latency stage")
         await producer.flush()
     finally:
         stop.set()
-        await poller
+        await asyncio.gather(*tasks)
         await producer.stop()
-    return acks, applied
+    return seen
 
 
 def run_local(run: Callable[[Settings], Report], partitions: int) -> Report:
@@ -667,6 +708,17 @@ def run_local(run: Callable[[Settings], Report], partitions: int) -> Report:
         return run(stack.start())
     finally:
         stack.stop()
+
+
+def rss_drift(series: list[tuple[float, float]]) -> tuple[tuple[float, float],
+                                                          tuple[float, float]] | None:
+    """(first sample after the first minute or the first quarter, last sample) of an RSS
+    series: warm-up (imports, table recovery, first batches) left out. None when too short."""
+    if len(series) < 3 or series[0][1] <= 0:
+        return None
+    warm = min(60.0, series[-1][0] / 4)
+    start = next(s for s in series if s[0] >= warm)
+    return start, series[-1]
 
 
 def render(report: Report) -> Any:
@@ -691,6 +743,13 @@ def render(report: Report) -> Any:
                       f"ms (poll {POLL_S * 1000:.0f} ms), not applied {lat['not_applied']}")
     for proc, mib in sorted(report.peak_rss_mib.items()):
         table.add_row(f"peak RSS: {proc}", "", "", "", "", f"{mib:,.0f} MiB")
+    for proc, series in sorted(report.rss_mib.items()):
+        drift = rss_drift(series)
+        if drift is not None:
+            (t0, m0), (t1, m1) = drift
+            table.add_row(f"RSS at a steady rate: {proc}", "", "", "", "",
+                          f"{m0:,.0f} MiB at {t0:.0f} s -> {m1:,.0f} MiB at {t1:.0f} s "
+                          f"({(m1 - m0) / m0:+.1%})")
     return table
 
 
