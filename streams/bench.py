@@ -92,6 +92,11 @@ INSERT_LEDGER = (
 )
 
 
+BROKER_LIMIT = "raw consume (getmany + orjson)"
+"""Name of the broker side's limit stage."""
+DATABASE_LIMIT = "plain COPY, unindexed table"
+"""Name of the database side's limit stage."""
+
 STAGES = frozenset({"baselines", "worker", "sink", "batched", "e2e"})
 """Stages that can be left out (``--skip``); the limits always run: ratios need them."""
 
@@ -142,11 +147,12 @@ class Report:
         return orjson.dumps({**asdict(self), "stages": stages}, option=orjson.OPT_INDENT_2)
 
 
-def peak_rss_mib(pid: int) -> float:
-    """Peak resident set size of process ``pid`` (VmHWM, MiB); 0.0 when unreadable."""
+def memory_mib(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of process ``pid`` from ``/proc/<pid>/status`` in MiB: ``VmRSS``
+    (resident now) or ``VmHWM`` (peak resident); 0.0 when unreadable (e.g. it exited)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -285,7 +291,7 @@ class Bench:
                 spy.wait(60)
             for p in procs:
                 if p.proc is not None:
-                    rss = peak_rss_mib(p.proc.pid)
+                    rss = memory_mib(p.proc.pid, "VmHWM")
                     key = p.command
                     self.report.peak_rss_mib[key] = max(rss, self.report.peak_rss_mib.get(key, 0))
                 p.stop()
@@ -319,10 +325,9 @@ class Bench:
             if "baselines" in self.stages:
                 self.naive(rows[:NAIVE_EVENTS])
                 self.trigger(rows[:TRIGGER_EVENTS])
-            if "worker" in self.stages:
-                self.worker_alone(shared, records)
-            if "sink" in self.stages:
-                self.sink_alone(shared, records)
+            for command in ("worker", "sink"):
+                if command in self.stages:
+                    self.alone(shared, records, command)
             if "batched" in self.stages:
                 self.batched(records)
             if "e2e" in self.stages:
@@ -367,7 +372,7 @@ class Bench:
             finally:
                 await consumer.stop()
 
-        self.add(Stage("raw consume (getmany + orjson)", count, asyncio.run(consume())))
+        self.add(Stage(BROKER_LIMIT, count, asyncio.run(consume())))
 
     def copy_limit(self, rows: list[tuple[Any, ...]]) -> None:
         """Limit of the database side: one COPY of every ledger row into an unindexed table."""
@@ -384,7 +389,7 @@ class Bench:
             seconds = time.perf_counter() - started
             conn.execute("DROP TABLE copy_limit")
             conn.commit()
-        self.add(Stage("plain COPY, unindexed table", len(rows), seconds))
+        self.add(Stage(DATABASE_LIMIT, len(rows), seconds))
 
     def staged_insert(self, rows: list[tuple[Any, ...]], batch: int) -> None:
         """The ledger sink's own SQL without the sink: per ``batch`` rows, COPY into the staging
@@ -404,7 +409,7 @@ class Bench:
             conn.execute("TRUNCATE xp_events")
             conn.commit()
         self.add(Stage(f"COPY to staging + INSERT ON CONFLICT, {batch:,}/tx", len(rows),
-                       seconds, "plain COPY, unindexed table", "the sink's SQL, no Python"))
+                       seconds, DATABASE_LIMIT, "the sink's SQL, no Python"))
 
     def naive(self, rows: list[tuple[Any, ...]]) -> None:
         """Baseline: one INSERT and one commit per event, into a copy of the ledger table."""
@@ -418,7 +423,7 @@ class Bench:
                 conn.commit()
             seconds = time.perf_counter() - started
         self.add(Stage("baseline: INSERT + commit per event", len(rows), seconds,
-                       "plain COPY, unindexed table"))
+                       DATABASE_LIMIT))
 
     def trigger(self, rows: list[tuple[Any, ...]]) -> None:
         """Baseline: seed 001's per-row trigger, executemany 1,000 rows per transaction."""
@@ -433,29 +438,25 @@ class Bench:
                 conn.commit()
             seconds = time.perf_counter() - started
         self.add(Stage("baseline: seed 001 trigger, 1,000/tx", len(rows), seconds,
-                       "plain COPY, unindexed table"))
+                       DATABASE_LIMIT))
 
-    def worker_alone(self, settings: Settings, records: list[Record], label: str = "") -> None:
-        """The fold worker alone on the published ``records`` (see :func:`committed_rate`)."""
-        self.say(f"fold worker alone{label} ...")
-        with self.processes(settings, "worker") as procs:
+    def alone(self, settings: Settings, records: list[Record], command: str,
+              label: str = "") -> None:
+        """``command`` (``worker`` or ``sink``) alone on the published ``records``, in its own
+        consumer group (see :func:`committed_rate`); the sink's ledger is emptied after."""
+        name, group, limit = {
+            "worker": ("fold worker alone", settings.worker_group, BROKER_LIMIT),
+            "sink": ("ledger sink alone", settings.ledger_group, DATABASE_LIMIT),
+        }[command]
+        self.say(f"{name}{label} ...")
+        with self.processes(settings, command) as procs:
             events, seconds = asyncio.run(committed_rate(
-                settings, settings.worker_group, settings.xp_topic,
+                settings, group, settings.xp_topic,
                 event_index(records, settings.topic_partitions), procs))
-        self.add(Stage(f"fold worker alone{label}", events, seconds,
-                       "raw consume (getmany + orjson)", "first commit to lag 0"))
-
-    def sink_alone(self, settings: Settings, records: list[Record], label: str = "") -> None:
-        """The ledger sink alone on the published ``records`` (see :func:`committed_rate`)."""
-        self.say(f"ledger sink alone{label} ...")
-        with self.processes(settings, "sink") as procs:
-            events, seconds = asyncio.run(committed_rate(
-                settings, settings.ledger_group, settings.xp_topic,
-                event_index(records, settings.topic_partitions), procs))
-        self.add(Stage(f"ledger sink alone{label}", events, seconds,
-                       "plain COPY, unindexed table", "first commit to lag 0"))
-        with connect(self.base.database_url, autocommit=True) as conn:
-            conn.execute("TRUNCATE xp_events, consumer_offsets")
+        self.add(Stage(f"{name}{label}", events, seconds, limit, "first commit to lag 0"))
+        if command == "sink":
+            with connect(self.base.database_url, autocommit=True) as conn:
+                conn.execute("TRUNCATE xp_events, consumer_offsets")
 
     def batched(self, records: list[Record]) -> None:
         """Worker and sink alone on the same workload packed :attr:`batch` events a record."""
@@ -464,10 +465,9 @@ class Bench:
         self.say(f"publishing the workload as {len(packed):,} batched records ...")
         asyncio.run(publish_records(settings, packed))
         label = f", batched records ({self.batch} events)"
-        if "worker" in self.stages:
-            self.worker_alone(settings, packed, label)
-        if "sink" in self.stages:
-            self.sink_alone(settings, packed, label)
+        for command in ("worker", "sink"):
+            if command in self.stages:
+                self.alone(settings, packed, command, label)
 
     def end_to_end(self, records: list[Record], expected: Expected) -> None:
         """The whole pipeline on a fresh topic: publish while worker, sink and totals writer
@@ -485,8 +485,7 @@ class Bench:
             outcome = read_outcome(settings, expected)
             self.report.mismatches = len(outcome.expected_vs_totals)
             self.add(Stage("end to end (worker + sink + totals writer)", len(records), seconds,
-                           "raw consume (getmany + orjson)",
-                           f"students mismatched: {self.report.mismatches}, "
+                           BROKER_LIMIT, f"students mismatched: {self.report.mismatches}, "
                            f"ledger vs totals: {len(outcome.ledger_vs_totals)}"))
             self.latency(settings, procs)
 
@@ -622,17 +621,6 @@ RSS_EVERY_S = 5.0
 """How often the latency stage samples each process's resident memory (seconds)."""
 
 
-def rss_mib(pid: int) -> float:
-    """Current resident set size of process ``pid`` (VmRSS, MiB); 0.0 when unreadable."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 async def offer(settings: Settings, rate: int, seconds: float,
                 procs: list[PipelineProcess]) -> Offered:
     """Publish one event per fresh student at ``rate``/s for ``seconds``; poll ``xp_totals``
@@ -676,7 +664,7 @@ async def offer(settings: Settings, rate: int, seconds: float,
             for p in procs:
                 if p.proc is not None:
                     seen.rss_mib.setdefault(p.command, []).append(
-                        (round(time.monotonic() - started, 1), round(rss_mib(p.proc.pid), 1)))
+                        (round(time.monotonic() - started, 1), round(memory_mib(p.proc.pid), 1)))
             await asyncio.sleep(RSS_EVERY_S)
 
     tasks = [asyncio.create_task(poll()), asyncio.create_task(sample())]

@@ -49,6 +49,7 @@ def consumer(settings: Settings, group_id: str | None, **overrides: object) -> A
         "max_poll_interval_ms": 600_000,
         "fetch_max_bytes": 16 * 1024 * 1024,
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
     }
     kwargs.update(overrides)
     return AIOKafkaConsumer(**kwargs)

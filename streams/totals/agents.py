@@ -94,6 +94,29 @@ def correct_recovery_highwaters(settings: Settings) -> None:
     setattr(driver.AIOKafkaConsumerThread, "_highwaters", _highwaters)  # noqa: B010
 
 
+def set_fetch_max_wait(settings: Settings) -> None:
+    """Give the Faust worker's consumer ``settings.fetch_max_wait_ms``.
+
+    Faust's aiokafka driver fixes ``fetch_max_wait_ms=1500``; Tansu answers a fetch at the end
+    of a partition only when that expires, so every record would wait up to 1.5 s before the
+    worker sees it. This wraps the driver's consumer factory and changes that one value.
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "wrapped", False):
+        return
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        client = original(self, transport)
+        client._fetch_max_wait_ms = settings.fetch_max_wait_ms
+        return client
+
+    _create_worker_consumer.wrapped = True  # type: ignore[attr-defined]
+    setattr(driver.AIOKafkaConsumerThread, "_create_worker_consumer",  # noqa: B010
+            _create_worker_consumer)
+
+
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app for ``settings`` (app id = the worker's consumer group)."""
     credentials: Any = None
@@ -375,6 +398,7 @@ class XpWorker:
 def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, XpWorker]:
     """Create the app, its tables, the agent on the XP topic and the expiry timer."""
     correct_recovery_highwaters(settings)
+    set_fetch_max_wait(settings)
     app = create_app(settings)
     # Faust's own sensor for its internals (events, commits, rebalances), prefixed "faust_",
     # served by this process's /metrics with the pipeline's metrics.

@@ -98,12 +98,16 @@ def test_kill_9_of_the_sink_mid_workload(pipeline: Pipeline) -> None:
     pipeline.assert_exact(expected)
 
 
-def test_kill_9_of_the_worker_mid_workload(pipeline: Pipeline, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Guarantee 4 for the worker, with its RocksDB table store: kill -9, restart, exact."""
+@pytest.mark.parametrize("batch", [1, 50], ids=["single", "batched"])
+def test_kill_9_of_the_worker_mid_workload(pipeline: Pipeline, tmp_path, batch: int) -> None:  # type: ignore[no-untyped-def]
+    """Guarantee 4 for the worker, with its RocksDB table store: kill -9, restart, exact; with
+    records of one event and with batched records of up to 50 events."""
     settings = pipeline.settings.with_(table_store="rocksdb://")
     pipeline = Pipeline(settings, tmp_path / "rocks")
     records, expected = generate(LoadSpec(events=20000, students=300, seed=14,
                                           max_record_bytes=settings.max_record_bytes))
+    if batch > 1:
+        records = batch_records(records, batch, settings.max_record_bytes)
     try:
         pipeline.start()
         pipeline.publish(records)
