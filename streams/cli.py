@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 import sys
 import tempfile
@@ -168,7 +169,8 @@ def status(as_json: bool, watch: float | None) -> None:
 @click.argument("source", type=click.File("rb"))
 @click.option("--topic", help="Topic to publish to (default: XP_TOPIC).")
 def publish(source: click.utils.LazyFile, topic: str | None) -> None:
-    """Publish JSON lines (one event a line) from SOURCE, a file or - for standard input."""
+    """Publish JSON lines from SOURCE, a file or - for standard input: one record a line, an
+    event object or an array of one student's events (a batched record)."""
     from streams.publish import publish_lines
 
     _quiet_clients()
@@ -575,9 +577,11 @@ def bench(events: int, students: int, partitions: int, rate: int, latency_second
         render,
         run_local,
     )
+    from streams.dev.procs import interrupt_on_sigterm
     from streams.loadgen import LoadSpec
 
     _logging("WARNING")
+    interrupt_on_sigterm()
     console = Console(width=None if sys.stdout.isatty() else 150)
     workdir = default_workdir()
     if profile_dir is not None:
@@ -590,10 +594,15 @@ def bench(events: int, students: int, partitions: int, rate: int, latency_second
                      STAGES - set(skip), batch, say=console.print).run()
 
     console.print(f"bench logs in {workdir}")
-    report = run_local(run, partitions) if local else run(_settings())
+    try:
+        report = run_local(run, partitions) if local else run(_settings())
+    except KeyboardInterrupt:
+        console.print(f"interrupted; logs kept in {workdir}")
+        sys.exit(130)
+    shutil.rmtree(workdir, ignore_errors=True)  # logs and table stores: kept only on failure
     console.print(render(report))
     for path in sorted(profile_dir.glob("*.folded")) if profile_dir is not None else []:
-        console.print(f"profile {path} (inclusive share of samples):")
+        console.print(f"profile {path} (share of the main thread's samples):")
         for share, frame in profile_summary(path):
             console.print(f"  {share:6.1%}  {frame}")
     if json_out is not None:

@@ -123,10 +123,13 @@ async def wait_acks(futures: list[asyncio.Future[Any]], topic: str) -> int:
 async def publish_lines(
     settings: Settings, lines: Iterable[bytes], topic: str | None = None
 ) -> int:
-    """Publish JSON lines (one event object a line); blank lines are skipped.
+    """Publish JSON lines, one record a line: an event object, or an array of one student's
+    events (a batched record, ``xp_event_batch.v1.json``, keyed by its first event's key
+    field); blank lines are skipped. The pipeline validates; this only needs the key.
 
     Raises:
-        PublishError: a line is not a JSON object with a key field, or was not acknowledged.
+        PublishError: a line is not an event object (or an array of them) with a key field,
+            or was not acknowledged.
     """
     async with Publisher(settings, topic) as pub:
 
@@ -135,11 +138,13 @@ async def publish_lines(
                 if not line.strip():
                     continue
                 try:
-                    event = orjson.loads(line)
+                    doc = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
                     raise PublishError(f"line {number}: not JSON: {exc}") from None
-                if not isinstance(event, dict) or not isinstance(event.get(pub.key_field), str):
-                    raise PublishError(f"line {number}: not an event object with {pub.key_field}")
-                yield event[pub.key_field].encode(), line.strip()
+                first = doc[0] if isinstance(doc, list) and doc else doc
+                if not isinstance(first, dict) or not isinstance(first.get(pub.key_field), str):
+                    raise PublishError(f"line {number}: not an event object (or an array of "
+                                       f"them) with {pub.key_field}")
+                yield first[pub.key_field].encode(), line.strip()
 
         return await pub.send_records(records())

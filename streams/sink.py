@@ -13,7 +13,8 @@ write at a time, in order), so the sink's CPU work and PostgreSQL's overlap (iss
 
 A partition assigned to this process starts at the offset stored in PostgreSQL. A database
 error pauses the loop: the same batch is retried with exponential backoff until it commits
-(DESIGN.md guarantee 6); nothing is read meanwhile, so memory stays bounded by one batch.
+(DESIGN.md guarantee 6); the next batch is read until it is full and then waits, so memory
+stays bounded by two batches (``XP_SINK_BATCH_RECORDS``/``XP_SINK_BATCH_BYTES`` each).
 """
 
 from __future__ import annotations

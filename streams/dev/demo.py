@@ -8,14 +8,13 @@ consumer group has lag 0, and prints a summary; exits 1 on any mismatch (issue 2
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 
 from rich.console import Console
 from rich.table import Table
 
 from streams.audit.outcome import read_outcome
-from streams.dev.procs import free_port
+from streams.dev.procs import free_port, interrupt_on_sigterm
 from streams.dev.stack import LocalStack, PipelineProcess, default_base_dir
 from streams.kafka import wait_caught_up
 from streams.loadgen import LoadSpec, generate, publish_records
@@ -23,16 +22,12 @@ from streams.settings import Settings
 from streams.status import collect, render
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> int:
     """Run the demo; return the process exit status (0 = every check passed).
 
     Ctrl-C and SIGTERM stop every process it started before it exits.
     """
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_sigterm()
     console = Console()
     base = default_base_dir()
     stack = LocalStack(base, settings=Settings(topic_partitions=partitions))

@@ -9,6 +9,17 @@ import subprocess
 import time
 
 
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM raise ``KeyboardInterrupt`` in the main thread, like Ctrl-C, so that a
+    foreground command (demo, bench) runs its ``finally`` blocks: child processes stopped,
+    scratch topics and schemas removed."""
+
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as s:

@@ -95,6 +95,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "XP_FAUST_SENSOR": str(int(settings.faust_sensor)),
         "XP_WORKER_BATCH_RECORDS": str(settings.worker_batch_records),
         "XP_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
+        "XP_ROCKSDB_MEMORY_MB": str(settings.rocksdb_memory_mb),
         "XP_WORKER_BATCH_SECONDS": str(settings.worker_batch_seconds),
     }
 

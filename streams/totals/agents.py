@@ -154,6 +154,15 @@ def create_app(settings: Settings) -> faust.App:
     )
 
 
+def store_options(settings: Settings) -> dict[str, int]:
+    """RocksDB options of each table store within ``settings.rocksdb_memory_mb``: half block
+    cache, half two write buffers (the memory store ignores them)."""
+    budget = settings.rocksdb_memory_mb * 1024 * 1024
+    return {"block_cache_size": budget // 2, "block_cache_compressed_size": 0,
+            "write_buffer_size": budget // 4, "max_write_buffer_number": 2,
+            "target_file_size_base": budget // 4}
+
+
 def select(event: EventT[bytes]) -> None:
     """Make ``event`` Faust's current event in this task: its partition picks the table's
     store partition. Faust reads it from a context variable that ``take_events`` leaves unset
@@ -236,10 +245,13 @@ class XpWorker:
         self.settings = settings
         self.metrics = metrics
         self.dlq = app.topic(settings.dlq_topic, partitions=settings.topic_partitions)
+        options = store_options(settings)
         self.totals = app.Table(topics.TOTALS_TABLE, default=None, key_type=bytes,
-                                value_type=bytes, partitions=settings.topic_partitions)
+                                value_type=bytes, partitions=settings.topic_partitions,
+                                options=options)
         self.seen = app.Table(topics.DEDUPE_TABLE, default=None, key_type=bytes,
-                              value_type=bytes, partitions=settings.topic_partitions)
+                              value_type=bytes, partitions=settings.topic_partitions,
+                              options=dict(options))
         self.totals_log = ChangelogWriter(app, self.totals)
         self.seen_log = ChangelogWriter(app, self.seen)
         self._conn: Any = None

@@ -17,19 +17,21 @@ pytestmark = pytest.mark.integration
 
 
 def test_publish_json_lines_from_stdin(settings: Settings) -> None:
+    """Three event objects and one batched record (an array of one student's events)."""
     student = str(uuid.uuid4())
-    lines = b"\n".join(orjson.dumps({"id": str(uuid.uuid4()), "student_id": student,
-                                     "kind": "quiz", "delta": 5,
-                                     "created_at": "2026-11-20T10:00:00Z"}) for _ in range(3))
+    events = [{"id": str(uuid.uuid4()), "student_id": student, "kind": "quiz", "delta": 5,
+               "created_at": "2026-11-20T10:00:00Z"} for _ in range(5)]
+    lines = b"\n".join([*(orjson.dumps(e) for e in events[:3]), orjson.dumps(events[3:])])
     done = streams(["publish", "-"], settings, lines + b"\n\n")
     assert done.returncode == 0, done.stderr.decode()
-    assert done.stdout.decode().strip() == "published 3 records"
+    assert done.stdout.decode().strip() == "published 4 records"
 
 
 def test_publish_rejects_a_line_without_a_student_in_one_line(settings: Settings) -> None:
     done = streams(["publish", "-"], settings, b'{"id": "x"}\n')
     assert done.returncode == 1
-    assert done.stderr.decode().strip() == "Error: line 1: not an event object with student_id"
+    assert done.stderr.decode().strip() == ("Error: line 1: not an event object (or an array of "
+                                            "them) with student_id")
 
 
 def test_publish_to_an_unreachable_broker_fails_clearly(settings: Settings) -> None:
