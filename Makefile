@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast system-deps venv lint clean
+.PHONY: demo test test-fast bench system-deps venv lint clean
 
 demo: venv system-deps
 	$(BIN)/streams demo
@@ -17,6 +17,10 @@ test: venv system-deps
 
 test-fast: venv
 	$(BIN)/pytest -m "not slow and not integration"
+
+# Every stage against its limits on a throwaway local stack (README: Performance).
+bench: venv system-deps
+	$(BIN)/streams bench --local
 
 venv: $(STAMP)
 

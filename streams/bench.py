@@ -11,9 +11,10 @@ duplicates and invalid records included), prints one table (issue 7):
 - ours: the fold worker alone, the ledger sink alone (each its own process and consumer group,
   timed from its first committed offset to lag 0), the whole pipeline end to end (from the
   first publish to ledger and totals committed, checked against the loadgen expectation);
-- latency: events of fresh students offered at ``--rate`` events/s for ``--latency-seconds``;
-  per event, from its publish acknowledgement to the first poll of ``xp_totals`` (every
-  ``POLL_S`` seconds) that shows it applied: p50, p99, max;
+- latency: events of ``--students`` fresh students in turn, offered at ``--rate`` events/s for
+  ``--latency-seconds``; per event, from its publish acknowledgement to the first poll of
+  ``xp_totals`` (every ``POLL_S`` seconds) whose ``version`` shows it applied: p50, p99, max;
+  each process's RSS is sampled meanwhile (flat or not at a steady rate);
 - peak RSS (VmHWM) of each pipeline process.
 
 Ratios compare a stage with the limit of its side measured in the same run (broker side: raw
@@ -512,10 +513,11 @@ class Bench:
             conn.execute("DELETE FROM xp_events WHERE student_id = %s", (probe_student,))
 
     def latency(self, settings: Settings, procs: list[PipelineProcess]) -> None:
-        """Offer fresh students' events at :attr:`rate` events/s; per event, publish ack ->
-        first ``xp_totals`` poll showing it (module docstring); RSS of each process over it."""
+        """Offer events of ``--students`` fresh students at :attr:`rate` events/s; per event,
+        publish ack -> first ``xp_totals`` poll showing it (module docstring); RSS of each
+        process over it."""
         self.say(f"latency at {self.rate:,} events/s for {self.latency_s:.0f} s ...")
-        seen = asyncio.run(offer(settings, self.rate, self.latency_s, procs))
+        seen = asyncio.run(offer(settings, self.rate, self.latency_s, self.spec.students, procs))
         samples = [seen.applied[i] - seen.acks[i] for i in seen.acks if i in seen.applied]
         if samples:
             self.report.latency_ms = {
@@ -628,10 +630,12 @@ RSS_EVERY_S = 5.0
 """How often the latency stage samples each process's resident memory (seconds)."""
 
 
-async def offer(settings: Settings, rate: int, seconds: float,
+async def offer(settings: Settings, rate: int, seconds: float, students: int,
                 procs: list[PipelineProcess]) -> Offered:
-    """Publish one event per fresh student at ``rate``/s for ``seconds``; poll ``xp_totals``
-    every ``POLL_S`` for the students published and not yet seen; sample each process's RSS.
+    """Publish events of ``students`` fresh students in turn at ``rate``/s for ``seconds``
+    (event i is the (i // students + 1)-th of student i % students); poll ``xp_totals`` every
+    ``POLL_S`` for students with events not yet seen (an event is applied once its student's
+    ``version`` reaches its number); sample each process's RSS.
 
     Raises:
         RuntimeError: a pipeline process exited meanwhile.
@@ -639,10 +643,11 @@ async def offer(settings: Settings, rate: int, seconds: float,
     from psycopg import AsyncConnection
 
     total = int(rate * seconds)
-    students = [str(uuid.uuid4()) for _ in range(total)]
-    index = {s: i for i, s in enumerate(students)}
+    pool = [str(uuid.uuid4()) for _ in range(min(students, total))]
     seen = Offered()
-    pending: dict[str, None] = {}  # acknowledged, not yet seen in xp_totals; oldest first
+    # student -> its acknowledged events not yet seen applied, oldest first; students in the
+    # order their oldest pending event was acknowledged
+    pending: dict[str, list[int]] = {}
     producer = kafka.producer(settings)
     await producer.start()
     stop = asyncio.Event()
@@ -651,7 +656,7 @@ async def offer(settings: Settings, rate: int, seconds: float,
 
     def acked(i: int) -> None:
         seen.acks[i] = time.monotonic()
-        pending[students[i]] = None
+        pending.setdefault(pool[i % len(pool)], []).append(i)
 
     async def poll() -> None:
         # The oldest POLL_CHUNK pending students per poll: the poll's own cost on PostgreSQL
@@ -661,12 +666,17 @@ async def offer(settings: Settings, rate: int, seconds: float,
                 if pending:
                     chunk = list(itertools.islice(pending, POLL_CHUNK))
                     cur = await conn.execute(
-                        "SELECT student_id::text FROM xp_totals "
+                        "SELECT student_id::text, version FROM xp_totals "
                         "WHERE student_id = ANY(%s::uuid[])", (chunk,))
                     now = time.monotonic()
-                    for (sid,) in await cur.fetchall():
-                        seen.applied.setdefault(index[sid], now)
-                        pending.pop(sid, None)
+                    for sid, version in await cur.fetchall():
+                        waiting = pending.pop(sid, [])
+                        for i in waiting:
+                            if i // len(pool) < version:
+                                seen.applied.setdefault(i, now)
+                        rest = [i for i in waiting if i not in seen.applied]
+                        if rest:
+                            pending[sid] = rest  # goes to the back of the queue
                 await asyncio.sleep(POLL_S)
 
     async def sample() -> None:
@@ -679,10 +689,11 @@ async def offer(settings: Settings, rate: int, seconds: float,
 
     tasks = [asyncio.create_task(poll()), asyncio.create_task(sample())]
     try:
-        for i, sid in enumerate(students):
+        for i in range(total):
             delay = started + i / rate - time.monotonic()
             if delay > 0.005:
                 await asyncio.sleep(delay)
+            sid = pool[i % len(pool)]
             value = orjson.dumps({"id": str(uuid.uuid4()), "student_id": sid, "kind": "quiz",
                                   "delta": 10, "created_at": datetime.now(UTC).isoformat()})
             fut = await producer.send(settings.xp_topic, value, key=sid.encode())
