@@ -5,11 +5,13 @@ same loadgen workload for every stage (``--events`` records, ``--students``, ``-
 duplicates and invalid records included), prints one table (issue 7):
 
 - limits: publish rate (aiokafka, acks=all), raw consume (aiokafka ``getmany`` + orjson, no
-  group), plain COPY into an unindexed table;
+  group), plain COPY into an unindexed table; and the sink's own SQL without Python (COPY to
+  staging + ``INSERT ... ON CONFLICT`` into the indexed ledger);
 - baselines: one INSERT and commit per event; seed 001's design (a per-row trigger keeping
   ``xp_totals``, 1,000 rows per transaction);
-- ours: the fold worker alone, the ledger sink alone (each its own process and consumer group,
-  timed from its first committed offset to lag 0), the whole pipeline end to end (from the
+- ours: the fold worker alone, the ledger sink alone (each its own process and consumer group;
+  events committed from its first commit seen to lag 0), both again on the same workload as
+  batched records (``--batch`` events a record), the whole pipeline end to end (from the
   first publish to ledger and totals committed, checked against the loadgen expectation);
 - latency: events of ``--students`` fresh students in turn, offered at ``--rate`` events/s for
   ``--latency-seconds``; per event, from its publish acknowledgement to the first poll of
@@ -21,7 +23,7 @@ Ratios compare a stage with the limit of its side measured in the same run (brok
 consume; database side: plain COPY). Everything lives in its own topics (``bench-<run>-*``)
 and its own schema (``xp_bench_<run>``), removed afterwards: the database and the topics are
 left as they were found. ``--json FILE`` writes the same figures for scripts; ``--profile DIR``
-records a py-spy flame graph of the worker and the sink during their stages.
+records py-spy profiles (folded stacks, idle included) of every process it starts.
 """
 
 from __future__ import annotations
