@@ -114,12 +114,9 @@ class Settings:
     """XP_BROKER_REBALANCE_TIMEOUT: how long a rebalance may take (seconds)."""
     commit_interval: float = 1.0
     """XP_COMMIT_INTERVAL: how often the worker commits offsets (seconds)."""
-    worker_batch_records: int = 100_000
-    """XP_WORKER_BATCH_RECORDS: most records the worker folds in one batch (each student's
-    totals and each new event id are written to their table once per batch). A safety cap:
-    batches are bounded by ``XP_WORKER_BATCH_SECONDS``. Keep it far above what arrives in that
-    time: when faust-streaming's ``take_events`` buffer fills to this cap, its strict wait can
-    deadlock the agent (seen after a worker restart on batched records, issue 7)."""
+    worker_batch_records: int = 1000
+    """XP_WORKER_BATCH_RECORDS: the worker folds up to this many records per batch, writing
+    each student's totals and each new event id to its table once per batch."""
     worker_batch_seconds: float = 0.05
     """XP_WORKER_BATCH_SECONDS: ... or what arrived within this time (seconds): the worker's
     share of the end-to-end latency when traffic is light."""
