@@ -58,6 +58,7 @@ from streams.dev.procs import free_port
 from streams.dev.stack import PipelineProcess
 from streams.errors import InvalidEvent
 from streams.events import decode_xp, partition_for
+from streams.ledger.writer import ledger_row
 from streams.loadgen import Expected, LoadSpec, Record, batch_records, generate, publish_records
 from streams.settings import Settings
 
@@ -589,10 +590,7 @@ def ledger_rows(records: list[Record], settings: Settings) -> list[tuple[Any, ..
         except InvalidEvent:
             continue
         partition = partition_for(key or b"", settings.topic_partitions)
-        rows.setdefault(ev.id, (
-            ev.id, ev.student_id, ev.kind, ev.delta, ev.word_set_id, ev.homework_id,
-            ev.created_at, None if ev.metadata is None else orjson.dumps(ev.metadata).decode(),
-            ev.fingerprint, settings.xp_topic, partition, offset, 0))
+        rows.setdefault(ev.id, ledger_row(ev, settings.xp_topic, partition, offset, 0))
     return list(rows.values())
 
 

@@ -16,12 +16,20 @@ from aiokafka.structs import ConsumerRecord
 
 from streams.db.queries import query
 from streams.errors import InvalidEvent
-from streams.events import decode_record
+from streams.events import XpEvent, decode_record
 from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 LedgerRow = tuple[object, ...]
+
+
+def ledger_row(ev: XpEvent, topic: str, partition: int, offset: int, index: int) -> LedgerRow:
+    """The ``copy_ledger`` row (columns of ``xp_events``) of event ``ev`` read at
+    ``topic``/``partition``/``offset``, ``index`` in its record."""
+    return (ev.id, ev.student_id, ev.kind, ev.delta, ev.word_set_id, ev.homework_id,
+            ev.created_at, None if ev.metadata is None else orjson.dumps(ev.metadata).decode(),
+            ev.fingerprint, topic, partition, offset, index)
 
 
 class LedgerWriter:
@@ -52,11 +60,8 @@ class LedgerWriter:
         for index, ev in enumerate(events):
             if ev.id in self._rows:
                 continue
-            self._rows[ev.id] = (
-                ev.id, ev.student_id, ev.kind, ev.delta, ev.word_set_id, ev.homework_id,
-                ev.created_at, None if ev.metadata is None else orjson.dumps(ev.metadata).decode(),
-                ev.fingerprint, record.topic, record.partition, record.offset, index,
-            )
+            self._rows[ev.id] = ledger_row(ev, record.topic, record.partition, record.offset,
+                                           index)
 
     def pending(self) -> int:
         """Records added since the last take (valid or not)."""
