@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -58,6 +59,16 @@ class PrometheusServer:
                  f"--web.listen-address=127.0.0.1:{self.port}"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_for_port(self.port, 30, self.proc)
+        # The port opens before the TSDB is ready: queries answer 503 until /-/ready says 200.
+        poll(self.ready, 30, "Prometheus to be ready")
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - local server
+                    f"http://127.0.0.1:{self.port}/-/ready", timeout=5) as response:
+                return bool(response.status == 200)
+        except urllib.error.URLError:  # HTTPError 503 while starting is a URLError
+            return False
 
     def stop(self) -> None:
         if self.proc is not None:
