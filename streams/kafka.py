@@ -202,6 +202,15 @@ class OffsetReader:
                 result[tp.partition] = max(result[tp.partition], hw)
         return result
 
+    async def first_offset_from(self, topic: str, partition: int, offset: int) -> int | None:
+        """The offset of the first record of ``topic``/``partition`` at or after ``offset``, or
+        None when there is none (offsets without records, e.g. transaction markers, are
+        passed over)."""
+        tp = TopicPartition(topic, partition)
+        found = await self._fetch_from({tp: offset}, need_record=True)
+        record = found.get(tp, (None, None))[1]
+        return record.offset if record is not None else None
+
     async def committed(self, group: str, topic: str) -> dict[int, int | None]:
         """The committed offset of ``group`` on each partition of ``topic`` (None: none yet)."""
         client = self._groups.get(group)

@@ -28,7 +28,8 @@ class Metrics(_Exported):
         self.records = Counter(
             "xp_records_total",
             "Records consumed, by stage and outcome (valid, invalid, duplicate, conflict,"
-            " redelivery).",
+            " redelivery; worker: skipped = a record this process folded before, or one held"
+            " back until the records before it arrive).",
             ["stage", "outcome"], registry=r,
         )
         self.dlq = Counter(
@@ -38,6 +39,11 @@ class Metrics(_Exported):
             "xp_dedupe_ledger_checks_total",
             "Event ids outside the dedupe horizon checked against the ledger, by verdict.",
             ["verdict"], registry=r,
+        )
+        self.delivery_seeks = Counter(
+            "xp_worker_delivery_seeks_total",
+            "Times the worker found records of its source topic not delivered (a hole in the"
+            " offsets, or a stalled partition) and sought the partition back.", registry=r,
         )
         self.dedupe_expired = Counter(
             "xp_dedupe_expired_total", "Dedupe entries dropped past the horizon.", registry=r

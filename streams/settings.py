@@ -120,6 +120,10 @@ class Settings:
     worker_batch_seconds: float = 0.05
     """XP_WORKER_BATCH_SECONDS: ... or what arrived within this time (seconds): the worker's
     share of the end-to-end latency when traffic is light."""
+    worker_stall_seconds: float = 30.0
+    """XP_WORKER_STALL_SECONDS: a partition of the XP topic with records on the broker past
+    the worker's next offset that delivers nothing for this long is sought back (seconds);
+    see streams/totals/delivery.py."""
     producer_linger_ms: int = 5
     fetch_max_wait_ms: int = 100
     """XP_FETCH_MAX_WAIT_MS: how long a consumer's fetch may wait for records at the end of a
@@ -186,6 +190,8 @@ class Settings:
             worker_batch_seconds=_float(
                 e, "XP_WORKER_BATCH_SECONDS", d.worker_batch_seconds, 0.001
             ),
+            worker_stall_seconds=_float(e, "XP_WORKER_STALL_SECONDS", d.worker_stall_seconds,
+                                        1.0),
             producer_linger_ms=_int(e, "XP_PRODUCER_LINGER_MS", d.producer_linger_ms),
             fetch_max_wait_ms=_int(e, "XP_FETCH_MAX_WAIT_MS", d.fetch_max_wait_ms, 1),
             faust_sensor=_int(e, "XP_FAUST_SENSOR", int(d.faust_sensor)) != 0,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import time
 import uuid
 import weakref
@@ -54,6 +55,7 @@ from streams.totals.dedupe import (
     expired,
     from_ledger,
 )
+from streams.totals.delivery import CHECK_INTERVAL_SECONDS, DeliveryGuard, install_commit_guard
 from streams.totals.fold import Totals, already_applied, decode_totals, encode_totals, fold
 
 log = logging.getLogger(__name__)
@@ -256,6 +258,7 @@ class XpWorker:
         self.seen_log = ChangelogWriter(app, self.seen)
         self._conn: Any = None
         self._newest_created = 0.0
+        self.delivery = DeliveryGuard(app, settings, metrics)
 
     async def process_batch(self, events: Sequence[EventT[bytes]]) -> None:
         """Handle a batch of records of the XP topic, in order. Never raises for bad input.
@@ -272,6 +275,9 @@ class XpWorker:
         batch = _Batch()
         for event in events:
             msg = event.message
+            if not await self.delivery.admit(msg.partition, msg.offset):
+                batch.counts["skipped"] += 1
+                continue
             try:
                 evs = decode_record(msg.key, msg.value, self.settings.max_record_bytes,
                                     (msg.partition, self.settings.topic_partitions))
@@ -281,6 +287,7 @@ class XpWorker:
             for index, ev in enumerate(evs):
                 await self.take(batch, event, ev, index, now)
         await self.write(batch)
+        self.delivery.written()
         for outcome, n in batch.counts.items():
             self.metrics.records.labels("worker", outcome).inc(n)
         if batch.newest_created > self._newest_created:
@@ -407,6 +414,50 @@ class XpWorker:
         return len(doomed)
 
 
+def dump_state(app: faust.App, worker: XpWorker) -> None:
+    """Log, at WARNING, what a stalled worker is waiting for (``kill -USR1 <pid>``): per
+    partition of the XP topic Faust's committed/read offsets, the consumer's position and high
+    watermark, the delivery guard's next and committable offsets; the agent's queue; then the
+    chain of awaits of every asyncio task. Reads Faust and aiokafka internals, so any part of
+    it may say "unavailable" after an upgrade."""
+    import io
+
+    lines = [f"in_recovery={app.in_recovery} flow_active={app.flow_control.is_active()} "
+             f"generation={app.consumer_generation_id}"]
+    try:
+        consumer: Any = app.consumer
+        client = consumer._thread._ensure_consumer()
+        guard = worker.delivery
+        assignment = client._subscription.subscription.assignment
+        for tp in sorted(consumer.assignment()):
+            if tp.topic == worker.settings.xp_topic:
+                lines.append(
+                    f"{tp.topic}/{tp.partition}: committed={consumer._committed_offset.get(tp)}"
+                    f" read={consumer._read_offset.get(tp)}"
+                    f" position={assignment.state_value(tp).position}"
+                    f" highwater={client.highwater(tp)} next={guard.next.get(tp.partition)}"
+                    f" committable={guard.committable.get(tp.partition)}")
+        for agent in app.agents.values():
+            lines.append(f"agent {agent.name}: queue {agent.channel.queue.qsize()}"
+                         f"/{agent.channel.queue.maxsize}, unacked {len(consumer.unacked)}")
+    except Exception as exc:  # a diagnostic must not fail on a Faust or aiokafka change
+        lines.append(f"(consumer detail unavailable: {exc!r})")
+    out = io.StringIO()
+    for task in asyncio.all_tasks(app.loop):
+        out.write(f"--- {task.get_name()}\n")
+        awaiting: Any = task.get_coro()
+        for _ in range(30):  # the chain of awaits, outermost first
+            frame = getattr(awaiting, "cr_frame", None) or getattr(awaiting, "ag_frame", None)
+            if frame is not None:
+                out.write(f"    {frame.f_code.co_filename}:{frame.f_lineno} "
+                          f"{frame.f_code.co_name}\n")
+            awaiting = (getattr(awaiting, "cr_await", None) or getattr(awaiting, "ag_await", None)
+                        or getattr(awaiting, "gi_yieldfrom", None))
+            if awaiting is None:
+                break
+    log.warning("state dump (SIGUSR1):\n%s\n%s", "\n".join(lines), out.getvalue())
+
+
 def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, XpWorker]:
     """Create the app, its tables, the agent on the XP topic and the expiry timer."""
     correct_recovery_highwaters(settings)
@@ -416,11 +467,26 @@ def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, XpWorker]:
     # served by this process's /metrics with the pipeline's metrics.
     if settings.faust_sensor:
         setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
+    install_commit_guard()
     worker = XpWorker(app, settings, metrics)
     source = app.topic(settings.xp_topic, partitions=settings.topic_partitions)
 
+    def on_rebalance(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Faust sends the revoked / the assigned partitions (a set of TP) as first argument.
+        worker.delivery.forget({tp.partition for tp in args[0]
+                                if tp.topic == settings.xp_topic})
+
+    async def on_shutdown(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await worker.delivery.close()
+
+    app.on_partitions_revoked.connect(on_rebalance)
+    app.on_partitions_assigned.connect(on_rebalance)
+    app.on_before_shutdown.connect(on_shutdown)
+
     @app.agent(source, name="fold_xp")
     async def fold_xp(stream: faust.StreamT[bytes]) -> None:
+        # From here on Faust commits what the delivery guard allows (streams.totals.delivery).
+        app.consumer.xp_delivery_guard = worker.delivery  # type: ignore[attr-defined]
         # take_events exists on faust's Stream, not on its StreamT interface.
         batches = stream.take_events(  # type: ignore[attr-defined]
             settings.worker_batch_records, within=settings.worker_batch_seconds)
@@ -436,6 +502,14 @@ def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, XpWorker]:
                              first.partition, first.offset, exc_info=True)
                 logging.shutdown()
                 os._exit(70)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def dump_state_on_sigusr1() -> None:
+        app.loop.add_signal_handler(signal.SIGUSR1, dump_state, app, worker)
+
+    @app.timer(interval=CHECK_INTERVAL_SECONDS)  # type: ignore[untyped-decorator]
+    async def check_stalls() -> None:
+        await worker.delivery.check_stalls()
 
     @app.timer(interval=settings.dedupe_expire_interval_seconds)  # type: ignore[untyped-decorator]
     async def expire_dedupe() -> None:

@@ -1,0 +1,204 @@
+"""Delivery guard of the worker: every record of the source topic is folded, in offset order per
+partition, and the committed offset never passes a record that was not folded (guarantees 1, 4).
+
+Why it exists: faust-streaming 0.15.3's consumer can lose records (issue 7's open bug, seen in
+the batched kill -9 test). Around a restart it sometimes never hands some records to the agent
+(a partition's offsets jump, e.g. 77 -> 80), and its commit then either stalls for good at the
+hole (two or more missing: the worker "hangs" with lag) or, with one missing, commits past it
+(faust-streaming issue #606: ``_new_offset`` treats a hole of one at the head as a compacted
+gap), losing that record. The guard takes the commit decision from Faust and keeps order:
+
+- :meth:`DeliveryGuard.admit` decides for each record: fold it (its offset is the next one of
+  its partition), skip it (already folded by this process: a re-delivery after a seek), or
+  hold it back because records before it never arrived: then the partition is sought back to
+  the first missing offset and the later records are skipped until it arrives again. A hole
+  is a loss only if the broker holds records in it: offsets without records (transaction
+  markers, compaction) are checked with one fetch and passed.
+- :meth:`DeliveryGuard.written` marks a batch's records as safe to commit once its table
+  writes are sent; :func:`install_commit_guard` makes Faust commit exactly that offset (Faust
+  flushes the producer before committing, so the changelog is written first).
+- :meth:`DeliveryGuard.check_stalls` (a timer) seeks back a partition that has records on the
+  broker past its next offset but delivered nothing for ``XP_WORKER_STALL_SECONDS``.
+
+Rebalances reset the partitions concerned: their next offset is then the group's committed
+offset read from the broker (none: a new group, whose first record starts the partition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from faust.types import TP
+
+from streams.kafka import OffsetReader
+from streams.metrics import Metrics
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SEEK_RETRY_SECONDS = 2.0
+"""A seek back whose first record has not arrived after this long is made again (seconds)."""
+
+CHECK_INTERVAL_SECONDS = 1.0
+"""How often :meth:`DeliveryGuard.check_stalls` should run (seconds); it asks the broker only
+about partitions that qualify."""
+
+
+class DeliveryGuard:
+    """Per partition of the source topic: the next offset to fold and the offset safe to commit.
+
+    Args:
+        app: the Faust app (its consumer is asked for committed offsets and to seek).
+        settings: for the source topic, the broker (hole checks) and the stall time.
+        metrics: ``xp_worker_delivery_seeks_total`` counts the seeks back.
+    """
+
+    def __init__(self, app: Any, settings: Settings, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.settings = settings
+        self.topic = settings.xp_topic
+        self.next: dict[int, int] = {}
+        """partition -> next offset to fold; every record before it is folded (or absent)."""
+        self.committable: dict[int, int] = {}
+        """partition -> offset whose predecessors are folded and their table writes sent."""
+        self._sought: dict[int, tuple[int, float]] = {}
+        """partition -> (offset sought back to, when, time.monotonic() seconds)."""
+        self._progress: dict[int, float] = {}
+        """partition -> when a record of it was last folded (time.monotonic() seconds)."""
+        self._reader: OffsetReader | None = None
+        self._reader_lock = asyncio.Lock()
+
+    def _committed(self, partition: int) -> int | None:
+        offset: int | None = self.app.consumer._committed_offset.get(TP(self.topic, partition))
+        return offset
+
+    async def admit(self, partition: int, offset: int) -> bool:
+        """True when the record at ``partition``/``offset`` is to be folded now (and counted
+        as folded); False when it is to be skipped (folded before, or held back until the
+        records before it arrive)."""
+        expected = self.next.get(partition)
+        if expected is None:
+            expected = await self._start_offset(partition)
+            if expected is None:  # a new group: its first record starts the partition
+                expected = offset
+        if offset < expected:
+            return False
+        if offset > expected:
+            sought = self._sought.get(partition)
+            if sought is not None and sought[0] == expected:
+                return False  # still waiting for the sought-back records
+            if await self._records_between(partition, expected, offset):
+                await self._seek_back(partition, expected,
+                                      f"offsets {expected}..{offset - 1} were not delivered")
+                return False
+        self.next[partition] = offset + 1
+        self._sought.pop(partition, None)
+        self._progress[partition] = time.monotonic()
+        return True
+
+    def written(self) -> None:
+        """Every record admitted so far has its table writes sent: let it be committed."""
+        self.committable.update(self.next)
+
+    def commit_offset(self, partition: int) -> int | None:
+        """The offset Faust may commit for ``partition`` now, or None for nothing new."""
+        offset = self.committable.get(partition)
+        committed = self._committed(partition)
+        if offset is None or (committed is not None and offset <= committed):
+            return None
+        return offset
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop what is known of ``partitions`` (revoked or newly assigned in a rebalance)."""
+        for partition in partitions:
+            for known in (self.next, self.committable, self._sought, self._progress):
+                known.pop(partition, None)
+
+    async def check_stalls(self) -> None:
+        """Seek back each assigned partition whose next record is on the broker but has not
+        been delivered for ``settings.worker_stall_seconds``, or for ``SEEK_RETRY_SECONDS``
+        after a seek back (Faust's fetch loop can undo a seek: it sets its read offset from the
+        records it was already handing over, then drops the re-fetched ones as old)."""
+        if self.app.in_recovery or not self.app.flow_control.is_active():
+            return
+        now = time.monotonic()
+        stall = self.settings.worker_stall_seconds
+        consumer = self.app.consumer
+        for tp in consumer.assignment():
+            if tp.topic != self.topic:
+                continue
+            expected = self.next.get(tp.partition, self._committed(tp.partition))
+            if expected is None:
+                continue
+            last = self._progress.setdefault(tp.partition, now)
+            sought = self._sought.get(tp.partition)
+            if sought is not None:
+                if now - sought[1] < SEEK_RETRY_SECONDS:
+                    continue
+                why = f"offset {expected} not delivered {now - sought[1]:.0f} s after a seek"
+            elif now - last >= stall:
+                why = f"nothing delivered for {now - last:.0f} s"
+            else:
+                continue
+            if await self._records_between(tp.partition, expected, None):
+                await self._seek_back(tp.partition, expected, why)
+
+    async def _start_offset(self, partition: int) -> int | None:
+        """Where folding of ``partition`` starts after an assignment: the group's committed
+        offset as the broker has it (Faust's copy may be stale until its recovery seeks)."""
+        async with self._reader_lock:
+            reader = await self._open_reader()
+            committed = await reader.committed(self.settings.worker_group, self.topic)
+        return committed.get(partition)
+
+    async def _open_reader(self) -> OffsetReader:
+        if self._reader is None:
+            self._reader = OffsetReader(self.settings)
+            await self._reader.__aenter__()
+        return self._reader
+
+    async def _records_between(self, partition: int, start: int, end: int | None) -> bool:
+        """Whether the broker holds a record at an offset in [start, end) (end None: any)."""
+        async with self._reader_lock:  # the agent and the stall timer share one client
+            reader = await self._open_reader()
+            first = await reader.first_offset_from(self.topic, partition, start)
+        return first is not None and (end is None or first < end)
+
+    async def _seek_back(self, partition: int, offset: int, why: str) -> None:
+        self.metrics.delivery_seeks.inc()
+        self._sought[partition] = (offset, time.monotonic())
+        log.warning("partition %s of %s: %s; seeking back to %s (records after it are skipped "
+                    "until it arrives)", partition, self.topic, why, offset)
+        await self.app.consumer.seek(TP(self.topic, partition), offset)
+
+    async def close(self) -> None:
+        """Close the broker client used for hole checks."""
+        if self._reader is not None:
+            await self._reader.__aexit__(None, None, None)
+            self._reader = None
+
+
+def install_commit_guard() -> None:
+    """Make Faust's consumer commit :meth:`DeliveryGuard.commit_offset` for partitions of a
+    consumer that has a guard (attribute ``xp_delivery_guard``), instead of its own reckoning
+    from acknowledgements (which can pass an unprocessed record: module docstring). Faust's
+    bookkeeping still runs, so its lists of acknowledged offsets stay trimmed."""
+    from faust.transport import consumer as base
+
+    original = base.Consumer._new_offset
+    if getattr(original, "guarded", False):
+        return
+
+    def _new_offset(self: Any, tp: TP) -> int | None:
+        faust_offset: int | None = original(self, tp)
+        guard: DeliveryGuard | None = getattr(self, "xp_delivery_guard", None)
+        if guard is None or tp.topic != guard.topic:
+            return faust_offset
+        return guard.commit_offset(tp.partition)
+
+    _new_offset.guarded = True  # type: ignore[attr-defined]
+    setattr(base.Consumer, "_new_offset", _new_offset)  # noqa: B010
