@@ -55,7 +55,12 @@ from streams.totals.dedupe import (
     expired,
     from_ledger,
 )
-from streams.totals.delivery import CHECK_INTERVAL_SECONDS, DeliveryGuard, install_commit_guard
+from streams.totals.delivery import (
+    CHECK_INTERVAL_SECONDS,
+    DeliveryGuard,
+    install_commit_guard,
+    install_read_offset_pins,
+)
 from streams.totals.fold import Totals, already_applied, decode_totals, encode_totals, fold
 
 log = logging.getLogger(__name__)
@@ -487,6 +492,7 @@ def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, XpWorker]:
     async def fold_xp(stream: faust.StreamT[bytes]) -> None:
         # From here on Faust commits what the delivery guard allows (streams.totals.delivery).
         app.consumer.xp_delivery_guard = worker.delivery  # type: ignore[attr-defined]
+        install_read_offset_pins(app.consumer)
         # take_events exists on faust's Stream, not on its StreamT interface.
         batches = stream.take_events(  # type: ignore[attr-defined]
             settings.worker_batch_records, within=settings.worker_batch_seconds)

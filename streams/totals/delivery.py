@@ -11,9 +11,10 @@ gap), losing that record. The guard takes the commit decision from Faust and kee
 - :meth:`DeliveryGuard.admit` decides for each record: fold it (its offset is the next one of
   its partition), skip it (already folded by this process: a re-delivery after a seek), or
   hold it back because records before it never arrived: then the partition is sought back to
-  the first missing offset and the later records are skipped until it arrives again. A hole
-  is a loss only if the broker holds records in it: offsets without records (transaction
-  markers, compaction) are checked with one fetch and passed.
+  the first missing offset (its read offset pinned there: :class:`PinnedReadOffsets`) and the
+  later records are skipped until it arrives again. A hole is a loss only if the broker holds
+  records in it: offsets without records (transaction markers, compaction) are checked with
+  one fetch and passed.
 - :meth:`DeliveryGuard.written` marks a batch's records as safe to commit once its table
   writes are sent; :func:`install_commit_guard` makes Faust commit exactly that offset (Faust
   flushes the producer before committing, so the changelog is written first).
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from typing import Any
 
 from faust.types import TP
@@ -96,7 +98,8 @@ class DeliveryGuard:
                                       f"offsets {expected}..{offset - 1} were not delivered")
                 return False
         self.next[partition] = offset + 1
-        self._sought.pop(partition, None)
+        if self._sought.pop(partition, None) is not None:
+            self._unpin(partition)
         self._progress[partition] = time.monotonic()
         return True
 
@@ -117,6 +120,7 @@ class DeliveryGuard:
         for partition in partitions:
             for known in (self.next, self.committable, self._sought, self._progress):
                 known.pop(partition, None)
+            self._unpin(partition)
 
     async def check_stalls(self) -> None:
         """Seek back each assigned partition whose next record is on the broker but has not
@@ -168,9 +172,17 @@ class DeliveryGuard:
             first = await reader.first_offset_from(self.topic, partition, start)
         return first is not None and (end is None or first < end)
 
+    def _unpin(self, partition: int) -> None:
+        read_offsets = self.app.consumer._read_offset
+        if isinstance(read_offsets, PinnedReadOffsets):
+            read_offsets.pins.pop(TP(self.topic, partition), None)
+
     async def _seek_back(self, partition: int, offset: int, why: str) -> None:
         self.metrics.delivery_seeks.inc()
         self._sought[partition] = (offset, time.monotonic())
+        read_offsets = self.app.consumer._read_offset
+        if isinstance(read_offsets, PinnedReadOffsets):
+            read_offsets.pins[TP(self.topic, partition)] = offset
         log.warning("partition %s of %s: %s; seeking back to %s (records after it are skipped "
                     "until it arrives)", partition, self.topic, why, offset)
         await self.app.consumer.seek(TP(self.topic, partition), offset)
@@ -180,6 +192,36 @@ class DeliveryGuard:
         if self._reader is not None:
             await self._reader.__aexit__(None, None, None)
             self._reader = None
+
+
+class PinnedReadOffsets(defaultdict[TP, int | None]):
+    """Faust's consumer's read offset per partition, where a pinned partition's offset cannot
+    move past its pin.
+
+    Faust's fetch loop drops a fetched record whose offset is below the partition's read
+    offset, and sets the read offset from each record it hands over. After a seek back, the
+    records of the fetch in progress (past the hole) would set it high again, and the
+    re-fetched records would be dropped as old: the seek undone. A pin at the sought offset
+    keeps the read offset there until the guard sees that record arrive (then unpins).
+    Faust's own bulk updates (``update``) are not affected.
+    """
+
+    def __init__(self, existing: dict[TP, int | None]) -> None:
+        super().__init__(lambda: None, existing)
+        self.pins: dict[TP, int] = {}
+
+    def __setitem__(self, tp: TP, value: int | None) -> None:
+        pin = self.pins.get(tp)
+        if pin is not None and value is not None and value > pin:
+            return
+        super().__setitem__(tp, value)
+
+
+def install_read_offset_pins(consumer: Any) -> None:
+    """Give Faust's ``consumer`` :class:`PinnedReadOffsets` (before its fetch loop starts:
+    the loop binds the mapping's methods when it starts)."""
+    if not isinstance(consumer._read_offset, PinnedReadOffsets):
+        consumer._read_offset = PinnedReadOffsets(consumer._read_offset)
 
 
 def install_commit_guard() -> None:

@@ -102,14 +102,7 @@ def test_kill_9_of_the_sink_mid_workload(pipeline: Pipeline) -> None:
     pipeline.assert_exact(expected)
 
 
-@pytest.mark.parametrize("batch", [
-    1,
-    pytest.param(50, marks=pytest.mark.xfail(
-        reason="known bug, open: after a kill -9 and restart on a backlog of batched records "
-               "the worker can stop consuming with no error (agent waiting in take_events, "
-               "the stream's passive drainer inside its iteration); seen in 4 of 8 runs",
-        strict=False)),
-], ids=["single", "batched"])
+@pytest.mark.parametrize("batch", [1, 50], ids=["single", "batched"])
 def test_kill_9_of_the_worker_mid_workload(pipeline: Pipeline, tmp_path, batch: int) -> None:  # type: ignore[no-untyped-def]
     """Guarantee 4 for the worker, with its RocksDB table store: kill -9, restart, exact; with
     records of one event and with batched records of up to 50 events."""

@@ -16,7 +16,7 @@ from faust.types import TP
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.totals import delivery
-from streams.totals.delivery import DeliveryGuard
+from streams.totals.delivery import DeliveryGuard, PinnedReadOffsets
 
 TOPIC = Settings().xp_topic
 
@@ -25,9 +25,11 @@ TOPIC = Settings().xp_topic
 class Consumer:
     _committed_offset: dict[TP, int] = field(default_factory=dict)
     seeks: list[tuple[int, int]] = field(default_factory=list)
+    _read_offset: PinnedReadOffsets = field(default_factory=lambda: PinnedReadOffsets({}))
 
     async def seek(self, tp: TP, offset: int) -> None:
         self.seeks.append((tp.partition, offset))
+        self._read_offset[tp] = offset  # as Faust's Consumer.seek does
 
     def assignment(self) -> set[TP]:
         return {TP(TOPIC, 0)}
@@ -136,3 +138,20 @@ def test_a_partition_that_delivers_nothing_is_sought_back_after_the_stall_time()
     g.settings = g.settings.with_(worker_stall_seconds=0.0)
     asyncio.run(g.check_stalls())
     assert g.app.consumer.seeks == [(0, 10)]
+
+
+def test_a_seek_back_pins_the_read_offset_until_the_sought_record_arrives() -> None:
+    """Faust's fetch loop sets the read offset from each record it hands over; records of the
+    fetch in progress must not move it past the sought offset (the re-fetched records would
+    be dropped as old)."""
+    g = guard(committed=10, on_broker=set(range(100)))
+    read = g.app.consumer._read_offset
+    tp = TP(TOPIC, 0)
+    admit(g, 10, 20)  # 11..19 missing: seek back to 11
+    assert read[tp] == 11
+    read[tp] = 21  # the fetch loop handing over an old record past the hole
+    assert read[tp] == 11
+    read[tp] = 11
+    admit(g, 11)  # the sought record arrives: unpinned
+    read[tp] = 12
+    assert read[tp] == 12
