@@ -46,15 +46,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
-from streams import kafka, topics
+from streams import kafka
 from streams.audit.outcome import read_outcome
 from streams.db.connect import connect
-from streams.db.migrate import migrate
 from streams.db.queries import query
-from streams.dev.procs import free_port
+from streams.dev.procs import free_port, memory_mib
+from streams.dev.scratch import Scratch
 from streams.dev.stack import PipelineProcess
 from streams.errors import InvalidEvent
 from streams.events import decode_xp, partition_for
@@ -155,18 +154,6 @@ class Report:
         return orjson.dumps({**asdict(self), "stages": stages}, option=orjson.OPT_INDENT_2)
 
 
-def memory_mib(pid: int, field: str = "VmRSS") -> float:
-    """A memory figure of process ``pid`` from ``/proc/<pid>/status`` in MiB: ``VmRSS``
-    (resident now) or ``VmHWM`` (peak resident); 0.0 when unreadable (e.g. it exited)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def py_spy() -> str:
     """Path of the ``py-spy`` executable (beside this interpreter, else on PATH).
 
@@ -213,16 +200,8 @@ class Bench:
                  rate: int = 2000, latency_s: float = 20.0, profile_dir: Path | None = None,
                  stages: frozenset[str] = STAGES, batch: int = 50,
                  say: Callable[[str], None] = print) -> None:
-        run = uuid.uuid4().hex[:8]
-        self.schema = f"xp_bench_{run}"
-        sep = "&" if "?" in settings.database_url else "?"
-        self.base = settings.with_(
-            database_url=f"{settings.database_url}{sep}options=-csearch_path%3D{self.schema}",
-            xp_topic=f"bench-{run}-xp", worker_group=f"bench-{run}-worker",
-            ledger_group=f"bench-{run}-ledger", totals_group=f"bench-{run}-totals",
-            data_dir=str(workdir / "worker"),
-        )
-        self.admin_url = settings.database_url
+        self.scratch = Scratch(settings, "bench", workdir)
+        self.base = self.scratch.base
         self.spec = spec
         self.workdir = workdir
         self.rate = rate
@@ -231,51 +210,8 @@ class Bench:
         self.say = say
         self.stages = stages
         self.batch = batch
-        self.topics: list[str] = []
         self.report = Report(spec={**asdict(spec), "partitions": settings.topic_partitions,
                                    "rate": rate, "latency_seconds": latency_s})
-
-    # ---- set-up and clean-up -------------------------------------------------------------
-
-    def variant(self, name: str) -> Settings:
-        """Settings of a fresh topic and groups for one stage (``bench-<run>-<name>``)."""
-        prefix = self.base.xp_topic.rsplit("-", 1)[0]
-        s = self.base.with_(xp_topic=f"{prefix}-{name}", worker_group=f"{prefix}-{name}-worker",
-                            ledger_group=f"{prefix}-{name}-ledger",
-                            totals_group=f"{prefix}-{name}-totals",
-                            data_dir=str(self.workdir / f"worker-{name}"))
-        self.topics += [s.xp_topic, s.dlq_topic, s.totals_changelog_topic,
-                        topics.changelog_topic(s.worker_group, topics.DEDUPE_TABLE)]
-        asyncio.run(kafka.pipeline_topics(s))
-        return s
-
-    def setup(self) -> None:
-        """Create the bench schema and apply the migrations in it."""
-        with connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {self.schema}")
-        migrate(self.base.database_url)
-
-    def cleanup(self) -> None:
-        """Drop the bench schema and delete the bench topics (best effort, reported)."""
-        with connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
-
-        async def delete() -> None:
-            admin = AIOKafkaAdminClient(**self.base.kafka_client_kwargs())
-            await admin.start()
-            try:
-                existing = set(await admin.list_topics())
-                doomed = [t for t in self.topics if t in existing]
-                if doomed:
-                    await admin.delete_topics(doomed)
-            finally:
-                await admin.close()
-
-        try:
-            asyncio.run(delete())
-        except Exception as exc:  # noqa: BLE001 - report, the figures are still good
-            self.say(f"could not delete the bench topics ({exc}); names start with "
-                     f"{self.base.xp_topic.rsplit('-', 1)[0]}")
 
     # ---- processes -----------------------------------------------------------------------
 
@@ -323,11 +259,11 @@ class Bench:
 
     def run(self) -> Report:
         """Run every stage; the schema and topics are removed even when one fails."""
-        self.setup()
+        self.scratch.setup()
         try:
             self.say(f"generating {self.spec.events:,} records ...")
             records, expected = generate(self.spec)
-            shared = self.variant("main")
+            shared = self.scratch.variant("main")
             self.publish(shared, records)
             self.raw_consume(shared, len(records))
             rows = ledger_rows(records, shared)
@@ -344,7 +280,7 @@ class Bench:
             if "e2e" in self.stages:
                 self.end_to_end(records, expected)
         finally:
-            self.cleanup()
+            self.scratch.cleanup(self.say)
         return self.report
 
     def add(self, stage: Stage) -> None:
@@ -472,7 +408,7 @@ class Bench:
     def batched(self, records: list[Record]) -> None:
         """Worker and sink alone on the same workload packed :attr:`batch` events a record."""
         packed = batch_records(records, self.batch, self.base.max_record_bytes)
-        settings = self.variant("batched")
+        settings = self.scratch.variant("batched")
         self.say(f"publishing the workload as {len(packed):,} batched records ...")
         asyncio.run(publish_records(settings, packed))
         label = f", batched records ({self.batch} events)"
@@ -484,7 +420,7 @@ class Bench:
         """The whole pipeline on a fresh topic: publish while worker, sink and totals writer
         run; from the first publish until all three have lag 0; then the latency stage."""
         self.say("end to end ...")
-        settings = self.variant("e2e")
+        settings = self.scratch.variant("e2e")
         with self.processes(settings, "worker", "sink", "totals-writer") as procs:
             self.wait_joined(settings, procs)
             started = time.monotonic()

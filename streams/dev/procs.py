@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 
 def interrupt_on_sigterm() -> None:
@@ -76,3 +77,15 @@ def stop_pid(pid: int, timeout_s: float = 15.0) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def memory_mib(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of process ``pid`` from ``/proc/<pid>/status`` in MiB: ``VmRSS``
+    (resident now) or ``VmHWM`` (peak resident); 0.0 when unreadable (e.g. it exited)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
