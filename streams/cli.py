@@ -51,6 +51,27 @@ def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
 
 
 class _Cli(click.Group):
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """Like click's, but bad arguments give one line (``streams chaos: Invalid value for
+        '--faults': ... (see --help)``) and exit 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "streams"
+            click.echo(f"{where}: {exc.format_message()} (see --help)", err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
@@ -607,6 +628,110 @@ def bench(events: int, students: int, partitions: int, rate: int, latency_second
             console.print(f"  {share:6.1%}  {frame}")
     if json_out is not None:
         json_out.write_bytes(report.to_json())
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from streams.audit.ranges import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    from streams.chaos import DEFAULT_FAULTS, FAULTS
+
+    if value is None:
+        return DEFAULT_FAULTS
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    unknown = [n for n in names if n not in FAULTS]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown fault {', '.join(unknown) or '(none given)'}; "
+                                 f"known: {', '.join(FAULTS)}")
+    return names
+
+
+@main.command()
+@click.option("--events", default=500_000, show_default=True, type=click.IntRange(1000),
+              help="Records of one workload (duplicates, conflicts, invalid ones included).")
+@click.option("--students", default=10_000, show_default=True, type=click.IntRange(1))
+@click.option("--partitions", default=8, show_default=True, type=click.IntRange(1),
+              help="Partitions of the chaos topics.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 8),
+              help="Fold worker processes in the group at the start.")
+@click.option("--rate", default=3000, show_default=True, type=click.IntRange(1),
+              help="Records published per second.")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 500),
+              help="Events per record (1: one event a record; more: batched records).")
+@click.option("--seed", default=1, show_default=True, type=int,
+              help="Seeds the workload and the fault schedule.")
+@click.option("--faults", "faults", callback=_faults,
+              help="Comma-separated faults to cycle through [default: all but broker-restart].")
+@click.option("--fault-interval", default=20.0, show_default=True, type=click.FloatRange(0.5),
+              help="Seconds between faults (jittered +-25%).")
+@click.option("--duration", callback=_duration,
+              help="Soak: publish workloads one after another for this long (90s, 30m, 2h).")
+@click.option("--outage-seconds", default=30.0, show_default=True, type=click.FloatRange(1),
+              help="How long pg-outage keeps PostgreSQL down.")
+@click.option("--storm-repeats", default=100, show_default=True, type=click.IntRange(1),
+              help="How often duplicate-storm resends its 1,000 records.")
+@click.option("--poison", default=2000, show_default=True, type=click.IntRange(10),
+              help="Invalid records of one poison-burst.")
+@click.option("--broker-restart-command",
+              help="Shell command that restarts a durable broker (for the broker-restart fault).")
+@click.option("--local", is_flag=True,
+              help="Run on a throwaway local stack (needed for pg-outage and broker-restart).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report to this file as JSON.")
+def chaos(events: int, students: int, partitions: int, workers: int, rate: int, batch: int,
+          seed: int, faults: tuple[str, ...], fault_interval: float, duration: float | None,
+          outage_seconds: float, storm_repeats: int, poison: int,
+          broker_restart_command: str | None, local: bool, json_out: Path | None) -> None:
+    """Run a workload through the pipeline under faults and check the guarantees (exit 0: all
+    hold; 1: a guarantee broke; 2: the broker lost acknowledged records, not checkable)."""
+    from rich.console import Console
+
+    from streams.chaos import Chaos, ChaosReport, render
+    from streams.dev.procs import interrupt_on_sigterm
+    from streams.dev.stack import LocalStack, default_base_dir
+    from streams.loadgen import LoadSpec
+
+    _logging("WARNING")
+    interrupt_on_sigterm()
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    workdir = Path(tempfile.mkdtemp(prefix="xp-chaos-"))
+    spec = LoadSpec(events=events, students=students, seed=seed)
+
+    def run(settings: Settings, stack: LocalStack | None) -> ChaosReport:
+        return Chaos(settings.with_(topic_partitions=partitions), spec, workdir, faults,
+                     fault_interval, workers, rate, duration, outage_seconds, storm_repeats,
+                     poison, stack, batch, broker_restart_command, say=console.print).run()
+
+    console.print(f"chaos logs in {workdir}")
+    try:
+        if local:
+            stack = LocalStack(default_base_dir(),
+                               settings=Settings(topic_partitions=partitions))
+            try:
+                report = run(stack.start(), stack)
+            finally:
+                stack.stop()
+        else:
+            report = run(_settings(), None)
+    except KeyboardInterrupt:
+        console.print(f"interrupted; logs kept in {workdir}")
+        sys.exit(130)
+    console.print(render(report))
+    if json_out is not None:
+        json_out.write_bytes(report.to_json())
+    if report.ok:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        console.print(f"logs kept in {workdir}")
+    sys.exit(0 if report.ok else 2 if report.broker_limit else 1)
 
 
 @main.group()

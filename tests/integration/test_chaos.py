@@ -1,0 +1,56 @@
+"""The CI-sized chaos run (issue 6): every default fault once or more under a live workload,
+then guarantees 1-3, 5, 7 checked against the loadgen's expectation; and the broker's limit
+reported as such."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.chaos import DEFAULT_FAULTS, Chaos
+from streams.dev.stack import LocalStack
+from streams.loadgen import LoadSpec
+from streams.settings import Settings
+from tests.integration.conftest import streams
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_ci_sized_chaos_run_loses_nothing_and_counts_nothing_twice(
+        stack: LocalStack, settings: Settings, tmp_path: Path) -> None:
+    spec = LoadSpec(events=20_000, students=500, seed=21,
+                    max_record_bytes=settings.max_record_bytes)
+    chaos = Chaos(settings.with_(table_store="rocksdb://", db_retry_max_seconds=2.0), spec,
+                  tmp_path, DEFAULT_FAULTS, interval_s=3.0, workers=2, rate=1500,
+                  outage_s=5.0, storm_repeats=20, poison=200, stack=stack)
+    report = chaos.run()
+    assert report.problems == []
+    assert report.students_mismatched == 0
+    assert report.ledger_rows == report.events_expected > 15_000
+    assert report.dlq_records == report.dlq_expected > 200
+    applied = {f.name for f in report.faults}
+    assert applied == set(DEFAULT_FAULTS), applied
+    assert all(f.catch_up_s is not None for f in report.faults), report.faults
+    assert report.outage_peak_rss_mib, "no RSS sampled during the PostgreSQL outage"
+    assert report.ok
+
+
+def test_a_broker_that_loses_acknowledged_records_is_reported_as_its_limit(
+        settings: Settings, tmp_path: Path) -> None:
+    """The local Tansu keeps records in memory: a restart loses them, and chaos says so
+    (exit 2) instead of blaming the pipeline. Runs on its own throwaway stack."""
+    result = streams(["chaos", "--local", "--events", "2000", "--rate", "1000",
+                      "--partitions", "2", "--workers", "1", "--faults", "broker-restart",
+                      "--fault-interval", "1"], settings)
+    out = result.stdout.decode()
+    assert result.returncode == 2, out + result.stderr.decode()
+    assert "without records it had acknowledged" in out
+    assert "broker's limit" in out.replace("\n", " ").replace("  ", " ") or "limit" in out
+
+
+def test_chaos_rejects_an_unknown_fault_in_one_line(settings: Settings) -> None:
+    result = streams(["chaos", "--faults", "kill-worker,meteor"], settings)
+    assert result.returncode == 2
+    err = result.stderr.decode().strip()
+    assert "unknown fault meteor" in err and len(err.splitlines()) == 1, err
