@@ -254,6 +254,13 @@ class Chaos:
                 next_at += len(part) / self.rate
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
+    def publish_now(self, records: list[Record]) -> None:
+        """Publish ``records`` at once (not paced) and wait for every acknowledgement."""
+        async def send() -> None:
+            async with Publisher(self.settings) as pub:
+                await pub.send_records(records)
+        asyncio.run(send())
+
     def publisher(self, done: threading.Event, errors: list[BaseException]) -> None:
         """Thread: publish the workload; then, so that every fault meets traffic, top-up
         rounds (one fault interval's worth of records each) until the schedule has applied
@@ -434,11 +441,7 @@ class Chaos:
             valid.append((key, value))
         chosen = self.rng.sample(valid, min(STORM_RECORDS, len(valid)))
         storm = chosen * self.storm_repeats
-
-        async def send() -> None:
-            async with Publisher(self.settings) as pub:
-                await pub.send_records(storm)
-        asyncio.run(send())
+        self.publish_now(storm)
         with self.lock:
             self.report.records_published += len(storm)
             self.report.duplicates_dropped += len(storm)
@@ -449,11 +452,7 @@ class Chaos:
                         conflict_ratio=0.0, seed=self.rng.randrange(1 << 30),
                         max_record_bytes=self.spec.max_record_bytes)
         records, expected = generate(spec)
-
-        async def send() -> None:
-            async with Publisher(self.settings) as pub:
-                await pub.send_records(records)
-        asyncio.run(send())
+        self.publish_now(records)
         with self.lock:
             merge(self.expected, expected)
             self.report.records_published += len(records)
