@@ -42,7 +42,11 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 SEEK_RETRY_SECONDS = 2.0
-"""A seek back whose first record has not arrived after this long is made again (seconds)."""
+"""A seek back whose first record has not arrived after this long is made again (seconds),
+then after twice as long each time, up to :data:`SEEK_RETRY_MAX_SECONDS` (a seek discards
+what the consumer fetched for the partition: retrying too often can starve it)."""
+
+SEEK_RETRY_MAX_SECONDS = 30.0
 
 CHECK_INTERVAL_SECONDS = 1.0
 """How often :meth:`DeliveryGuard.check_stalls` should run (seconds); it asks the broker only
@@ -67,8 +71,8 @@ class DeliveryGuard:
         """partition -> next offset to fold; every record before it is folded (or absent)."""
         self.committable: dict[int, int] = {}
         """partition -> offset whose predecessors are folded and their table writes sent."""
-        self._sought: dict[int, tuple[int, float]] = {}
-        """partition -> (offset sought back to, when, time.monotonic() seconds)."""
+        self._sought: dict[int, tuple[int, float, int]] = {}
+        """partition -> (offset sought back to, when (time.monotonic() seconds), seeks made)."""
         self._progress: dict[int, float] = {}
         """partition -> when a record of it was last folded (time.monotonic() seconds)."""
         self._reader: OffsetReader | None = None
@@ -124,9 +128,8 @@ class DeliveryGuard:
 
     async def check_stalls(self) -> None:
         """Seek back each assigned partition whose next record is on the broker but has not
-        been delivered for ``settings.worker_stall_seconds``, or for ``SEEK_RETRY_SECONDS``
-        after a seek back (Faust's fetch loop can undo a seek: it sets its read offset from the
-        records it was already handing over, then drops the re-fetched ones as old)."""
+        been delivered for ``settings.worker_stall_seconds``, or not after a seek back (again
+        after :data:`SEEK_RETRY_SECONDS`, doubling up to :data:`SEEK_RETRY_MAX_SECONDS`)."""
         if self.app.in_recovery or not self.app.flow_control.is_active():
             return
         now = time.monotonic()
@@ -141,7 +144,8 @@ class DeliveryGuard:
             last = self._progress.setdefault(tp.partition, now)
             sought = self._sought.get(tp.partition)
             if sought is not None:
-                if now - sought[1] < SEEK_RETRY_SECONDS:
+                wait = min(SEEK_RETRY_MAX_SECONDS, SEEK_RETRY_SECONDS * 2 ** (sought[2] - 1))
+                if now - sought[1] < wait:
                     continue
                 why = f"offset {expected} not delivered {now - sought[1]:.0f} s after a seek"
             elif now - last >= stall:
@@ -179,13 +183,24 @@ class DeliveryGuard:
 
     async def _seek_back(self, partition: int, offset: int, why: str) -> None:
         self.metrics.delivery_seeks.inc()
-        self._sought[partition] = (offset, time.monotonic())
-        read_offsets = self.app.consumer._read_offset
+        before = self._sought.get(partition)
+        tries = before[2] + 1 if before is not None and before[0] == offset else 1
+        self._sought[partition] = (offset, time.monotonic(), tries)
+        tp = TP(self.topic, partition)
+        consumer = self.app.consumer
+        read_offsets = consumer._read_offset
         if isinstance(read_offsets, PinnedReadOffsets):
-            read_offsets.pins[TP(self.topic, partition)] = offset
+            read_offsets.pins[tp] = offset
         log.warning("partition %s of %s: %s; seeking back to %s (records after it are skipped "
                     "until it arrives)", partition, self.topic, why, offset)
-        await self.app.consumer.seek(TP(self.topic, partition), offset)
+        thread = getattr(consumer, "_thread", None)
+        if thread is not None:
+            # In the consumer's own thread: aiokafka is not thread-safe, and Faust's
+            # Consumer.seek calls it from this one (seen: the fetcher crashed with a KeyError).
+            await thread.seek_wait({tp: offset})
+            read_offsets[tp] = offset
+        else:
+            await consumer.seek(tp, offset)
 
     async def close(self) -> None:
         """Close the broker client used for hole checks."""
