@@ -435,7 +435,7 @@ class Chaos:
         valid = []
         for key, value in published:
             try:
-                decode_record(key, value, self.settings.max_record_bytes)
+                decode_record(key, value, self.settings.limits())
             except InvalidEvent:
                 continue
             valid.append((key, value))

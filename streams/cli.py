@@ -111,7 +111,7 @@ def _run_sink(kind: str) -> None:
     metrics = Metrics()
     if kind == "ledger":
         sink = PostgresSink(settings, settings.xp_topic, settings.ledger_group,
-                            LedgerWriter(settings.max_record_bytes, settings.topic_partitions,
+                            LedgerWriter(settings.limits(), settings.topic_partitions,
                                          metrics), metrics)
     else:
         sink = PostgresSink(settings, settings.totals_changelog_topic, settings.totals_group,

@@ -9,6 +9,7 @@ and reconciliation.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache, lru_cache
 from pathlib import Path
@@ -35,8 +36,28 @@ REASONS = (
     "key_mismatch",
     "bad_timestamp",
     "wrong_partition",
+    "metadata_too_large",
+    "timestamp_out_of_range",
 )
 """Every DLQ reason this module can give (DLQ header ``reason``, metrics label)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds of the input beyond its schema (issue 5: input hardening), from settings
+    (:meth:`streams.settings.Settings.limits`). Every consumer of the XP topic validates with
+    the same limits and the record's own timestamp, so worker, ledger sink and replay agree."""
+
+    record_bytes: int = 64 * 1024
+    """A record value longer than this is rejected unparsed (``oversized``)."""
+    metadata_bytes: int = 4096
+    """An event whose ``metadata`` serialises to more bytes is rejected (``metadata_too_large``)."""
+    future_seconds: float = 86_400.0
+    """``created_at`` later than the record's timestamp by more than this (seconds) is rejected
+    (``timestamp_out_of_range``): a client clock far ahead."""
+    past_seconds: float = 366 * 86_400.0
+    """``created_at`` earlier than the record's timestamp by more than this (seconds) is
+    rejected (``timestamp_out_of_range``), except for ``backfill`` events (legacy dates)."""
 
 
 class XpEvent(NamedTuple):
@@ -105,22 +126,22 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 
 def decode_xp(
-    key: bytes | None, value: bytes | None, max_bytes: int,
-    position: tuple[int, int] | None = None,
+    key: bytes | None, value: bytes | None, limits: Limits | int,
+    position: tuple[int, int] | None = None, timestamp_s: float | None = None,
 ) -> XpEvent:
     """Decode and validate a record of the XP topic that carries exactly one event.
 
     Args and errors as :func:`decode_record`; a batched record is rejected (``schema``).
     """
-    events = decode_record(key, value, max_bytes, position)
+    events = decode_record(key, value, limits, position, timestamp_s)
     if len(events) != 1 or value is None or value.lstrip()[:1] == b"[":
         raise InvalidEvent("schema", "a batch of events where one event was expected")
     return events[0]
 
 
 def decode_record(
-    key: bytes | None, value: bytes | None, max_bytes: int,
-    position: tuple[int, int] | None = None,
+    key: bytes | None, value: bytes | None, limits: Limits | int,
+    position: tuple[int, int] | None = None, timestamp_s: float | None = None,
 ) -> list[XpEvent]:
     """Decode and validate one record of the XP topic: one event or a batch of events.
 
@@ -131,10 +152,13 @@ def decode_record(
     Args:
         key: the record key; must be every event's ``student_id`` (UTF-8).
         value: the record value.
-        max_bytes: values longer than this are rejected unparsed.
+        limits: :class:`Limits` (an int: the record size limit, other limits by default).
         position: ``(partition, partition count)`` the record was read from; when given, the
             record must sit in its key's murmur2 partition, else one student's events would be
             split across partitions and their totals across workers (DESIGN.md guarantee 7).
+        timestamp_s: the record's timestamp (seconds since the epoch); when given,
+            ``created_at`` must lie within ``limits.past_seconds`` before and
+            ``limits.future_seconds`` after it.
 
     Returns:
         The events in record order, ids lower-cased.
@@ -142,16 +166,18 @@ def decode_record(
     Raises:
         InvalidEvent: with one of :data:`REASONS`.
     """
+    if isinstance(limits, int):
+        limits = Limits(record_bytes=limits)
     if value is None:
         raise InvalidEvent("bad_json", "record has no value (tombstone)")
-    if len(value) > max_bytes:
-        raise InvalidEvent("oversized", f"value is {len(value)} bytes, limit {max_bytes}")
+    if len(value) > limits.record_bytes:
+        raise InvalidEvent("oversized", f"value is {len(value)} bytes, limit {limits.record_bytes}")
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent("bad_json", str(exc)) from None
     if not isinstance(doc, list):
-        return [_event(doc, key, position)]
+        return [_event(doc, key, position, limits, timestamp_s)]
     try:
         _batch_validator()(doc)
     except fastjsonschema.JsonSchemaValueException as exc:
@@ -159,7 +185,7 @@ def decode_record(
     events = []
     for i, item in enumerate(doc):
         try:
-            events.append(_event(item, key, position))
+            events.append(_event(item, key, position, limits, timestamp_s))
         except InvalidEvent as exc:
             raise InvalidEvent(exc.reason, f"event {i} of the batch: {exc.detail}") from None
     return events
@@ -176,7 +202,8 @@ def _batch_validator() -> Any:
     return fastjsonschema.compile(schema)
 
 
-def _event(doc: Any, key: bytes | None, position: tuple[int, int] | None) -> XpEvent:
+def _event(doc: Any, key: bytes | None, position: tuple[int, int] | None, limits: Limits,
+           timestamp_s: float | None) -> XpEvent:
     """Validate one parsed event against ``xp_event.v1.json`` and the rules a schema cannot
     express (see :func:`decode_record`)."""
     try:
@@ -200,17 +227,37 @@ def _event(doc: Any, key: bytes | None, position: tuple[int, int] | None) -> XpE
         created_at = parse_timestamp(doc["created_at"])
     except ValueError as exc:
         raise InvalidEvent("bad_timestamp", f"created_at {doc['created_at']!r}: {exc}") from None
+    if timestamp_s is not None and timestamp_s > 0:  # -1: the record has no timestamp
+        ahead = created_at.timestamp() - timestamp_s
+        if ahead > limits.future_seconds or (
+                -ahead > limits.past_seconds and doc["kind"] != "backfill"):
+            raise InvalidEvent(
+                "timestamp_out_of_range",
+                f"created_at {doc['created_at']} is {ahead:+.0f} s from the record's timestamp "
+                f"(allowed -{limits.past_seconds:.0f}..+{limits.future_seconds:.0f})")
+    # JSON Schema counts 1.0 as an integer; the ledger's columns are integers: store ints.
+    delta = doc["delta"]
+    if isinstance(delta, float):
+        delta = int(delta)
+    metadata = doc.get("metadata")
+    if metadata and isinstance(metadata.get("games_played"), float):
+        metadata = {**metadata, "games_played": int(metadata["games_played"])}
+    if metadata:
+        size = len(orjson.dumps(metadata))
+        if size > limits.metadata_bytes:
+            raise InvalidEvent("metadata_too_large",
+                               f"metadata is {size} bytes, limit {limits.metadata_bytes}")
     word_set_id = doc.get("word_set_id")
     homework_id = doc.get("homework_id")
     return XpEvent(
         id=doc["id"].lower(),
         student_id=student_id,
         kind=doc["kind"],
-        delta=doc["delta"],
+        delta=delta,
         created_at=created_at,
         word_set_id=word_set_id.lower() if word_set_id else None,
         homework_id=homework_id.lower() if homework_id else None,
-        metadata=doc.get("metadata"),
+        metadata=metadata,
         fingerprint=fingerprint(doc),
     )
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from streams import topics
 from streams.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streams.events import Limits
 
 N = TypeVar("N", int, float)
 
@@ -97,6 +100,14 @@ class Settings:
     """XP_DEDUPE_EXPIRE_INTERVAL_SECONDS: how often the worker drops expired dedupe entries."""
     max_record_bytes: int = 64 * 1024
     """XP_MAX_RECORD_BYTES: a record value larger than this goes to the DLQ as ``oversized``."""
+    max_metadata_bytes: int = 4096
+    """XP_MAX_METADATA_BYTES: an event whose ``metadata`` serialises to more bytes goes to the
+    DLQ as ``metadata_too_large``."""
+    max_future_seconds: float = 86_400.0
+    """XP_MAX_FUTURE_SECONDS: an event whose ``created_at`` is more than this after its record's
+    timestamp goes to the DLQ as ``timestamp_out_of_range`` (seconds)."""
+    max_past_seconds: float = 366 * 86_400.0
+    """XP_MAX_PAST_SECONDS: ... or more than this before it (seconds; ``backfill`` exempt)."""
     metrics_port: int = 9400
     """XP_METRICS_PORT: port of the process's Prometheus /metrics endpoint; 0 = off."""
     data_dir: str = "var/worker"
@@ -175,6 +186,9 @@ class Settings:
                 e, "XP_DEDUPE_EXPIRE_INTERVAL_SECONDS", d.dedupe_expire_interval_seconds, 0.1
             ),
             max_record_bytes=_int(e, "XP_MAX_RECORD_BYTES", d.max_record_bytes, 256),
+            max_metadata_bytes=_int(e, "XP_MAX_METADATA_BYTES", d.max_metadata_bytes, 2),
+            max_future_seconds=_float(e, "XP_MAX_FUTURE_SECONDS", d.max_future_seconds, 0.0),
+            max_past_seconds=_float(e, "XP_MAX_PAST_SECONDS", d.max_past_seconds, 0.0),
             metrics_port=_int(e, "XP_METRICS_PORT", d.metrics_port),
             data_dir=e.get("XP_DATA_DIR", d.data_dir),
             table_store=store,
@@ -210,6 +224,13 @@ class Settings:
     def totals_changelog_topic(self) -> str:
         """The changelog topic of the worker's totals table (input of the totals writer)."""
         return topics.changelog_topic(self.worker_group, topics.TOTALS_TABLE)
+
+    def limits(self) -> Limits:
+        """The input bounds every consumer of the XP topic validates with."""
+        from streams.events import Limits
+
+        return Limits(self.max_record_bytes, self.max_metadata_bytes, self.max_future_seconds,
+                      self.max_past_seconds)
 
     def kafka_client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments shared by every aiokafka client: servers, TLS and SASL."""

@@ -155,6 +155,7 @@ class Replay:
                  events_out: EventWriter | None = None,
                  on_progress: Callable[[int, int], None] | None = None) -> None:
         self.settings = settings
+        self.limits = settings.limits()
         self.spec = spec
         self.students = frozenset(s.lower() for s in students)
         self._keys = frozenset(s.encode() for s in self.students)
@@ -221,8 +222,8 @@ class Replay:
                     if self._keys and (rec.key or b"").lower() not in self._keys:
                         continue
                     try:
-                        events = decode_record(rec.key, rec.value,
-                                               self.settings.max_record_bytes, (r.partition, count))
+                        events = decode_record(rec.key, rec.value, self.limits,
+                                               (r.partition, count), rec.timestamp / 1000)
                     except InvalidEvent as exc:
                         invalid[exc.reason] += 1
                         continue

@@ -16,7 +16,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streams.db.queries import query
 from streams.errors import InvalidEvent
-from streams.events import XpEvent, decode_record
+from streams.events import Limits, XpEvent, decode_record
 from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ class LedgerWriter:
 
     name = "ledger"
 
-    def __init__(self, max_record_bytes: int, partitions: int, metrics: Metrics) -> None:
-        self.max_record_bytes = max_record_bytes
+    def __init__(self, limits: Limits, partitions: int, metrics: Metrics) -> None:
+        self.limits = limits
         self.partitions = partitions
         self.metrics = metrics
         self._rows: dict[str, LedgerRow] = {}  # event id -> row; the first in the batch wins
@@ -51,8 +51,8 @@ class LedgerWriter:
         record's events with their index); invalid records are counted and skipped."""
         self._added += 1
         try:
-            events = decode_record(record.key, record.value, self.max_record_bytes,
-                                   (record.partition, self.partitions))
+            events = decode_record(record.key, record.value, self.limits,
+                                   (record.partition, self.partitions), record.timestamp / 1000)
         except InvalidEvent as exc:
             self._invalid += 1
             log.debug("skipping invalid record %s/%s: %s", record.partition, record.offset, exc)

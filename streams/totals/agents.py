@@ -264,6 +264,7 @@ class XpWorker:
         self._conn: Any = None
         self._newest_created = 0.0
         self.delivery = DeliveryGuard(app, settings, metrics)
+        self.limits = settings.limits()
 
     async def process_batch(self, events: Sequence[EventT[bytes]]) -> None:
         """Handle a batch of records of the XP topic, in order. Never raises for bad input.
@@ -284,8 +285,8 @@ class XpWorker:
                 batch.counts["skipped"] += 1
                 continue
             try:
-                evs = decode_record(msg.key, msg.value, self.settings.max_record_bytes,
-                                    (msg.partition, self.settings.topic_partitions))
+                evs = decode_record(msg.key, msg.value, self.limits,
+                                    (msg.partition, self.settings.topic_partitions), msg.timestamp)
             except InvalidEvent as exc:
                 await self.dead_letter(event, exc)
                 continue
