@@ -71,7 +71,12 @@ class Settings:
     kafka_sasl_password: str | None = field(default=None, repr=False)
     """KAFKA_SASL_PASSWORD (never logged)."""
     kafka_ssl_cafile: str | None = None
-    """KAFKA_SSL_CAFILE: CA bundle (PEM) that signed the brokers' certificates."""
+    """KAFKA_SSL_CAFILE: CA bundle (PEM) that signed the brokers' certificates (None: the
+    system's CAs)."""
+    kafka_ssl_certfile: str | None = None
+    """KAFKA_SSL_CERTFILE: this client's certificate (PEM) for brokers that require mutual TLS."""
+    kafka_ssl_keyfile: str | None = None
+    """KAFKA_SSL_KEYFILE: the private key (PEM) of KAFKA_SSL_CERTFILE."""
     database_url: str = "postgresql://postgres@127.0.0.1:5432/xp_streams"
     """DATABASE_URL: libpq URL of the PostgreSQL database holding the ledger and totals."""
     xp_topic: str = topics.XP_EVENTS
@@ -159,16 +164,29 @@ class Settings:
         protocol = e.get("KAFKA_SECURITY_PROTOCOL", d.kafka_security_protocol).upper()
         if protocol not in {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}:
             raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={protocol!r} is not a known protocol")
+        mechanism = (e.get("KAFKA_SASL_MECHANISM") or "").upper() or None
+        if protocol.startswith("SASL"):
+            mechanism = mechanism or "PLAIN"
+            if mechanism not in {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}:
+                raise ConfigError(f"KAFKA_SASL_MECHANISM={mechanism!r} is not PLAIN, "
+                                  "SCRAM-SHA-256 or SCRAM-SHA-512")
+            if not e.get("KAFKA_SASL_USERNAME") or not e.get("KAFKA_SASL_PASSWORD"):
+                raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                                  "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        if bool(e.get("KAFKA_SSL_CERTFILE")) != bool(e.get("KAFKA_SSL_KEYFILE")):
+            raise ConfigError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
         store = e.get("XP_TABLE_STORE", d.table_store)
         if not store.startswith(("rocksdb://", "memory://")):
             raise ConfigError(f"XP_TABLE_STORE={store!r} must be rocksdb:// or memory://")
         return cls(
             kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS", d.kafka_bootstrap_servers),
             kafka_security_protocol=protocol,
-            kafka_sasl_mechanism=e.get("KAFKA_SASL_MECHANISM") or None,
+            kafka_sasl_mechanism=mechanism,
             kafka_sasl_username=e.get("KAFKA_SASL_USERNAME") or None,
             kafka_sasl_password=e.get("KAFKA_SASL_PASSWORD") or None,
             kafka_ssl_cafile=e.get("KAFKA_SSL_CAFILE") or None,
+            kafka_ssl_certfile=e.get("KAFKA_SSL_CERTFILE") or None,
+            kafka_ssl_keyfile=e.get("KAFKA_SSL_KEYFILE") or None,
             database_url=e.get("DATABASE_URL", d.database_url),
             xp_topic=e.get("XP_TOPIC", d.xp_topic),
             topic_partitions=_int(e, "XP_TOPIC_PARTITIONS", d.topic_partitions, 1),
@@ -241,17 +259,25 @@ class Settings:
         if self.kafka_security_protocol in {"SSL", "SASL_SSL"}:
             from aiokafka.helpers import create_ssl_context
 
-            kwargs["ssl_context"] = create_ssl_context(cafile=self.kafka_ssl_cafile)
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=self.kafka_ssl_cafile, certfile=self.kafka_ssl_certfile,
+                keyfile=self.kafka_ssl_keyfile)
         if self.kafka_security_protocol.startswith("SASL"):
             kwargs["sasl_mechanism"] = self.kafka_sasl_mechanism or "PLAIN"
             kwargs["sasl_plain_username"] = self.kafka_sasl_username
             kwargs["sasl_plain_password"] = self.kafka_sasl_password
         return kwargs
 
+    def __repr__(self) -> str:
+        """Passwords redacted (a repr ends up in logs and tracebacks)."""
+        return f"Settings({self.describe()})"
+
     def describe(self) -> dict[str, Any]:
         """Return the settings as a dict safe to print: passwords redacted."""
         d = asdict(self)
-        d["database_url"] = redact_url(self.database_url)
+        for name, value in d.items():
+            if name.endswith("_url") and isinstance(value, str):
+                d[name] = redact_url(value)
         if d["kafka_sasl_password"]:
             d["kafka_sasl_password"] = "***"  # noqa: S105 - the redaction marker
         return d

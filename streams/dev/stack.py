@@ -74,8 +74,17 @@ class LocalStack:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment variables that reproduce ``settings`` in a child process."""
-    return {
+    optional = {
+        "KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+        "KAFKA_SASL_PASSWORD": settings.kafka_sasl_password,
+        "KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+        "KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+    }
+    return {name: value for name, value in optional.items() if value is not None} | {
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
         "DATABASE_URL": settings.database_url,
         "XP_TOPIC": settings.xp_topic,
         "XP_TOPIC_PARTITIONS": str(settings.topic_partitions),
@@ -88,6 +97,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "XP_DEDUPE_HORIZON_SECONDS": str(settings.dedupe_horizon_seconds),
         "XP_DEDUPE_EXPIRE_INTERVAL_SECONDS": str(settings.dedupe_expire_interval_seconds),
         "XP_MAX_RECORD_BYTES": str(settings.max_record_bytes),
+        "XP_MAX_METADATA_BYTES": str(settings.max_metadata_bytes),
+        "XP_MAX_FUTURE_SECONDS": str(settings.max_future_seconds),
+        "XP_MAX_PAST_SECONDS": str(settings.max_past_seconds),
+        "XP_WORKER_STALL_SECONDS": str(settings.worker_stall_seconds),
         "XP_METRICS_PORT": str(settings.metrics_port),
         "XP_DATA_DIR": settings.data_dir,
         "XP_TABLE_STORE": settings.table_store,

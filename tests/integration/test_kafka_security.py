@@ -1,0 +1,128 @@
+"""Kafka TLS and SASL settings (issue 5), as far as the bundled broker allows them for real.
+
+- TLS, mutual TLS: a CA, a broker certificate and client certificates are made in the test
+  (openssl); Tansu cannot serve TLS itself, so a TLS-terminating proxy
+  (:mod:`streams.dev.tlsproxy`) stands in front of it. The whole pipeline (aiokafka clients and
+  the Faust worker) runs through it with KAFKA_SECURITY_PROTOCOL=SSL; a client without a
+  certificate, or trusting another CA, is refused.
+- SASL: Tansu ``--authentication`` refuses unauthenticated clients and answers SCRAM; its users
+  can only be created by an authenticated client and it has no durable storage to preload them,
+  so a successful login cannot be shown locally. Shown: a client without SASL is refused, and
+  the configured SCRAM mechanism and user reach the broker's SCRAM exchange (refused as an
+  unknown user), for both SCRAM-SHA-256 and -512; the mapping of every mechanism to aiokafka
+  and Faust is checked in ``test_settings_security`` (unit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from streams import kafka
+from streams.dev.broker import TansuBroker
+from streams.dev.procs import free_port
+from streams.dev.tlsproxy import TlsProxy
+from streams.loadgen import LoadSpec, generate, publish_records
+from streams.settings import Settings
+from tests.integration.conftest import Pipeline
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_ca(d: Path, name: str) -> tuple[Path, Path]:
+    key, pem = d / f"{name}.key", d / f"{name}.pem"
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+            str(pem), "-days", "2", "-subj", f"/CN={name}")
+    return pem, key
+
+
+def make_cert(d: Path, name: str, ca: tuple[Path, Path]) -> tuple[Path, Path]:
+    key, csr, pem, ext = (d / f"{name}.key", d / f"{name}.csr", d / f"{name}.pem",
+                          d / f"{name}.ext")
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+            "-subj", f"/CN={name}")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+            "-CAcreateserial", "-out", str(pem), "-days", "2", "-extfile", str(ext))
+    return pem, key
+
+
+@pytest.fixture
+def tls(tmp_path: Path, settings: Settings):  # type: ignore[no-untyped-def]
+    """A Tansu behind a mutual-TLS proxy; yields (settings for it, the PKI directory)."""
+    ca = make_ca(tmp_path, "ca")
+    broker_cert = make_cert(tmp_path, "broker", ca)
+    client_cert = make_cert(tmp_path, "client", ca)
+    proxy_port = free_port()
+    broker = TansuBroker(tmp_path / "tansu.log", advertised_port=proxy_port)
+    broker.start()
+    proxy = TlsProxy(("127.0.0.1", broker.port), broker_cert[0], broker_cert[1],
+                     client_cafile=ca[0], port=proxy_port)
+    proxy.start()
+    s = settings.with_(kafka_bootstrap_servers=broker.bootstrap_servers,
+                       kafka_security_protocol="SSL", kafka_ssl_cafile=str(ca[0]),
+                       kafka_ssl_certfile=str(client_cert[0]),
+                       kafka_ssl_keyfile=str(client_cert[1]))
+    try:
+        yield s, tmp_path
+    finally:
+        proxy.stop()
+        broker.stop()
+
+
+def test_the_pipeline_runs_over_mutual_tls(tls, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    s, _ = tls
+    asyncio.run(kafka.pipeline_topics(s))
+    records, expected = generate(LoadSpec(events=2000, students=50, seed=41,
+                                          max_record_bytes=s.max_record_bytes))
+    pipeline = Pipeline(s, tmp_path / "logs")
+    try:
+        pipeline.start()
+        pipeline.publish(records)
+        pipeline.wait_caught_up()
+        pipeline.assert_exact(expected)
+    finally:
+        pipeline.stop()
+
+
+@pytest.mark.parametrize("who", ["no client certificate", "another CA"])
+def test_tls_refuses_a_client_it_cannot_verify(tls, who: str) -> None:  # type: ignore[no-untyped-def]
+    s, pki = tls
+    if who == "no client certificate":
+        s = s.with_(kafka_ssl_certfile=None, kafka_ssl_keyfile=None)
+    else:
+        other = make_ca(pki, "other-ca")
+        s = s.with_(kafka_ssl_cafile=str(other[0]))
+    with pytest.raises(Exception) as info:  # noqa: PT011 - aiokafka's error types vary here
+        asyncio.run(asyncio.wait_for(publish_records(s, [(b"k", b"v")]), 30))
+    assert "Unable to bootstrap" in str(info.value) or "SSL" in str(info.value), info.value
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN", None])
+def test_sasl_settings_reach_the_brokers_authentication(
+        tmp_path: Path, settings: Settings, mechanism: str | None) -> None:
+    broker = TansuBroker(tmp_path / "tansu.log", authentication=True)
+    broker.start()
+    try:
+        s = settings.with_(kafka_bootstrap_servers=broker.bootstrap_servers)
+        if mechanism is not None:
+            s = s.with_(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism=mechanism,
+                        kafka_sasl_username="xp-writer", kafka_sasl_password="not-known-here")
+        with pytest.raises(Exception):  # noqa: B017, PT011 - refused either way
+            asyncio.run(asyncio.wait_for(publish_records(s, [(b"k", b"v")]), 30))
+        log = (tmp_path / "tansu.log").read_text(errors="replace")
+        if mechanism is None:
+            assert "NotAuthenticated" in log
+        elif mechanism == "PLAIN":  # Tansu offers SCRAM only: the mechanism itself is refused
+            assert "NoSharedMechanism" in log
+        else:  # the broker ran the SCRAM exchange and refused the user, not the mechanism
+            assert "NoSharedMechanism" not in log and "NotAuthenticated" not in log, log[-2000:]
+    finally:
+        broker.stop()
