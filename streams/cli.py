@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from streams.errors import StreamsError
-from streams.settings import Settings
+from streams.settings import Settings, redact_url
 
 
 def _settings() -> Settings:
@@ -87,22 +87,27 @@ def main() -> None:
 
 @main.command()
 def worker() -> None:
-    """Run the Faust worker: validate, DLQ, dedupe, fold into the totals table."""
+    """Run the Faust worker: validate, DLQ, dedupe, fold XP into the totals table and action
+    events into vector progress."""
     import faust
 
     from streams.metrics import Metrics
+    from streams.progress.agents import add_agent
     from streams.totals.agents import build
 
     settings = _settings()
     metrics = Metrics()
     metrics.serve(settings.metrics_port)
     app, _ = build(settings, metrics)
+    add_agent(app, settings, metrics)
     faust.Worker(app, loglevel="INFO", quiet=True, console_port=0).execute_from_commandline()
 
 
 def _run_sink(kind: str) -> None:
+    from streams.ledger.actions import ActionLedgerWriter
     from streams.ledger.writer import LedgerWriter
     from streams.metrics import Metrics
+    from streams.progress.writer import ProgressWriter
     from streams.sink import PostgresSink
     from streams.totals.writer import TotalsWriter
 
@@ -113,6 +118,13 @@ def _run_sink(kind: str) -> None:
         sink = PostgresSink(settings, settings.xp_topic, settings.ledger_group,
                             LedgerWriter(settings.limits(), settings.topic_partitions,
                                          metrics), metrics)
+    elif kind == "actions":
+        sink = PostgresSink(settings, settings.action_topic, settings.action_ledger_group,
+                            ActionLedgerWriter(settings.limits(), settings.topic_partitions,
+                                               metrics), metrics)
+    elif kind == "progress":
+        sink = PostgresSink(settings, settings.progress_changelog_topic,
+                            settings.progress_group, ProgressWriter(metrics), metrics)
     else:
         sink = PostgresSink(settings, settings.totals_changelog_topic, settings.totals_group,
                             TotalsWriter(metrics), metrics)
@@ -130,6 +142,58 @@ def sink() -> None:
 def totals_writer() -> None:
     """Run the totals writer: the worker's totals changelog -> PostgreSQL xp_totals."""
     _run_sink("totals")
+
+
+@main.command("action-sink")
+def action_sink() -> None:
+    """Run the action ledger sink: action topic -> PostgreSQL action_events."""
+    _run_sink("actions")
+
+
+@main.command("progress-writer")
+def progress_writer() -> None:
+    """Run the progress writer: the worker's vector progress changelog -> vector_progress."""
+    _run_sink("progress")
+
+
+@main.command()
+@click.option("--no-backfill-check", is_flag=True,
+              help="Leave out the check that every profile has its five vector rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def verify(no_backfill_check: bool, as_json: bool) -> None:
+    """Seed 003's verification queries: duplicate keys, missing required fields, profiles
+    without their vector rows; exit 1 when one finds anything."""
+    import orjson
+    from rich.console import Console
+    from rich.table import Table
+
+    from streams.audit.verify import verify as run_checks
+
+    found, counts = run_checks(_settings().database_url, not no_backfill_check)
+    if as_json:
+        click.echo(orjson.dumps({"checks": [{"name": c.name, "ok": c.ok,
+                                             "anomalies": c.anomalies,
+                                             "sample": [list(map(str, r)) for r in c.sample]}
+                                            for c in found], "rows": counts}).decode())
+    else:
+        table = Table(title="verification (seed 003)")
+        for col in ("check", "result", "sample"):
+            table.add_column(col)
+        for c in found:
+            table.add_row(c.name, "ok" if c.ok else f"{c.anomalies} found",
+                          "; ".join(", ".join(map(str, r)) for r in c.sample[:2]))
+        Console().print(table)
+        click.echo("rows: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
+    sys.exit(0 if all(c.ok for c in found) else 1)
+
+
+@main.command("backfill-vectors")
+def backfill_vectors_cmd() -> None:
+    """Seed 003's backfill: a v1 row at step 0 for each of the five vectors of every known
+    profile that lacks one (safe to repeat)."""
+    from streams.audit.verify import backfill_vectors
+
+    click.echo(f"inserted {backfill_vectors(_settings().database_url):,} vector_progress rows")
 
 
 @main.command()
@@ -529,12 +593,25 @@ def compare_xp(users: tuple[str, ...], active_since: str | None, as_json: bool,
 
 
 @main.command("migrate")
-def migrate_cmd() -> None:
-    """Apply pending SQL migrations from sql/ (each once, checksummed)."""
-    from streams.db.migrate import migrate
+@click.option("--rollback", "to_version", type=click.IntRange(0),
+              help="Undo the applied migrations newer than this version (0: all), newest "
+                   "first, with sql/rollback/. Drops their tables and data.")
+@click.option("--yes", is_flag=True, help="Do not ask before --rollback.")
+def migrate_cmd(to_version: int | None, yes: bool) -> None:
+    """Apply pending SQL migrations from sql/ (each once, checksummed), or roll back."""
+    from streams.db.migrate import migrate, rollback
 
-    applied = migrate(_settings().database_url)
-    click.echo("applied: " + ", ".join(applied) if applied else "database is up to date")
+    url = _settings().database_url
+    if to_version is None:
+        applied = migrate(url)
+        click.echo("applied: " + ", ".join(applied) if applied else "database is up to date")
+        return
+    if not yes:
+        click.confirm(f"Undo every migration newer than V{to_version:03d} in "
+                      f"{redact_url(url)}? Their tables and data are dropped", abort=True)
+    undone = rollback(url, to_version)
+    click.echo("rolled back: " + ", ".join(undone) if undone
+               else f"nothing newer than V{to_version:03d} is applied")
 
 
 @main.command("create-topics")

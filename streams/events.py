@@ -215,26 +215,8 @@ def _event(doc: Any, key: bytes | None, position: tuple[int, int] | None, limits
             ) from None
         raise InvalidEvent("schema", exc.message) from None
     student_id = doc["student_id"].lower()
-    if key is None or key.decode("utf-8", "replace").lower() != student_id:
-        raise InvalidEvent("key_mismatch", f"record key {key!r} is not student_id {student_id}")
-    if position is not None and partition_for(key, position[1]) != position[0]:
-        raise InvalidEvent(
-            "wrong_partition",
-            f"key {student_id} belongs in partition {partition_for(key, position[1])} of "
-            f"{position[1]}, read from {position[0]}: publish with the murmur2 partitioner",
-        )
-    try:
-        created_at = parse_timestamp(doc["created_at"])
-    except ValueError as exc:
-        raise InvalidEvent("bad_timestamp", f"created_at {doc['created_at']!r}: {exc}") from None
-    if timestamp_s is not None and timestamp_s > 0:  # -1: the record has no timestamp
-        ahead = created_at.timestamp() - timestamp_s
-        if ahead > limits.future_seconds or (
-                -ahead > limits.past_seconds and doc["kind"] != "backfill"):
-            raise InvalidEvent(
-                "timestamp_out_of_range",
-                f"created_at {doc['created_at']} is {ahead:+.0f} s from the record's timestamp "
-                f"(allowed -{limits.past_seconds:.0f}..+{limits.future_seconds:.0f})")
+    _check_key(key, student_id, "student_id", position)
+    created_at = _instant(doc, "created_at", limits, timestamp_s, doc["kind"] == "backfill")
     # JSON Schema counts 1.0 as an integer; the ledger's columns are integers: store ints.
     delta = doc["delta"]
     if isinstance(delta, float):
@@ -242,11 +224,7 @@ def _event(doc: Any, key: bytes | None, position: tuple[int, int] | None, limits
     metadata = doc.get("metadata")
     if metadata and isinstance(metadata.get("games_played"), float):
         metadata = {**metadata, "games_played": int(metadata["games_played"])}
-    if metadata:
-        size = len(orjson.dumps(metadata))
-        if size > limits.metadata_bytes:
-            raise InvalidEvent("metadata_too_large",
-                               f"metadata is {size} bytes, limit {limits.metadata_bytes}")
+    _check_metadata(metadata, limits)
     word_set_id = doc.get("word_set_id")
     homework_id = doc.get("homework_id")
     return XpEvent(
@@ -259,6 +237,112 @@ def _event(doc: Any, key: bytes | None, position: tuple[int, int] | None, limits
         homework_id=homework_id.lower() if homework_id else None,
         metadata=metadata,
         fingerprint=fingerprint(doc),
+    )
+
+
+def _check_key(key: bytes | None, owner: str, field: str,
+               position: tuple[int, int] | None) -> None:
+    """The record key must be the event's owner (``student_id``, ``profile_id``), and the record
+    must sit in that key's murmur2 partition when ``position`` is given."""
+    if key is None or key.decode("utf-8", "replace").lower() != owner:
+        raise InvalidEvent("key_mismatch", f"record key {key!r} is not {field} {owner}")
+    if position is not None and partition_for(key, position[1]) != position[0]:
+        raise InvalidEvent(
+            "wrong_partition",
+            f"key {owner} belongs in partition {partition_for(key, position[1])} of "
+            f"{position[1]}, read from {position[0]}: publish with the murmur2 partitioner",
+        )
+
+
+def _instant(doc: dict[str, Any], field: str, limits: Limits, timestamp_s: float | None,
+             past_exempt: bool = False) -> datetime:
+    """Parse ``doc[field]`` (RFC 3339) and check it against the record's timestamp."""
+    try:
+        value = parse_timestamp(doc[field])
+    except ValueError as exc:
+        raise InvalidEvent("bad_timestamp", f"{field} {doc[field]!r}: {exc}") from None
+    if timestamp_s is not None and timestamp_s > 0:  # -1: the record has no timestamp
+        ahead = value.timestamp() - timestamp_s
+        if ahead > limits.future_seconds or (-ahead > limits.past_seconds and not past_exempt):
+            raise InvalidEvent(
+                "timestamp_out_of_range",
+                f"{field} {doc[field]} is {ahead:+.0f} s from the record's timestamp "
+                f"(allowed -{limits.past_seconds:.0f}..+{limits.future_seconds:.0f})")
+    return value
+
+
+def _check_metadata(metadata: dict[str, Any] | None, limits: Limits) -> None:
+    if metadata:
+        size = len(orjson.dumps(metadata))
+        if size > limits.metadata_bytes:
+            raise InvalidEvent("metadata_too_large",
+                               f"metadata is {size} bytes, limit {limits.metadata_bytes}")
+
+
+class ActionEvent(NamedTuple):
+    """One valid learner action (schema ``action_event.v1.json``, seed 003)."""
+
+    id: str
+    """Event UUID, lower case: the idempotency key."""
+    action_id: str
+    profile_id: str
+    """Learner profile UUID, lower case; equals the record key."""
+    source: str
+    vector: str
+    qol_domain: str | None
+    selected_at: datetime
+    completed_at: datetime | None
+    duration: int | None
+    """Seconds, rounded to whole seconds (the ledger column is an integer)."""
+    mode: str | None
+    metadata: dict[str, Any] | None
+    fingerprint: bytes
+
+    @property
+    def sequence_version(self) -> str:
+        """The vector sequence version the action belongs to: ``metadata.sequence_version``
+        when it is a string, else ``v1`` (seed 003's default)."""
+        version = (self.metadata or {}).get("sequence_version")
+        return version if isinstance(version, str) and version else "v1"
+
+
+def decode_action(
+    key: bytes | None, value: bytes | None, limits: Limits | int,
+    position: tuple[int, int] | None = None, timestamp_s: float | None = None,
+) -> ActionEvent:
+    """Decode and validate one record of the action topic (``action_event.v1.json``).
+
+    Args and errors as :func:`decode_record` (the key must be the ``profile_id``;
+    ``selected_at`` and ``completed_at`` are checked against the record's timestamp).
+    """
+    if isinstance(limits, int):
+        limits = Limits(record_bytes=limits)
+    if value is None:
+        raise InvalidEvent("bad_json", "record has no value (tombstone)")
+    if len(value) > limits.record_bytes:
+        raise InvalidEvent("oversized", f"value is {len(value)} bytes, limit {limits.record_bytes}")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("bad_json", str(exc)) from None
+    try:
+        _validator("action_event.v1.json")(doc)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise InvalidEvent("schema", exc.message) from None
+    profile_id = doc["profile_id"].lower()
+    _check_key(key, profile_id, "profile_id", position)
+    selected_at = _instant(doc, "selected_at", limits, timestamp_s)
+    completed_at = (_instant(doc, "completed_at", limits, timestamp_s)
+                    if doc.get("completed_at") else None)
+    metadata = doc.get("metadata")
+    _check_metadata(metadata, limits)
+    duration = doc.get("duration")
+    return ActionEvent(
+        id=doc["id"].lower(), action_id=doc["action_id"], profile_id=profile_id,
+        source=doc["source"], vector=doc["vector"], qol_domain=doc.get("qol_domain"),
+        selected_at=selected_at, completed_at=completed_at,
+        duration=None if duration is None else round(duration), mode=doc.get("mode"),
+        metadata=metadata, fingerprint=fingerprint(doc),
     )
 
 

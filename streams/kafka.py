@@ -85,14 +85,18 @@ async def ensure_topics(
 async def pipeline_topics(settings: Settings) -> None:
     """Create every topic of the pipeline, all with ``topic_partitions`` partitions.
 
-    The input topic, its DLQ, and the worker's table changelogs (compacted). Creating the
+    The input topics (XP, action events), their DLQs, and the worker's table changelogs
+    (compacted). Creating the
     changelogs here, not on first use, keeps a consumer that reads one before the worker
     writes it from having the broker auto-create it with the wrong partition count.
     """
     changelogs = [topics.changelog_topic(settings.worker_group, t)
-                  for t in (topics.TOTALS_TABLE, topics.DEDUPE_TABLE)]
+                  for t in (topics.TOTALS_TABLE, topics.DEDUPE_TABLE, topics.PROGRESS_TABLE,
+                            topics.ACTION_DEDUPE_TABLE)]
+    inputs = [settings.xp_topic, settings.dlq_topic, settings.action_topic,
+              settings.action_dlq_topic]
     await ensure_topics(
-        settings, [settings.xp_topic, settings.dlq_topic, *changelogs], settings.topic_partitions,
+        settings, [*inputs, *changelogs], settings.topic_partitions,
         {c: {"cleanup.policy": "compact"} for c in changelogs},
     )
 

@@ -89,6 +89,12 @@ class Settings:
     """XP_LEDGER_GROUP: consumer group of the ledger sink."""
     totals_group: str = topics.TOTALS_WRITER_GROUP
     """XP_TOTALS_GROUP: consumer group of the totals writer."""
+    action_topic: str = topics.ACTION_EVENTS
+    """XP_ACTION_TOPIC: input topic of action events, key = profile_id (DLQ ``<topic>.dlq``)."""
+    action_ledger_group: str = topics.ACTION_LEDGER_GROUP
+    """XP_ACTION_LEDGER_GROUP: consumer group of the action ledger sink."""
+    progress_group: str = topics.PROGRESS_WRITER_GROUP
+    """XP_PROGRESS_GROUP: consumer group of the vector progress writer."""
     sink_batch_records: int = 20_000
     """XP_SINK_BATCH_RECORDS: a sink batch is written once it holds this many records."""
     sink_batch_bytes: int = 8 * 1024 * 1024
@@ -193,6 +199,9 @@ class Settings:
             worker_group=e.get("XP_WORKER_GROUP", d.worker_group),
             ledger_group=e.get("XP_LEDGER_GROUP", d.ledger_group),
             totals_group=e.get("XP_TOTALS_GROUP", d.totals_group),
+            action_topic=e.get("XP_ACTION_TOPIC", d.action_topic),
+            action_ledger_group=e.get("XP_ACTION_LEDGER_GROUP", d.action_ledger_group),
+            progress_group=e.get("XP_PROGRESS_GROUP", d.progress_group),
             sink_batch_records=_int(e, "XP_SINK_BATCH_RECORDS", d.sink_batch_records, 1),
             sink_batch_bytes=_int(e, "XP_SINK_BATCH_BYTES", d.sink_batch_bytes, 1),
             sink_batch_seconds=_float(e, "XP_SINK_BATCH_SECONDS", d.sink_batch_seconds),
@@ -237,6 +246,16 @@ class Settings:
     def dlq_topic(self) -> str:
         """The DLQ topic of :attr:`xp_topic`."""
         return topics.dlq_topic(self.xp_topic)
+
+    @property
+    def action_dlq_topic(self) -> str:
+        """The DLQ topic of :attr:`action_topic`."""
+        return topics.dlq_topic(self.action_topic)
+
+    @property
+    def progress_changelog_topic(self) -> str:
+        """The changelog of the worker's vector progress table (input of the progress writer)."""
+        return topics.changelog_topic(self.worker_group, topics.PROGRESS_TABLE)
 
     @property
     def totals_changelog_topic(self) -> str:

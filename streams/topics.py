@@ -21,6 +21,18 @@ LEDGER_GROUP = "xp-ledger-sink"
 TOTALS_WRITER_GROUP = "xp-totals-writer"
 """Consumer group of the totals writer (reads the totals changelog)."""
 
+ACTION_LEDGER_GROUP = "xp-action-ledger-sink"
+"""Consumer group of the action ledger sink (action events -> ``action_events``)."""
+
+PROGRESS_WRITER_GROUP = "xp-progress-writer"
+"""Consumer group of the progress writer (reads the vector progress changelog)."""
+
+PROGRESS_TABLE = "vector_progress"
+"""Faust table name of the per-(profile, vector, version) progress."""
+
+ACTION_DEDUPE_TABLE = "action_dedupe"
+"""Faust table name of the action events' dedupe state (event id -> first sighting)."""
+
 TOTALS_TABLE = "xp_totals"
 """Faust table name of the per-student totals."""
 

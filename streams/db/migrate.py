@@ -4,6 +4,10 @@ Files are named ``V<NNN>__<description>.sql`` (DESIGN.md section 3, seed 002). E
 own transaction together with its row in ``schema_migrations``; an advisory lock keeps two
 processes from migrating at once. A file that was applied and then changed is an error: fix
 forward with a new file.
+
+Every migration has a rollback file of the same name in ``sql/rollback/`` (issue 5);
+:func:`rollback` applies them newest first, down to a version, each in its own transaction
+with the removal of its ``schema_migrations`` row.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from streams.db.connect import connect, mapped_errors
 from streams.errors import MigrationError
 
 SQL_DIR = Path(__file__).resolve().parent.parent.parent / "sql"
-"""Where the migration files live."""
+"""Where the migration files live (their rollback files in ``rollback/`` beneath)."""
 
 _NAME = re.compile(r"^V(\d{3,})__([a-z0-9_]+)\.sql$")
 _LOCK_ID = 0x58505354  # "XPST": the advisory lock taken while migrating
@@ -60,6 +64,15 @@ def discover(directory: Path = SQL_DIR) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
+def _locked(conn: psycopg.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+
+
 def migrate(url: str, directory: Path = SQL_DIR) -> list[str]:
     """Apply every pending migration to the database at ``url``.
 
@@ -74,12 +87,7 @@ def migrate(url: str, directory: Path = SQL_DIR) -> list[str]:
     migrations = discover(directory)
     applied_now: list[str] = []
     with connect(url, autocommit=True) as conn, mapped_errors(url):
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        _locked(conn)
         try:
             rows = conn.execute("SELECT version, name, checksum FROM schema_migrations").fetchall()
             applied = {v: (n, c) for v, n, c in rows}
@@ -108,3 +116,42 @@ def migrate(url: str, directory: Path = SQL_DIR) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
     return applied_now
+
+
+def rollback(url: str, to_version: int, directory: Path = SQL_DIR) -> list[str]:
+    """Undo the applied migrations newer than ``to_version`` (0: all), newest first, with the
+    rollback files of the same names in ``directory/rollback``.
+
+    Returns:
+        The names of the migrations undone now (empty when none is newer).
+
+    Raises:
+        MigrationError: a rollback file is missing, or one failed (its transaction is rolled
+            back; the migrations undone before it stay undone).
+        DatabaseUnavailable: the database cannot be reached.
+    """
+    undone: list[str] = []
+    with connect(url, autocommit=True) as conn, mapped_errors(url):
+        _locked(conn)
+        try:
+            rows = conn.execute("SELECT version, name FROM schema_migrations WHERE version > %s"
+                                " ORDER BY version DESC", (to_version,)).fetchall()
+            missing = [n for _, n in rows if not (directory / "rollback" / n).exists()]
+            if missing:
+                raise MigrationError(f"no rollback file for {', '.join(missing)} in "
+                                     f"{directory / 'rollback'}")
+            for version, name in rows:
+                sql = (directory / "rollback" / name).read_text()
+                try:
+                    with conn.transaction():
+                        conn.execute(sql.encode())
+                        conn.execute("DELETE FROM schema_migrations WHERE version = %s",
+                                     (version,))
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error as exc:
+                    raise MigrationError(f"rollback of {name} failed: {exc}") from exc
+                undone.append(name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    return undone

@@ -111,3 +111,46 @@ SELECT student_id, total_xp FROM xp_totals WHERE student_id = ANY(%(students)s::
 -- name: ledger_sums
 SELECT student_id, sum(delta) FROM xp_events
 WHERE student_id = ANY(%(students)s::uuid[]) GROUP BY student_id;
+
+-- name: stage_actions
+CREATE TEMP TABLE IF NOT EXISTS action_events_stage
+    (LIKE action_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+
+-- name: copy_actions
+COPY action_events_stage (id, action_id, profile_id, source, vector, qol_domain, selected_at,
+                          completed_at, duration, mode, metadata, fingerprint, topic,
+                          "partition", "offset") FROM STDIN;
+
+-- name: insert_actions
+-- Idempotent by event id: the first record of an id wins (as the XP ledger).
+INSERT INTO action_events (id, action_id, profile_id, source, vector, qol_domain, selected_at,
+                           completed_at, duration, mode, metadata, fingerprint, topic,
+                           "partition", "offset")
+SELECT id, action_id, profile_id, source, vector, qol_domain, selected_at, completed_at,
+       duration, mode, metadata, fingerprint, topic, "partition", "offset"
+FROM action_events_stage
+ON CONFLICT (id) DO NOTHING;
+
+-- name: stage_progress
+CREATE TEMP TABLE IF NOT EXISTS vector_progress_stage
+    (profile_id uuid, vector text, version text, step_index integer,
+     draft_skipped_at timestamptz, created_at timestamptz, updated_at timestamptz,
+     applied bigint) ON COMMIT DELETE ROWS;
+
+-- name: copy_progress
+COPY vector_progress_stage (profile_id, vector, version, step_index, draft_skipped_at,
+                            created_at, updated_at, applied) FROM STDIN;
+
+-- name: upsert_progress
+-- Never backwards: a row is replaced only by one that folded more events.
+INSERT INTO vector_progress AS p (profile_id, vector, version, step_index, draft_skipped_at,
+                                  created_at, updated_at, applied)
+SELECT profile_id, vector, version, step_index, draft_skipped_at, created_at, updated_at,
+       applied
+FROM vector_progress_stage
+ON CONFLICT (profile_id, vector, version) DO UPDATE
+SET step_index = EXCLUDED.step_index,
+    draft_skipped_at = EXCLUDED.draft_skipped_at,
+    updated_at = EXCLUDED.updated_at,
+    applied = EXCLUDED.applied
+WHERE p.applied < EXCLUDED.applied;

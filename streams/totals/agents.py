@@ -58,8 +58,8 @@ from streams.totals.dedupe import (
 from streams.totals.delivery import (
     CHECK_INTERVAL_SECONDS,
     DeliveryGuard,
+    guard_topic,
     install_commit_guard,
-    install_read_offset_pins,
 )
 from streams.totals.fold import Totals, already_applied, decode_totals, encode_totals, fold
 
@@ -177,6 +177,25 @@ def select(event: EventT[bytes]) -> None:
     what ``take_events`` buffers next, and setting it loses and repeats records (seen in the
     demo before this was right)."""
     _current_event.set(weakref.ref(event))
+
+
+async def dead_letter(event: EventT[bytes], exc: InvalidEvent, dlq: Any, metrics: Metrics,
+                      stage: str) -> None:
+    """Send ``event``'s record (original key and bytes) to the Faust topic ``dlq``, in the
+    source record's partition, with the reason, detail and source position in headers
+    (DESIGN.md section 3); counts it under ``stage``."""
+    msg = event.message
+    metrics.records.labels(stage, "invalid").inc()
+    metrics.dlq.labels(exc.reason).inc()
+    headers = [
+        ("reason", exc.reason.encode()),
+        ("detail", exc.detail[:500].encode("utf-8", "replace")),
+        ("source_topic", msg.topic.encode()),
+        ("source_partition", str(msg.partition).encode()),
+        ("source_offset", str(msg.offset).encode()),
+    ]
+    await event.send(dlq, key=msg.key, value=msg.value, headers=headers,
+                     partition=msg.partition % (dlq.partitions or 1))
 
 
 class ChangelogWriter:
@@ -368,19 +387,8 @@ class XpWorker:
         self.seen_log.persist_offsets()
 
     async def dead_letter(self, event: EventT[bytes], exc: InvalidEvent) -> None:
-        """Send the record's original key and bytes to the DLQ, the reason in headers."""
-        msg = event.message
-        self.metrics.records.labels("worker", "invalid").inc()
-        self.metrics.dlq.labels(exc.reason).inc()
-        headers = [
-            ("reason", exc.reason.encode()),
-            ("detail", exc.detail[:500].encode("utf-8", "replace")),
-            ("source_topic", msg.topic.encode()),
-            ("source_partition", str(msg.partition).encode()),
-            ("source_offset", str(msg.offset).encode()),
-        ]
-        await event.send(self.dlq, key=msg.key, value=msg.value, headers=headers,
-                         partition=msg.partition % self.settings.topic_partitions)
+        """Send the record to the XP topic's DLQ (:func:`dead_letter`)."""
+        await dead_letter(event, exc, self.dlq, self.metrics, "worker")
 
     async def ledger_position(self, event_id: str) -> tuple[int, int, int, bytes] | None:
         """Return (partition, offset, record_index, fingerprint) of ``event_id`` in the
@@ -492,8 +500,7 @@ def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, XpWorker]:
     @app.agent(source, name="fold_xp")
     async def fold_xp(stream: faust.StreamT[bytes]) -> None:
         # From here on Faust commits what the delivery guard allows (streams.totals.delivery).
-        app.consumer.xp_delivery_guard = worker.delivery  # type: ignore[attr-defined]
-        install_read_offset_pins(app.consumer)
+        guard_topic(app.consumer, worker.delivery)
         # take_events exists on faust's Stream, not on its StreamT interface.
         batches = stream.take_events(  # type: ignore[attr-defined]
             settings.worker_batch_records, within=settings.worker_batch_seconds)

@@ -62,11 +62,12 @@ class DeliveryGuard:
         metrics: ``xp_worker_delivery_seeks_total`` counts the seeks back.
     """
 
-    def __init__(self, app: Any, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, app: Any, settings: Settings, metrics: Metrics,
+                 topic: str | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.settings = settings
-        self.topic = settings.xp_topic
+        self.topic = topic or settings.xp_topic
         self.next: dict[int, int] = {}
         """partition -> next offset to fold; every record before it is folded (or absent)."""
         self.committable: dict[int, int] = {}
@@ -240,10 +241,10 @@ def install_read_offset_pins(consumer: Any) -> None:
 
 
 def install_commit_guard() -> None:
-    """Make Faust's consumer commit :meth:`DeliveryGuard.commit_offset` for partitions of a
-    consumer that has a guard (attribute ``xp_delivery_guard``), instead of its own reckoning
-    from acknowledgements (which can pass an unprocessed record: module docstring). Faust's
-    bookkeeping still runs, so its lists of acknowledged offsets stay trimmed."""
+    """Make Faust's consumer commit :meth:`DeliveryGuard.commit_offset` for the partitions of
+    a topic that has a guard (registered with :func:`guard_topic`), instead of its own
+    reckoning from acknowledgements (which can pass an unprocessed record: module docstring).
+    Faust's bookkeeping still runs, so its lists of acknowledged offsets stay trimmed."""
     from faust.transport import consumer as base
 
     original = base.Consumer._new_offset
@@ -252,10 +253,20 @@ def install_commit_guard() -> None:
 
     def _new_offset(self: Any, tp: TP) -> int | None:
         faust_offset: int | None = original(self, tp)
-        guard: DeliveryGuard | None = getattr(self, "xp_delivery_guard", None)
-        if guard is None or tp.topic != guard.topic:
+        guard: DeliveryGuard | None = getattr(self, "xp_delivery_guards", {}).get(tp.topic)
+        if guard is None:
             return faust_offset
         return guard.commit_offset(tp.partition)
 
     _new_offset.guarded = True  # type: ignore[attr-defined]
     setattr(base.Consumer, "_new_offset", _new_offset)  # noqa: B010
+
+
+def guard_topic(consumer: Any, guard: DeliveryGuard) -> None:
+    """From now on Faust's ``consumer`` commits ``guard.topic`` as ``guard`` allows, and its
+    read offsets can be pinned (:class:`PinnedReadOffsets`). Call before its fetch loop starts
+    (an agent's first lines)."""
+    guards: dict[str, DeliveryGuard] = getattr(consumer, "xp_delivery_guards", {})
+    guards[guard.topic] = guard
+    consumer.xp_delivery_guards = guards
+    install_read_offset_pins(consumer)

@@ -44,6 +44,8 @@ def settings(stack: LocalStack, tmp_path: Path) -> Settings:
     s = stack.settings.with_(
         database_url=url, xp_topic=f"xp-events-{n}", topic_partitions=4,
         worker_group=f"worker-{n}", ledger_group=f"ledger-{n}", totals_group=f"totals-{n}",
+        action_topic=f"action-events-{n}", action_ledger_group=f"action-ledger-{n}",
+        progress_group=f"progress-{n}",
         data_dir=str(tmp_path / "worker"), table_store="memory://", metrics_port=free_port(),
         sink_batch_records=500, sink_batch_seconds=0.2, db_retry_max_seconds=1.0,
         commit_interval=0.5,
@@ -53,12 +55,16 @@ def settings(stack: LocalStack, tmp_path: Path) -> Settings:
 
 
 class Pipeline:
-    """The worker, totals writer and ledger sink of one test, as real child processes."""
+    """The worker, totals writer and ledger sink of one test, as real child processes; with
+    ``actions`` also the action ledger sink and the progress writer."""
 
-    def __init__(self, settings: Settings, log_dir: Path) -> None:
+    def __init__(self, settings: Settings, log_dir: Path, actions: bool = False) -> None:
         self.settings = settings
         self.log_dir = log_dir
+        self.actions = actions
         ports = {"worker": settings.metrics_port, "totals-writer": free_port(), "sink": free_port()}
+        if actions:
+            ports |= {"action-sink": free_port(), "progress-writer": free_port()}
         self.procs = {name: PipelineProcess(name, settings, log_dir / f"{name}.log", port)
                       for name, port in ports.items()}
         self.killed: set[str] = set()
@@ -88,10 +94,15 @@ class Pipeline:
             assert not dead, f"{dead} exited; logs: {self.logs(dead[0])}"
 
         async def both() -> None:
-            await kafka.wait_caught_up(s, [(s.worker_group, s.xp_topic),
-                                           (s.ledger_group, s.xp_topic)], timeout_s, alive, 0.5)
-            await kafka.wait_caught_up(s, [(s.totals_group, s.totals_changelog_topic)],
-                                       timeout_s, alive, 0.5)
+            # One call per topic: wait_caught_up tells pairs apart by group.
+            stages = [[(s.worker_group, s.xp_topic), (s.ledger_group, s.xp_topic)],
+                      [(s.totals_group, s.totals_changelog_topic)]]
+            if self.actions:
+                stages[1:1] = [[(s.worker_group, s.action_topic),
+                                (s.action_ledger_group, s.action_topic)]]
+                stages.append([(s.progress_group, s.progress_changelog_topic)])
+            for pairs in stages:
+                await kafka.wait_caught_up(s, pairs, timeout_s, alive, 0.5)
         asyncio.run(both())
 
     def assert_exact(self, expected: Expected) -> None:
