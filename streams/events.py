@@ -38,8 +38,10 @@ REASONS = (
     "wrong_partition",
     "metadata_too_large",
     "timestamp_out_of_range",
+    "total_overflow",
 )
-"""Every DLQ reason this module can give (DLQ header ``reason``, metrics label)."""
+"""Every DLQ reason (DLQ header ``reason``, metrics label); all but ``total_overflow`` (the
+fold's, :func:`streams.totals.fold.fold`) come from this module."""
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,9 @@ def pipeline_groups(settings: Settings) -> list[tuple[str, str]]:
         (settings.worker_group, settings.xp_topic),
         (settings.ledger_group, settings.xp_topic),
         (settings.totals_group, settings.totals_changelog_topic),
+        (settings.worker_group, settings.action_topic),
+        (settings.action_ledger_group, settings.action_topic),
+        (settings.progress_group, settings.progress_changelog_topic),
     ]
 
 

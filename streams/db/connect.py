@@ -17,12 +17,17 @@ TRANSIENT = (psycopg.OperationalError, psycopg.errors.AdminShutdown, psycopg.Int
 """Driver errors that mean "the database is (briefly) unreachable": retry, do not crash."""
 
 
+def _line(exc: BaseException) -> str:
+    """The driver's message on one line (libpq adds hints on further lines)."""
+    return " ".join(str(exc).split())
+
+
 def connect(url: str, autocommit: bool = False) -> psycopg.Connection:
     """Open a blocking connection. Raises :class:`DatabaseUnavailable` when it cannot."""
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S)
     except TRANSIENT as exc:
-        raise DatabaseUnavailable(f"cannot connect to {redact_url(url)}: {exc}") from None
+        raise DatabaseUnavailable(f"cannot connect to {redact_url(url)}: {_line(exc)}") from None
 
 
 async def aconnect(url: str, autocommit: bool = False) -> psycopg.AsyncConnection:
@@ -32,7 +37,7 @@ async def aconnect(url: str, autocommit: bool = False) -> psycopg.AsyncConnectio
             url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S
         )
     except TRANSIENT as exc:
-        raise DatabaseUnavailable(f"cannot connect to {redact_url(url)}: {exc}") from None
+        raise DatabaseUnavailable(f"cannot connect to {redact_url(url)}: {_line(exc)}") from None
 
 
 @contextmanager
@@ -41,7 +46,7 @@ def mapped_errors(url: str) -> Iterator[None]:
     try:
         yield
     except TRANSIENT as exc:
-        raise DatabaseUnavailable(f"database {redact_url(url)} unavailable: {exc}") from exc
+        raise DatabaseUnavailable(f"database {redact_url(url)} unavailable: {_line(exc)}") from exc
 
 
 @asynccontextmanager

@@ -342,7 +342,12 @@ class XpWorker:
                 log.warning("conflict: event %s at %s/%s[%s] differs from its first sighting; "
                             "the first one wins", ev.id, msg.partition, msg.offset, index)
             return
-        batch.counts[self.apply(batch, event, ev, index, now)] += 1
+        try:
+            outcome = self.apply(batch, event, ev, index, now)
+        except InvalidEvent as exc:  # total_overflow: the ledger keeps it, reconcile reports
+            await self.dead_letter(event, exc)
+            return
+        batch.counts[outcome] += 1
         batch.newest_created = max(batch.newest_created, created)
         if sighting is None:
             batch.sightings[id_key] = Sighting(

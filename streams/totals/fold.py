@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import orjson
 
+from streams.errors import InvalidEvent
 from streams.events import XpEvent
 
 
@@ -68,12 +69,22 @@ def already_applied(totals: Totals | None, partition: int, offset: int, index: i
             and (offset, index) <= (totals.offset, totals.record_index))
 
 
+MAX_TOTAL_XP = 2**63 - 1
+"""``xp_totals.total_xp`` is a bigint: a total beyond +-this cannot be stored."""
+MAX_GAMES = 2**31 - 1
+"""``xp_totals.games_played`` is an integer."""
+
+
 def fold(totals: Totals | None, event: XpEvent, partition: int, offset: int, now: float,
          index: int = 0) -> Totals:
     """Return ``totals`` with ``event`` (read at ``partition``/``offset``, ``index`` in its
     record) applied at ``now`` (seconds since the epoch).
 
     The caller has already decided the event is new (see :mod:`streams.totals.dedupe`).
+
+    Raises:
+        InvalidEvent: ``total_overflow`` when the total or the games played would leave the
+            range of their PostgreSQL columns (the totals writer could never store the row).
     """
     t = totals or EMPTY
     games = t.games_played
@@ -89,8 +100,12 @@ def fold(totals: Totals | None, event: XpEvent, partition: int, offset: int, now
         at_us = int(event.created_at.timestamp() * 1_000_000)
         if legacy_type and event.kind == "backfill" and (last_at is None or at_us >= last_at):
             last_type, last_at = legacy_type, at_us
+    total = t.total_xp + event.delta
+    if not -MAX_TOTAL_XP - 1 <= total <= MAX_TOTAL_XP or not -MAX_GAMES - 1 <= games <= MAX_GAMES:
+        raise InvalidEvent("total_overflow", f"student {event.student_id}: total {total} XP, "
+                           f"{games} games would overflow xp_totals")
     return Totals(
-        total_xp=t.total_xp + event.delta,
+        total_xp=total,
         games_played=games,
         last_game_type=last_type,
         last_game_at_us=last_at,

@@ -4,6 +4,7 @@ writer role only."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,9 +14,11 @@ import psycopg
 import pytest
 from psycopg import errors
 
+from streams.dev.procs import free_port
+from streams.dev.stack import PipelineProcess
 from streams.loadgen import LoadSpec, generate
 from streams.settings import Settings
-from tests.integration.conftest import Pipeline
+from tests.integration.conftest import Pipeline, streams
 
 pytestmark = [pytest.mark.integration]
 
@@ -137,3 +140,26 @@ def test_the_pipeline_runs_with_the_writer_role_only(settings: Settings, tmp_pat
         pipeline.assert_exact(expected)
     finally:
         assert pipeline.stop() == {"worker": 0, "totals-writer": 0, "sink": 0}
+
+
+def test_a_password_in_the_database_url_never_appears_in_messages(settings: Settings,
+                                                                   tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Least privilege and secrets (issue 5): a command and a sink that cannot connect say so
+    in one line, with the URL's password redacted."""
+    bad = settings.with_(database_url=f"postgresql://xp:pw-5ecret@127.0.0.1:{free_port()}/xp",
+                         db_retry_max_seconds=0.2)
+    done = streams(["verify"], bad)
+    err = done.stderr.decode()
+    assert done.returncode != 0 and "pw-5ecret" not in err + done.stdout.decode()
+    assert "xp:***@127.0.0.1" in err and len(err.strip().splitlines()) == 1, err
+    sink = PipelineProcess("sink", bad, tmp_path / "sink.log", free_port())
+    sink.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "***@" not in (
+                tmp_path / "sink.log").read_text(errors="replace"):
+            time.sleep(0.2)
+    finally:
+        sink.stop()
+    log = (tmp_path / "sink.log").read_text(errors="replace")
+    assert "xp:***@127.0.0.1" in log and "pw-5ecret" not in log

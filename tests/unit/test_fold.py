@@ -163,3 +163,12 @@ def test_entries_written_before_record_index_existed_still_decode() -> None:
     assert decode_sighting(b'["6666666666666666",0,9,1.0,2.0]').record_index == 0
     t = fold(None, make(1), 0, 3, 1.0, 2)
     assert decode_totals(encode_totals(t)) == t
+
+
+def test_a_total_beyond_the_bigint_column_is_refused() -> None:
+    """Issue 5: integer overflow of totals; the record goes to the DLQ (total_overflow)."""
+    near = fold(None, make(1, delta=10), 0, 0, 1.0)._replace(total_xp=2**63 - 5)
+    assert fold(near, make(2, delta=4), 0, 1, 2.0).total_xp == 2**63 - 1
+    with pytest.raises(InvalidEvent) as info:
+        fold(near, make(3, delta=5), 0, 2, 3.0)
+    assert info.value.reason == "total_overflow"
