@@ -487,9 +487,7 @@ class Chaos:
     def run(self) -> ChaosReport:
         """Set up, run the workload under faults, wait for lag 0, check, clean up."""
         self.scratch.setup()
-        self.scratch.topics += [self.settings.xp_topic, self.settings.dlq_topic,
-                                self.settings.totals_changelog_topic]
-        asyncio.run(kafka.pipeline_topics(self.settings))
+        self.scratch.add_topics(self.settings)
         monitor = threading.Thread(target=self.monitor, name="chaos-monitor", daemon=True)
         published = threading.Event()
         errors: list[BaseException] = []

@@ -39,7 +39,9 @@ class Scratch:
             database_url=f"{settings.database_url}{sep}options=-csearch_path%3D{self.schema}",
             xp_topic=f"{self.prefix}-xp", worker_group=f"{self.prefix}-worker",
             ledger_group=f"{self.prefix}-ledger", totals_group=f"{self.prefix}-totals",
-            data_dir=str(workdir / "worker"),
+            action_topic=f"{self.prefix}-actions",
+            action_ledger_group=f"{self.prefix}-action-ledger",
+            progress_group=f"{self.prefix}-progress", data_dir=str(workdir / "worker"),
         )
         """Settings of the run: its schema, topics and groups."""
         self.admin_url = settings.database_url
@@ -52,11 +54,18 @@ class Scratch:
                             worker_group=f"{self.prefix}-{name}-worker",
                             ledger_group=f"{self.prefix}-{name}-ledger",
                             totals_group=f"{self.prefix}-{name}-totals",
+                            action_topic=f"{self.prefix}-{name}-actions",
                             data_dir=str(self.workdir / f"worker-{name}"))
-        self.topics += [s.xp_topic, s.dlq_topic, s.totals_changelog_topic,
-                        topics.changelog_topic(s.worker_group, topics.DEDUPE_TABLE)]
-        asyncio.run(kafka.pipeline_topics(s))
+        self.add_topics(s)
         return s
+
+    def add_topics(self, s: Settings) -> None:
+        """Create the pipeline's topics of ``s`` and remember them for :meth:`cleanup`."""
+        self.topics += [s.xp_topic, s.dlq_topic, s.action_topic, s.action_dlq_topic,
+                        *(topics.changelog_topic(s.worker_group, t)
+                          for t in (topics.TOTALS_TABLE, topics.DEDUPE_TABLE,
+                                    topics.PROGRESS_TABLE, topics.ACTION_DEDUPE_TABLE))]
+        asyncio.run(kafka.pipeline_topics(s))
 
     def setup(self) -> None:
         """Create the schema and apply the migrations in it."""
