@@ -168,16 +168,7 @@ def decode_record(
     Raises:
         InvalidEvent: with one of :data:`REASONS`.
     """
-    if isinstance(limits, int):
-        limits = Limits(record_bytes=limits)
-    if value is None:
-        raise InvalidEvent("bad_json", "record has no value (tombstone)")
-    if len(value) > limits.record_bytes:
-        raise InvalidEvent("oversized", f"value is {len(value)} bytes, limit {limits.record_bytes}")
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent("bad_json", str(exc)) from None
+    limits, doc = _parse(value, limits)
     if not isinstance(doc, list):
         return [_event(doc, key, position, limits, timestamp_s)]
     try:
@@ -240,6 +231,24 @@ def _event(doc: Any, key: bytes | None, position: tuple[int, int] | None, limits
         metadata=metadata,
         fingerprint=fingerprint(doc),
     )
+
+
+def _parse(value: bytes | None, limits: Limits | int) -> tuple[Limits, Any]:
+    """The limits (an int: the record size) and the parsed JSON of a record ``value``.
+
+    Raises:
+        InvalidEvent: ``bad_json`` (no value, not JSON) or ``oversized``.
+    """
+    if isinstance(limits, int):
+        limits = Limits(record_bytes=limits)
+    if value is None:
+        raise InvalidEvent("bad_json", "record has no value (tombstone)")
+    if len(value) > limits.record_bytes:
+        raise InvalidEvent("oversized", f"value is {len(value)} bytes, limit {limits.record_bytes}")
+    try:
+        return limits, orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("bad_json", str(exc)) from None
 
 
 def _check_key(key: bytes | None, owner: str, field: str,
@@ -317,16 +326,7 @@ def decode_action(
     Args and errors as :func:`decode_record` (the key must be the ``profile_id``;
     ``selected_at`` and ``completed_at`` are checked against the record's timestamp).
     """
-    if isinstance(limits, int):
-        limits = Limits(record_bytes=limits)
-    if value is None:
-        raise InvalidEvent("bad_json", "record has no value (tombstone)")
-    if len(value) > limits.record_bytes:
-        raise InvalidEvent("oversized", f"value is {len(value)} bytes, limit {limits.record_bytes}")
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent("bad_json", str(exc)) from None
+    limits, doc = _parse(value, limits)
     try:
         _validator("action_event.v1.json")(doc)
     except fastjsonschema.JsonSchemaValueException as exc:

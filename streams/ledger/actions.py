@@ -13,9 +13,9 @@ import orjson
 import psycopg
 from aiokafka.structs import ConsumerRecord
 
-from streams.db.queries import query
 from streams.errors import InvalidEvent
 from streams.events import ActionEvent, Limits, decode_action
+from streams.ledger.writer import copy_and_insert
 from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -71,13 +71,7 @@ class ActionLedgerWriter:
     async def write(self, conn: psycopg.AsyncConnection, rows: list[ActionRow]) -> None:
         """COPY ``rows`` to staging and insert the new ones, in ``conn``'s transaction."""
         if rows:
-            async with conn.cursor() as cur:
-                await cur.execute(query("stage_actions"))
-                async with cur.copy(query("copy_actions")) as copy:
-                    for row in rows:
-                        await copy.write_row(row)
-                await cur.execute(query("insert_actions"))
-                inserted = max(cur.rowcount, 0)
+            inserted = await copy_and_insert(conn, "actions", rows)
             self.metrics.sink_rows.labels("actions", "inserted").inc(inserted)
             self.metrics.sink_rows.labels("actions", "present").inc(len(rows) - inserted)
 

@@ -9,6 +9,7 @@ records are skipped here: the worker alone writes the DLQ (issue 2).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import orjson
 import psycopg
@@ -30,6 +31,20 @@ def ledger_row(ev: XpEvent, topic: str, partition: int, offset: int, index: int)
     return (ev.id, ev.student_id, ev.kind, ev.delta, ev.word_set_id, ev.homework_id,
             ev.created_at, None if ev.metadata is None else orjson.dumps(ev.metadata).decode(),
             ev.fingerprint, topic, partition, offset, index)
+
+
+async def copy_and_insert(conn: psycopg.AsyncConnection, name: str,
+                          rows: Sequence[Sequence[object]]) -> int:
+    """COPY ``rows`` into a staging table and insert them into a ledger table, idempotently,
+    with the queries ``stage_<name>``, ``copy_<name>``, ``insert_<name>`` (queries.sql), in
+    ``conn``'s transaction. Returns the rows inserted (the others were there already)."""
+    async with conn.cursor() as cur:
+        await cur.execute(query(f"stage_{name}"))
+        async with cur.copy(query(f"copy_{name}")) as copy:
+            for row in rows:
+                await copy.write_row(row)
+        await cur.execute(query(f"insert_{name}"))
+        return max(cur.rowcount, 0)
 
 
 class LedgerWriter:
@@ -79,13 +94,7 @@ class LedgerWriter:
     async def write(self, conn: psycopg.AsyncConnection, rows: list[LedgerRow]) -> None:
         """COPY ``rows`` to staging and insert the new ones, in ``conn``'s transaction."""
         if rows:
-            async with conn.cursor() as cur:
-                await cur.execute(query("stage_ledger"))
-                async with cur.copy(query("copy_ledger")) as copy:
-                    for row in rows:
-                        await copy.write_row(row)
-                await cur.execute(query("insert_ledger"))
-                inserted = max(cur.rowcount, 0)
+            inserted = await copy_and_insert(conn, "ledger", rows)
             self.metrics.sink_rows.labels("ledger", "inserted").inc(inserted)
             self.metrics.sink_rows.labels("ledger", "present").inc(len(rows) - inserted)
             newest = max(row[6].timestamp() for row in rows)  # type: ignore[attr-defined]
