@@ -37,6 +37,7 @@ import random
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,6 +67,9 @@ DEFAULT_FAULTS = tuple(f for f in FAULTS if f != "broker-restart")
 
 STORM_RECORDS = 1_000
 """Distinct records a duplicate storm resends."""
+
+STORM_POOL = 100_000
+"""The storm picks its records among this many of the latest published ones."""
 
 CATCH_UP_TIMEOUT_S = 900.0
 """Longest wait for lag 0 after the last fault (seconds)."""
@@ -182,7 +186,9 @@ class Chaos:
         self.rng = random.Random(spec.seed)  # noqa: S311 - a reproducible schedule, not a secret
         self.settings = self.scratch.base
         self.expected = Expected()
-        self.published: list[Record] = []
+        self.published: deque[Record] = deque(maxlen=STORM_POOL)
+        """The latest published records (the duplicate storm picks from them; bounded, so a
+        long soak does not hold every record in memory)."""
         self.lock = threading.Lock()
         self.procs: dict[str, PipelineProcess] = {}
         self.lost: set[str] = set()
