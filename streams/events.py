@@ -59,7 +59,8 @@ class Limits:
     (``timestamp_out_of_range``): a client clock far ahead."""
     past_seconds: float = 366 * 86_400.0
     """``created_at`` earlier than the record's timestamp by more than this (seconds) is
-    rejected (``timestamp_out_of_range``), except for ``backfill`` events (legacy dates)."""
+    rejected (``timestamp_out_of_range``), except for backfill events and their reversals
+    (legacy dates)."""
 
 
 class XpEvent(NamedTuple):
@@ -209,7 +210,7 @@ def _event(doc: Any, key: bytes | None, position: tuple[int, int] | None, limits
         raise InvalidEvent("schema", exc.message) from None
     student_id = doc["student_id"].lower()
     _check_key(key, student_id, "student_id", position)
-    created_at = _instant(doc, "created_at", limits, timestamp_s, doc["kind"] == "backfill")
+    created_at = _instant(doc, "created_at", limits, timestamp_s, _carries_legacy_date(doc))
     # JSON Schema counts 1.0 as an integer; the ledger's columns are integers: store ints.
     delta = doc["delta"]
     if isinstance(delta, float):
@@ -249,6 +250,14 @@ def _parse(value: bytes | None, limits: Limits | int) -> tuple[Limits, Any]:
         return limits, orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent("bad_json", str(exc)) from None
+
+
+def _carries_legacy_date(doc: dict[str, Any]) -> bool:
+    """A backfill, or the adjustment reversing one (``metadata.reverses``, streams backfill
+    --reset), carries the legacy balance's date: exempt from the past bound."""
+    metadata = doc.get("metadata")
+    return doc["kind"] == "backfill" or (
+        doc["kind"] == "adjustment" and isinstance(metadata, dict) and "reverses" in metadata)
 
 
 def _check_key(key: bytes | None, owner: str, field: str,

@@ -118,7 +118,8 @@ class Settings:
     """XP_MAX_FUTURE_SECONDS: an event whose ``created_at`` is more than this after its record's
     timestamp goes to the DLQ as ``timestamp_out_of_range`` (seconds)."""
     max_past_seconds: float = 366 * 86_400.0
-    """XP_MAX_PAST_SECONDS: ... or more than this before it (seconds; ``backfill`` exempt)."""
+    """XP_MAX_PAST_SECONDS: ... or more than this before it (seconds; backfill events and
+    their reversals exempt)."""
     metrics_port: int = 9400
     """XP_METRICS_PORT: port of the process's Prometheus /metrics endpoint; 0 = off."""
     data_dir: str = "var/worker"

@@ -117,6 +117,11 @@ def test_created_at_is_bounded_by_the_record_timestamp() -> None:
     backfill = event(kind="backfill")
     assert decode_record(STUDENT.encode(), orjson.dumps(backfill), limits, None,
                          RECORD_TS + 10 * 365 * 86400)
+    reversal = event(kind="adjustment", delta=-5, metadata={"reverses": "x", "source": "s"})
+    assert decode_record(STUDENT.encode(), orjson.dumps(reversal), limits, None,
+                         RECORD_TS + 10 * 365 * 86400)
+    assert hardened_reason(event(kind="adjustment", delta=-5), RECORD_TS + 3601,
+                           limits) == "timestamp_out_of_range"
     # no timestamp (None, or -1 from the old message format): not checked
     assert decode_record(STUDENT.encode(), orjson.dumps(doc), limits, None, None)
     assert decode_record(STUDENT.encode(), orjson.dumps(doc), limits, None, -1)
