@@ -18,7 +18,8 @@ def test_migrations_apply_once_and_detect_changes(stack, tmp_path: Path) -> None
     url = stack.postgres.create_database("migrate_test")
     sql = tmp_path / "sql"
     shutil.copytree(SQL_DIR, sql)
-    assert migrate(url, sql) == ["V001__init_schema.sql", "V002__batched_records.sql"]
+    assert migrate(url, sql) == ["V001__init_schema.sql", "V002__batched_records.sql",
+                                 "V003__roles_and_rls.sql", "V004__action_events.sql"]
     assert migrate(url, sql) == []
     with psycopg.connect(url) as conn:
         tables = {r[0] for r in conn.execute(
@@ -28,7 +29,12 @@ def test_migrations_apply_once_and_detect_changes(stack, tmp_path: Path) -> None
     v001.write_text("-- edited\n" + v001.read_text())
     with pytest.raises(MigrationError, match="changed after it was applied"):
         migrate(url, sql)
-    (sql / "V003__broken.sql").write_text("CREATE TABLE nope (")
+    (sql / "V099__broken.sql").write_text("CREATE TABLE nope (")
     (sql / "V001__init_schema.sql").write_text((SQL_DIR / "V001__init_schema.sql").read_text())
-    with pytest.raises(MigrationError, match="V003__broken.sql failed"):
+    with pytest.raises(MigrationError, match="V099__broken.sql failed"):
         migrate(url, sql)
+
+
+def test_every_migration_has_a_rollback_file() -> None:
+    names = {p.name for p in SQL_DIR.glob("V*.sql")}
+    assert names and names == {p.name for p in (SQL_DIR / "rollback").glob("V*.sql")}
