@@ -69,7 +69,8 @@ def test_status_reports_lag_dlq_and_reconciliation(settings: Settings, tmp_path)
     assert done.returncode == 0, done.stderr.decode()
     status = orjson.loads(done.stdout)
     groups = {lag["group"] for lag in status["lags"]}
-    assert groups == {settings.worker_group, settings.ledger_group, settings.totals_group}
+    assert groups == {settings.worker_group, settings.ledger_group, settings.totals_group,
+                      settings.action_ledger_group, settings.progress_group}
     assert all(lag["lag_records"] == 0 for lag in status["lags"])
     assert status["dlq"] == expected.invalid
     assert status["mismatched_students"] == 0

@@ -39,6 +39,10 @@ class PrometheusServer:
         self.port = free_port()
         config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
         config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+        # the XP pipeline's jobs (the action sink and progress writer are not run here)
+        config["scrape_configs"] = [j for j in config["scrape_configs"]
+                                    if j["job_name"] in JOBS.values()]
+        assert len(config["scrape_configs"]) == len(JOBS)
         for job in config["scrape_configs"]:
             name = next(n for n, j in JOBS.items() if j == job["job_name"])
             job["static_configs"] = [{"targets": [f"127.0.0.1:{ports[name]}"]}]
