@@ -47,6 +47,7 @@ then after twice as long each time, up to :data:`SEEK_RETRY_MAX_SECONDS` (a seek
 what the consumer fetched for the partition: retrying too often can starve it)."""
 
 SEEK_RETRY_MAX_SECONDS = 30.0
+"""The longest wait between two seeks back to the same offset (seconds)."""
 
 CHECK_INTERVAL_SECONDS = 1.0
 """How often :meth:`DeliveryGuard.check_stalls` should run (seconds); it asks the broker only
@@ -60,6 +61,8 @@ class DeliveryGuard:
         app: the Faust app (its consumer is asked for committed offsets and to seek).
         settings: for the source topic, the broker (hole checks) and the stall time.
         metrics: ``xp_worker_delivery_seeks_total`` counts the seeks back.
+        topic: the source topic it guards (default the XP topic; the action agent guards the
+            action topic with its own guard).
     """
 
     def __init__(self, app: Any, settings: Settings, metrics: Metrics,
