@@ -520,7 +520,11 @@ class Chaos:
             for proc in self.procs.values():
                 proc.stop()
             self.report.duration_s = round(time.monotonic() - self.started, 1)
-            self.scratch.cleanup(self.say)
+            if self.report.problems:  # keep the evidence (a local stack goes anyway)
+                self.say(f"kept for investigation: schema {self.scratch.schema}, topics "
+                         f"{self.scratch.prefix}-*")
+            else:
+                self.scratch.cleanup(self.say)
         return self.report
 
     def schedule(self, published: threading.Event) -> None:

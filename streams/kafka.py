@@ -206,6 +206,12 @@ class OffsetReader:
                 result[tp.partition] = max(result[tp.partition], hw)
         return result
 
+    async def log_starts(self, topic: str) -> dict[int, int]:
+        """The log start offset (earliest offset still held) of each partition of ``topic``."""
+        tps = [TopicPartition(topic, p) for p in await self.partitions(topic)]
+        starts: dict[TopicPartition, int] = await self._reader.beginning_offsets(tps)
+        return {tp.partition: offset for tp, offset in starts.items()}
+
     async def first_offset_from(self, topic: str, partition: int, offset: int) -> int | None:
         """The offset of the first record of ``topic``/``partition`` at or after ``offset``, or
         None when there is none (offsets without records, e.g. transaction markers, are

@@ -22,7 +22,7 @@ gap), losing that record. The guard takes the commit decision from Faust and kee
   broker past its next offset but delivered nothing for ``XP_WORKER_STALL_SECONDS``.
 
 Rebalances reset the partitions concerned: their next offset is then the group's committed
-offset read from the broker (none: a new group, whose first record starts the partition).
+offset read from the broker (none yet: the partition's log start).
 """
 
 from __future__ import annotations
@@ -93,8 +93,6 @@ class DeliveryGuard:
         expected = self.next.get(partition)
         if expected is None:
             expected = await self._start_offset(partition)
-            if expected is None:  # a new group: its first record starts the partition
-                expected = offset
         if offset < expected:
             return False
         if offset > expected:
@@ -159,13 +157,19 @@ class DeliveryGuard:
             if await self._records_between(tp.partition, expected, None):
                 await self._seek_back(tp.partition, expected, why)
 
-    async def _start_offset(self, partition: int) -> int | None:
+    async def _start_offset(self, partition: int) -> int:
         """Where folding of ``partition`` starts after an assignment: the group's committed
-        offset as the broker has it (Faust's copy may be stale until its recovery seeks)."""
+        offset as the broker has it (Faust's copy may be stale until its recovery seeks), or,
+        when the group has committed none, the partition's log start (the worker reads from
+        the earliest offset): a hole at the very head is a hole too (seen: a worker killed
+        before its first commit, the next owner handed records from offset 3,302 on)."""
         async with self._reader_lock:
             reader = await self._open_reader()
-            committed = await reader.committed(self.settings.worker_group, self.topic)
-        return committed.get(partition)
+            committed = (await reader.committed(self.settings.worker_group, self.topic)).get(
+                partition)
+            if committed is None:
+                committed = (await reader.log_starts(self.topic)).get(partition, 0)
+        return committed
 
     async def _open_reader(self) -> OffsetReader:
         if self._reader is None:

@@ -49,8 +49,9 @@ class Guard(DeliveryGuard):
     async def _records_between(self, partition: int, start: int, end: int | None) -> bool:
         return any(start <= o and (end is None or o < end) for o in self.on_broker)
 
-    async def _start_offset(self, partition: int) -> int | None:
-        return self._committed(partition)
+    async def _start_offset(self, partition: int) -> int:
+        committed = self._committed(partition)
+        return 0 if committed is None else committed  # the log starts at 0 here
 
 
 def guard(committed: int | None = None, on_broker: set[int] | None = None) -> Guard:
@@ -108,9 +109,12 @@ def test_the_first_record_after_a_rebalance_must_be_the_committed_offset() -> No
     assert g.app.consumer.seeks == [(0, 40)]
 
 
-def test_a_new_group_starts_at_its_first_record() -> None:
-    g = guard(committed=None)
+def test_a_new_group_starts_at_the_log_start_and_a_hole_at_the_head_is_a_hole() -> None:
+    g = guard(committed=None, on_broker=set(range(5000)))
     assert admit(g, 0, 1) == [True, True]
+    g = guard(committed=None, on_broker=set(range(5000)))
+    assert admit(g, 3302) == [False]  # records 0..3301 exist and were not delivered
+    assert g.app.consumer.seeks == [(0, 0)]
 
 
 def test_nothing_is_committed_at_or_below_the_committed_offset() -> None:
