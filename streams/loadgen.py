@@ -103,6 +103,17 @@ def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
+def workload_start(events: int) -> datetime:
+    """The created_at of a workload's first event: midnight UTC today, less a day and the
+    workload's span (events 0.2 s apart on average), so every created_at lies in the past and
+    within the input bounds (``XP_MAX_FUTURE_SECONDS``/``XP_MAX_PAST_SECONDS``, checked against
+    the record's timestamp), and the same spec gives the same records all day. (A fixed date
+    put a 2M-event workload days into the future: its later events went to the DLQ as
+    ``timestamp_out_of_range``.)"""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=1, seconds=events * 0.25)
+
+
 def generate(spec: LoadSpec) -> tuple[list[Record], Expected]:
     """Build the records of ``spec`` in publish order, and their expected outcome."""
     rng = random.Random(spec.seed)  # noqa: S311 - seeded on purpose
@@ -115,7 +126,7 @@ def generate(spec: LoadSpec) -> tuple[list[Record], Expected]:
     kinds = [k[0] for k in KINDS]
     kind_weights = [k[1] for k in KINDS]
     ranges = {k[0]: (k[2], k[3]) for k in KINDS}
-    clock = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
+    clock = workload_start(spec.events)
 
     originals: list[dict[str, Any]] = []
     while len(originals) < n_orig:
