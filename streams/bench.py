@@ -199,7 +199,7 @@ class Bench:
     def __init__(self, settings: Settings, spec: LoadSpec, workdir: Path,
                  rate: int = 2000, latency_s: float = 20.0, profile_dir: Path | None = None,
                  stages: frozenset[str] = STAGES, batch: int = 50,
-                 say: Callable[[str], None] = print) -> None:
+                 say: Callable[[str], None] = print, workers: int = 1) -> None:
         self.scratch = Scratch(settings, "bench", workdir)
         self.base = self.scratch.base
         self.spec = spec
@@ -210,23 +210,32 @@ class Bench:
         self.say = say
         self.stages = stages
         self.batch = batch
+        self.workers = workers
+        """Fold worker processes in the worker and end-to-end stages (one consumer group)."""
         self.report = Report(spec={**asdict(spec), "partitions": settings.topic_partitions,
-                                   "rate": rate, "latency_seconds": latency_s})
+                                   "rate": rate, "latency_seconds": latency_s,
+                                   "workers": workers})
 
     # ---- processes -----------------------------------------------------------------------
 
     @contextmanager
     def processes(self, settings: Settings, *commands: str) -> Iterator[list[PipelineProcess]]:
-        """Run ``commands`` (``worker``, ``sink``, ``totals-writer``) for the block; stop them
-        with SIGTERM after it, recording their peak RSS; py-spy them with ``--profile``."""
-        procs = [PipelineProcess(c, settings, self.workdir / f"{settings.xp_topic}-{c}.log",
-                                 free_port()) for c in commands]
+        """Run ``commands`` (``worker``, ``sink``, ``totals-writer``) for the block, ``worker``
+        as :attr:`workers` processes (each its own table store); stop them with SIGTERM after
+        it, recording their peak RSS; py-spy them with ``--profile``."""
+        procs = []
+        for c in commands:
+            for i in range(self.workers if c == "worker" else 1):
+                name = f"{c}-{i + 1}" if c == "worker" and self.workers > 1 else c
+                s = settings.with_(data_dir=f"{settings.data_dir}-{i + 1}") if i else settings
+                procs.append(PipelineProcess(
+                    c, s, self.workdir / f"{settings.xp_topic}-{name}.log", free_port()))
         spies: list[subprocess.Popen[bytes]] = []
         try:
             for p in procs:
                 p.start()
                 if self.profile_dir is not None and p.proc is not None:
-                    out = self.profile_dir / f"{settings.xp_topic}-{p.command}.folded"
+                    out = self.profile_dir / f"{p.log_path.stem}.folded"
                     spies.append(subprocess.Popen(
                         [py_spy(), "record", "--pid", str(p.proc.pid), "--rate", "50",
                          "--format", "raw", "--output", str(out), "--nonblocking", "--idle"],
@@ -395,6 +404,8 @@ class Bench:
             "worker": ("fold worker alone", settings.worker_group, BROKER_LIMIT),
             "sink": ("ledger sink alone", settings.ledger_group, DATABASE_LIMIT),
         }[command]
+        if command == "worker" and self.workers > 1:
+            name += f" ({self.workers} processes)"
         self.say(f"{name}{label} ...")
         with self.processes(settings, command) as procs:
             events, seconds = asyncio.run(committed_rate(
@@ -431,7 +442,8 @@ class Bench:
             seconds = time.monotonic() - started
             outcome = read_outcome(settings, expected)
             self.report.mismatches = len(outcome.expected_vs_totals)
-            self.add(Stage("end to end (worker + sink + totals writer)", len(records), seconds,
+            workers = f"{self.workers} workers" if self.workers > 1 else "worker"
+            self.add(Stage(f"end to end ({workers} + sink + totals writer)", len(records), seconds,
                            BROKER_LIMIT, f"students mismatched: {self.report.mismatches}, "
                            f"ledger vs totals: {len(outcome.ledger_vs_totals)}"))
             self.latency(settings, procs)

@@ -87,20 +87,15 @@ def main() -> None:
 
 @main.command()
 def worker() -> None:
-    """Run the Faust worker: validate, DLQ, dedupe, fold XP into the totals table and action
-    events into vector progress."""
-    import faust
-
+    """Run the fold worker: validate, DLQ, dedupe, fold XP into the totals table and action
+    events into vector progress (Faust tables, batch reader)."""
     from streams.metrics import Metrics
-    from streams.progress.agents import add_agent
-    from streams.totals.agents import build
+    from streams.worker.app import run
 
     settings = _settings()
     metrics = Metrics()
     metrics.serve(settings.metrics_port)
-    app, _ = build(settings, metrics)
-    add_agent(app, settings, metrics)
-    faust.Worker(app, loglevel="INFO", quiet=True, console_port=0).execute_from_commandline()
+    run(settings, metrics)
 
 
 def _run_sink(kind: str) -> None:
@@ -660,9 +655,11 @@ def demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> 
 @click.option("--skip", multiple=True,
               type=click.Choice(["baselines", "worker", "sink", "batched", "e2e"]),
               help="Leave a stage out (repeatable); the limits always run.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 8),
+              help="Fold worker processes in the worker and end-to-end stages.")
 def bench(events: int, students: int, partitions: int, rate: int, latency_seconds: float,
           batch: int, local: bool, json_out: Path | None, profile_dir: Path | None,
-          skip: tuple[str, ...]) -> None:
+          skip: tuple[str, ...], workers: int) -> None:
     """Measure every stage against its limits in one run and print one table."""
     from rich.console import Console
 
@@ -689,7 +686,7 @@ def bench(events: int, students: int, partitions: int, rate: int, latency_second
     def run(settings: Settings) -> Report:
         settings = settings.with_(topic_partitions=partitions)
         return Bench(settings, spec, workdir, rate, latency_seconds, profile_dir,
-                     STAGES - set(skip), batch, say=console.print).run()
+                     STAGES - set(skip), batch, say=console.print, workers=workers).run()
 
     console.print(f"bench logs in {workdir}")
     try:

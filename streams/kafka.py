@@ -91,8 +91,7 @@ async def pipeline_topics(settings: Settings) -> None:
     writes it from having the broker auto-create it with the wrong partition count.
     """
     changelogs = [topics.changelog_topic(settings.worker_group, t)
-                  for t in (topics.TOTALS_TABLE, topics.DEDUPE_TABLE, topics.PROGRESS_TABLE,
-                            topics.ACTION_DEDUPE_TABLE)]
+                  for t in topics.WORKER_TABLES]
     inputs = [settings.xp_topic, settings.dlq_topic, settings.action_topic,
               settings.action_dlq_topic]
     await ensure_topics(

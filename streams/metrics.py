@@ -28,8 +28,7 @@ class Metrics(_Exported):
         self.records = Counter(
             "xp_records_total",
             "Records consumed, by stage and outcome (valid, invalid, duplicate, conflict,"
-            " redelivery; worker: skipped = a record this process folded before, or one held"
-            " back until the records before it arrive).",
+            " redelivery = read again after a crash and already folded).",
             ["stage", "outcome"], registry=r,
         )
         self.dlq = Counter(
@@ -40,10 +39,22 @@ class Metrics(_Exported):
             "Event ids outside the dedupe horizon checked against the ledger, by verdict.",
             ["verdict"], registry=r,
         )
-        self.delivery_seeks = Counter(
-            "xp_worker_delivery_seeks_total",
-            "Times the worker found records of its source topic not delivered (a hole in the"
-            " offsets, or a stalled partition) and sought the partition back.", registry=r,
+        self.checkpoint_seconds = Histogram(
+            "xp_worker_checkpoint_seconds",
+            "Time of one worker checkpoint: changelog and DLQ records produced and acknowledged,"
+            " positions durable, local store written (seconds).", registry=r,
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.offset_gaps = Counter(
+            "xp_worker_offset_gaps_total",
+            "Times a fetched batch of a source partition did not start at the offset after the"
+            " previous one (transaction markers, compaction); counted, never sought back.",
+            ["topic"], registry=r,
+        )
+        self.dlq_limit_halted = Gauge(
+            "xp_worker_dlq_limit_halted",
+            "1 when the worker stopped advancing because the share of invalid records passed"
+            " XP_WORKER_DLQ_LIMIT (docs/runbook.md).", registry=r,
         )
         self.dedupe_expired = Counter(
             "xp_dedupe_expired_total", "Dedupe entries dropped past the horizon.", registry=r

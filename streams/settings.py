@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 N = TypeVar("N", int, float)
 
 
-def _number(env: Mapping[str, str], name: str, default: N, minimum: N, parse: type[N]) -> N:
-    """Read ``name`` as ``parse`` (int or float), at least ``minimum``; absent -> ``default``."""
+def _number(env: Mapping[str, str], name: str, default: N, minimum: N, parse: type[N],
+            maximum: N | None = None) -> N:
+    """Read ``name`` as ``parse`` (int or float), at least ``minimum`` and at most ``maximum``
+    (None: unbounded); absent -> ``default``."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -33,6 +35,8 @@ def _number(env: Mapping[str, str], name: str, default: N, minimum: N, parse: ty
         raise ConfigError(f"{name}={raw!r} is not {kind}") from None
     if value < minimum:
         raise ConfigError(f"{name}={value} is below its minimum {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value} is above its maximum {maximum}")
     return value
 
 
@@ -40,8 +44,9 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return _number(env, name, default, minimum, int)
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    return _number(env, name, default, minimum, float)
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0,
+           maximum: float | None = None) -> float:
+    return _number(env, name, default, minimum, float, maximum)
 
 
 def redact_url(url: str) -> str:
@@ -135,18 +140,23 @@ class Settings:
     """XP_BROKER_SESSION_TIMEOUT: consumer-group session timeout (seconds); 10 s joins fast."""
     broker_rebalance_timeout: float = 10.0
     """XP_BROKER_REBALANCE_TIMEOUT: how long a rebalance may take (seconds)."""
-    commit_interval: float = 1.0
-    """XP_COMMIT_INTERVAL: how often the worker commits offsets (seconds)."""
-    worker_batch_records: int = 1000
-    """XP_WORKER_BATCH_RECORDS: the worker folds up to this many records per batch, writing
-    each student's totals and each new event id to its table once per batch."""
+    worker_batch_records: int = 5000
+    """XP_WORKER_BATCH_RECORDS: the worker folds at most this many records per checkpoint
+    (one changelog record per key touched and one positions record per partition each)."""
     worker_batch_seconds: float = 0.05
-    """XP_WORKER_BATCH_SECONDS: ... or what arrived within this time (seconds): the worker's
-    share of the end-to-end latency when traffic is light."""
-    worker_stall_seconds: float = 30.0
-    """XP_WORKER_STALL_SECONDS: a partition of the XP topic with records on the broker past
-    the worker's next offset that delivers nothing for this long is sought back (seconds);
-    see streams/totals/delivery.py."""
+    """XP_WORKER_BATCH_SECONDS: how long the worker waits for records when none are fetched
+    yet (seconds): its share of the end-to-end latency when traffic is light."""
+    worker_dlq_limit: float = 0.0
+    """XP_WORKER_DLQ_LIMIT: the largest share of invalid records (0..1) over the last
+    ``XP_WORKER_DLQ_WINDOW`` records; past it the worker stops advancing and says why instead
+    of dead-lettering a bad producer deploy whole. 0 = off (the default)."""
+    worker_dlq_window: int = 1000
+    """XP_WORKER_DLQ_WINDOW: records over which ``XP_WORKER_DLQ_LIMIT`` takes the share."""
+    worker_failpoint: str = ""
+    """XP_WORKER_FAILPOINT: crash tests only. ``<step>:<n>`` ends the worker with exit code
+    137 (as kill -9) the n-th time a checkpoint reaches ``<step>`` (``produced``: changelog
+    acknowledged, position not yet written; ``positioned``: position durable, local store not
+    yet written); ``<step>:<n>:<seconds>`` pauses there instead. Empty (default): off."""
     producer_linger_ms: int = 5
     fetch_max_wait_ms: int = 100
     """XP_FETCH_MAX_WAIT_MS: how long a consumer's fetch may wait for records at the end of a
@@ -227,13 +237,13 @@ class Settings:
             broker_rebalance_timeout=_float(
                 e, "XP_BROKER_REBALANCE_TIMEOUT", d.broker_rebalance_timeout, 1.0
             ),
-            commit_interval=_float(e, "XP_COMMIT_INTERVAL", d.commit_interval, 0.05),
             worker_batch_records=_int(e, "XP_WORKER_BATCH_RECORDS", d.worker_batch_records, 1),
             worker_batch_seconds=_float(
                 e, "XP_WORKER_BATCH_SECONDS", d.worker_batch_seconds, 0.001
             ),
-            worker_stall_seconds=_float(e, "XP_WORKER_STALL_SECONDS", d.worker_stall_seconds,
-                                        1.0),
+            worker_dlq_limit=_float(e, "XP_WORKER_DLQ_LIMIT", d.worker_dlq_limit, 0.0, 1.0),
+            worker_dlq_window=_int(e, "XP_WORKER_DLQ_WINDOW", d.worker_dlq_window, 1),
+            worker_failpoint=e.get("XP_WORKER_FAILPOINT", d.worker_failpoint),
             producer_linger_ms=_int(e, "XP_PRODUCER_LINGER_MS", d.producer_linger_ms),
             fetch_max_wait_ms=_int(e, "XP_FETCH_MAX_WAIT_MS", d.fetch_max_wait_ms, 1),
             faust_sensor=_int(e, "XP_FAUST_SENSOR", int(d.faust_sensor)) != 0,

@@ -13,7 +13,8 @@ ACTION_EVENTS = "action-events"
 """Input topic of action events, key = profile_id."""
 
 WORKER_GROUP = "xp-streams-worker"
-"""Consumer group (= Faust app id) of the dedupe/fold worker."""
+"""Consumer group of the dedupe/fold worker: its positions in the source topics are committed
+there (for lag monitoring), and its table changelogs are named after it."""
 
 LEDGER_GROUP = "xp-ledger-sink"
 """Consumer group of the ledger sink."""
@@ -38,6 +39,20 @@ TOTALS_TABLE = "xp_totals"
 
 DEDUPE_TABLE = "xp_dedupe"
 """Faust table name of the dedupe state (event id -> first sighting)."""
+
+POSITIONS_TABLE = "xp_positions"
+"""Faust table name of the worker's positions: source topic and partition -> next offset to
+read (docs/design.md, "Fold worker: checkpoints")."""
+
+WORKER_TABLES = (TOTALS_TABLE, DEDUPE_TABLE, PROGRESS_TABLE, ACTION_DEDUPE_TABLE, POSITIONS_TABLE)
+"""Every table of the worker (one changelog topic each)."""
+
+
+def tables_group(worker_group: str) -> str:
+    """Faust's consumer group (= Faust app id) of the worker: it assigns the tables' partitions
+    among the worker processes and recovers them. The source topics are read outside it, so
+    their committed offsets can live in ``worker_group`` itself."""
+    return f"{worker_group}-tables"
 
 
 def dlq_topic(topic: str) -> str:

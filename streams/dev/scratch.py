@@ -63,8 +63,7 @@ class Scratch:
         """Create the pipeline's topics of ``s`` and remember them for :meth:`cleanup`."""
         self.topics += [s.xp_topic, s.dlq_topic, s.action_topic, s.action_dlq_topic,
                         *(topics.changelog_topic(s.worker_group, t)
-                          for t in (topics.TOTALS_TABLE, topics.DEDUPE_TABLE,
-                                    topics.PROGRESS_TABLE, topics.ACTION_DEDUPE_TABLE))]
+                          for t in topics.WORKER_TABLES)]
         asyncio.run(kafka.pipeline_topics(s))
 
     def setup(self) -> None:

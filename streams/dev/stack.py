@@ -103,16 +103,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "XP_MAX_METADATA_BYTES": str(settings.max_metadata_bytes),
         "XP_MAX_FUTURE_SECONDS": str(settings.max_future_seconds),
         "XP_MAX_PAST_SECONDS": str(settings.max_past_seconds),
-        "XP_WORKER_STALL_SECONDS": str(settings.worker_stall_seconds),
         "XP_METRICS_PORT": str(settings.metrics_port),
         "XP_DATA_DIR": settings.data_dir,
         "XP_TABLE_STORE": settings.table_store,
-        "XP_COMMIT_INTERVAL": str(settings.commit_interval),
         "XP_FAUST_SENSOR": str(int(settings.faust_sensor)),
         "XP_WORKER_BATCH_RECORDS": str(settings.worker_batch_records),
         "XP_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
         "XP_ROCKSDB_MEMORY_MB": str(settings.rocksdb_memory_mb),
         "XP_WORKER_BATCH_SECONDS": str(settings.worker_batch_seconds),
+        "XP_WORKER_DLQ_LIMIT": str(settings.worker_dlq_limit),
+        "XP_WORKER_DLQ_WINDOW": str(settings.worker_dlq_window),
+        "XP_WORKER_FAILPOINT": settings.worker_failpoint,
     }
 
 

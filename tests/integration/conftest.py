@@ -48,7 +48,6 @@ def settings(stack: LocalStack, tmp_path: Path) -> Settings:
         progress_group=f"progress-{n}",
         data_dir=str(tmp_path / "worker"), table_store="memory://", metrics_port=free_port(),
         sink_batch_records=500, sink_batch_seconds=0.2, db_retry_max_seconds=1.0,
-        commit_interval=0.5,
     )
     asyncio.run(kafka.pipeline_topics(s))
     return s

@@ -106,7 +106,9 @@ def test_kill_9_of_the_sink_mid_workload(pipeline: Pipeline) -> None:
 def test_kill_9_of_the_worker_mid_workload(pipeline: Pipeline, tmp_path, batch: int) -> None:  # type: ignore[no-untyped-def]
     """Guarantee 4 for the worker, with its RocksDB table store: kill -9, restart, exact; with
     records of one event and with batched records of up to 50 events."""
-    settings = pipeline.settings.with_(table_store="rocksdb://")
+    # Checkpoints of about 200 events, so the kill lands mid-workload.
+    settings = pipeline.settings.with_(table_store="rocksdb://",
+                                       worker_batch_records=max(1, 200 // batch))
     pipeline = Pipeline(settings, tmp_path / "rocks")
     records, expected = generate(LoadSpec(events=20000, students=300, seed=14,
                                           max_record_bytes=settings.max_record_bytes))

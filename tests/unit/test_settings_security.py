@@ -11,7 +11,7 @@ import pytest
 
 from streams.errors import ConfigError
 from streams.settings import Settings
-from streams.totals.agents import create_app
+from streams.worker.app import create_app
 
 SASL = {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "scram-sha-512",
         "KAFKA_SASL_USERNAME": "xp-writer", "KAFKA_SASL_PASSWORD": "pw-5ecret"}

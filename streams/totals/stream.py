@@ -1,0 +1,181 @@
+"""The XP stream of the fold worker: validate -> DLQ | dedupe by event id -> fold into totals.
+
+Two tables, partitioned like the XP topic (key = student, so all of one student's event ids
+live in the student's partition):
+- ``xp_totals``: student_id -> :class:`~streams.totals.fold.Totals` (its changelog feeds the
+  totals writer);
+- ``xp_dedupe``: event id (16 bytes) -> :class:`~streams.totals.dedupe.Sighting`, kept for
+  the dedupe horizon, then expired; older ids are checked against the ledger (docs/design.md,
+  guarantee 8).
+
+Crash safety (guarantee 4): the reader resumes a partition at its durable position, but the
+changelogs may hold effects of later records (a kill -9 between the checkpoint's produce and
+position steps, :mod:`streams.worker.checkpoint`). The fold is idempotent by source position:
+a sighting remembers its record's position (a record read again is a ``REDELIVERY``, not a
+duplicate), and the totals remember the last applied position (a record at or before it is
+not applied again). The current value is written again either way, so the changelog has it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from typing import Any
+
+from aiokafka.structs import ConsumerRecord
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from streams import topics
+from streams.db.connect import aconnect, mapped_errors
+from streams.db.queries import query
+from streams.errors import DatabaseUnavailable, InvalidEvent
+from streams.events import XpEvent, decode_record
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.totals.dedupe import (
+    Sighting,
+    Verdict,
+    classify,
+    decode_sighting,
+    encode_sighting,
+    expired,
+    from_ledger,
+)
+from streams.totals.fold import Totals, already_applied, decode_totals, encode_totals, fold
+from streams.worker.checkpoint import Checkpoint
+from streams.worker.state import TableState, new_table
+
+log = logging.getLogger(__name__)
+
+
+class XpStream:
+    """The XP topic's fold (:class:`streams.worker.reader.FoldStream`).
+
+    Args:
+        app: the worker's Faust app (its tables are created here).
+        settings: topic, limits, dedupe horizon, database (ledger checks).
+        metrics: ``xp_records_total{stage="worker"}``, freshness, ledger checks, expiry.
+    """
+
+    stage = "worker"
+
+    def __init__(self, app: Any, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.topic = settings.xp_topic
+        self.dlq_topic = settings.dlq_topic
+        self.totals: TableState[Totals] = TableState(
+            new_table(app, settings, topics.TOTALS_TABLE), encode_totals, decode_totals)
+        self.seen: TableState[Sighting] = TableState(
+            new_table(app, settings, topics.DEDUPE_TABLE), encode_sighting, decode_sighting)
+        self.tables: list[TableState[Any]] = [self.totals, self.seen]
+        self.limits = settings.limits()
+        self._conn: Any = None
+        self._newest_created = 0.0
+
+    async def fold(self, partition: int, records: list[ConsumerRecord[bytes, bytes]],
+                   checkpoint: Checkpoint, now: float) -> int:
+        """Fold ``records`` of ``partition``, in order; return how many were invalid.
+
+        Per record: validate (invalid -> DLQ); per event in it (one, or a batched record's
+        events in order): classify its event id (:mod:`.dedupe`), fold a new event into its
+        student's totals (:mod:`.fold`). Table writes go to the checkpoint's overlays: one
+        changelog record per student and per event id per checkpoint.
+        """
+        counts: Counter[str] = Counter()
+        position = (partition, self.settings.topic_partitions)
+        invalid = 0
+        for record in records:
+            try:
+                events = decode_record(record.key, record.value, self.limits, position,
+                                       record.timestamp / 1000)
+            except InvalidEvent as exc:
+                checkpoint.dead_letter(self.dlq_topic, record, exc)
+                invalid += 1
+                continue
+            for index, event in enumerate(events):
+                try:
+                    counts[await self._take(record, event, index, now)] += 1
+                except InvalidEvent as exc:  # total_overflow: the ledger keeps it
+                    checkpoint.dead_letter(self.dlq_topic, record, exc)
+                    invalid += 1
+        counts["invalid"] += invalid
+        for outcome, n in counts.items():
+            if n:
+                self.metrics.records.labels(self.stage, outcome).inc(n)
+        return invalid
+
+    async def _take(self, record: ConsumerRecord[bytes, bytes], ev: XpEvent, index: int,
+                    now: float) -> str:
+        """Dedupe and fold one event ``ev`` at ``index`` in ``record``; return its outcome
+        (``valid``, ``redelivery``, ``duplicate``, ``conflict``). Raises
+        :class:`InvalidEvent` (``total_overflow``)."""
+        p, offset = record.partition, record.offset
+        id_key = uuid.UUID(ev.id).bytes
+        sighting = self.seen.get(p, id_key)
+        verdict = classify(sighting, ev.fingerprint, p, offset, index)
+        created = ev.created_at.timestamp()
+        if verdict is Verdict.NEW and created < now - self.settings.dedupe_horizon_seconds:
+            verdict = from_ledger(await self.ledger_position(ev.id), ev.fingerprint, p, offset,
+                                  index)
+            self.metrics.ledger_checks.labels(verdict.value).inc()
+        if verdict is Verdict.CONFLICT:
+            log.warning("conflict: event %s at %s/%s[%s] differs from its first sighting; "
+                        "the first one wins", ev.id, p, offset, index)
+        if verdict in (Verdict.DUPLICATE, Verdict.CONFLICT):
+            return str(verdict.value)
+        key = ev.student_id.encode()
+        current = self.totals.get(p, key)
+        if already_applied(current, p, offset, index):
+            # The changelog may hold this fold ahead of the durable position: write the value
+            # again (downstream the version guard makes it idempotent).
+            outcome = "redelivery"
+            assert current is not None
+            self.totals.put(p, key, current)
+        else:
+            self.totals.put(p, key, fold(current, ev, p, offset, now, index))
+            outcome = "valid"
+        if sighting is None:
+            sighting = Sighting(ev.fingerprint, p, offset, now, created, index)
+        self.seen.put(p, id_key, sighting)
+        if created > self._newest_created:
+            self._newest_created = created
+            self.metrics.freshness.labels(self.stage).set(created)
+        return outcome
+
+    def housekeeping(self, partitions: set[int], checkpoint: Checkpoint, now: float) -> None:
+        """Drop dedupe entries past the horizon in ``partitions`` (tombstones in the next
+        checkpoint)."""
+        horizon = self.settings.dedupe_horizon_seconds
+        dropped = 0
+        for p in partitions:
+            for key, sighting in self.seen.stored(p):
+                if expired(sighting, now, horizon) and self.seen.get(p, key) is not None:
+                    self.seen.put(p, key, None)
+                    dropped += 1
+        if dropped:
+            self.metrics.dedupe_expired.inc(dropped)
+            log.info("dedupe: expired %d entries past the horizon", dropped)
+
+    async def ledger_position(self, event_id: str) -> tuple[int, int, int, bytes] | None:
+        """Return (partition, offset, record_index, fingerprint) of ``event_id`` in the
+        ledger, or None. Retries with backoff while the database is unavailable (the reader
+        waits; ``XP_DB_RETRY_MAX_SECONDS`` caps the backoff)."""
+        result: list[tuple[int, int, int, bytes]] = []
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(DatabaseUnavailable),
+            wait=wait_exponential_jitter(initial=0.2, max=self.settings.db_retry_max_seconds),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = await aconnect(self.settings.database_url, autocommit=True)
+                    with mapped_errors(self.settings.database_url):
+                        cur = await self._conn.execute(query("ledger_position"), {"id": event_id})
+                        result = [(p, o, i, bytes(fp)) for p, o, i, fp in await cur.fetchall()]
+                except DatabaseUnavailable:
+                    self._conn = None
+                    raise
+        return result[0] if result else None

@@ -1,0 +1,103 @@
+"""The worker process: a Faust app with the streams' tables and no agents, and the batch reader
+(docs/design.md, "Fold worker").
+
+With no agents, Faust's consumer group (:func:`streams.topics.tables_group`) subscribes only
+the table changelogs; its assignor co-partitions them, so partition p of every table lands on
+one worker, and it recovers them after every rebalance. The reader then reads partition p of
+each source topic (:mod:`streams.worker.reader`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from streams import topics
+from streams.metrics import Metrics
+from streams.progress.stream import ActionStream
+from streams.settings import Settings
+from streams.totals.stream import XpStream
+from streams.worker import faust_internals
+from streams.worker.checkpoint import decode_position, encode_position
+from streams.worker.reader import FoldStream, SourceReader
+from streams.worker.state import TableState, new_table
+
+log = logging.getLogger(__name__)
+
+
+def faust_broker_urls(settings: Settings) -> list[str]:
+    """Faust's form of the bootstrap list: ``kafka://host:port`` each."""
+    return [f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")]
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the Faust app for ``settings`` (app id = :func:`streams.topics.tables_group`)."""
+    credentials: Any = None
+    client = settings.kafka_client_kwargs()
+    if settings.kafka_security_protocol.startswith("SASL"):
+        credentials = faust.SASLCredentials(
+            username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
+            mechanism=client["sasl_mechanism"], ssl_context=client.get("ssl_context"),
+        )
+    elif settings.kafka_security_protocol == "SSL":
+        credentials = faust.SSLCredentials(client["ssl_context"])
+    return faust.App(
+        topics.tables_group(settings.worker_group),
+        broker=faust_broker_urls(settings),
+        broker_credentials=credentials,
+        store=settings.table_store,
+        datadir=settings.data_dir,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        broker_session_timeout=settings.broker_session_timeout,
+        broker_heartbeat_interval=max(0.5, settings.broker_session_timeout / 5),
+        broker_rebalance_timeout=settings.broker_rebalance_timeout,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        table_standby_replicas=0,
+    )
+
+
+def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, SourceReader]:
+    """Create the app, the streams' tables, the positions table and the reader, wired to
+    Faust's rebalance signals. Raises :class:`faust_internals.FaustMismatch`."""
+    faust_internals.patch_all(settings)
+    app = create_app(settings)
+    if settings.faust_sensor:
+        from faust.sensors.prometheus import setup_prometheus_sensors
+
+        setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
+    positions: TableState[int] = TableState(
+        new_table(app, settings, topics.POSITIONS_TABLE), encode_position, decode_position)
+    streams: list[FoldStream] = [XpStream(app, settings, metrics),
+                                 ActionStream(app, settings, metrics)]
+    reader = SourceReader(settings, metrics, streams, positions)
+
+    @positions.table.on_recover  # type: ignore[untyped-decorator]
+    async def on_recover() -> None:
+        await reader.on_recovered(app)
+
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await reader.on_revoked()
+
+    app.on_partitions_revoked.connect(on_revoked)
+    return app, reader
+
+
+def run(settings: Settings, metrics: Metrics) -> None:
+    """Run the worker until SIGTERM/SIGINT: the reader checkpoints its batch in progress and
+    closes before Faust leaves the group."""
+    app, reader = build(settings, metrics)
+
+    class Worker(faust.Worker):
+        async def on_stop(self) -> None:
+            await reader.stop()
+            await super().on_stop()
+
+    Worker(app, loglevel="INFO", quiet=True, console_port=0).execute_from_commandline()

@@ -1,0 +1,202 @@
+"""The one place that touches faust-streaming's internals (docs/design.md, "Fold worker").
+
+Everything else in the project uses Faust's public API only (App, Table, signals, Worker). What
+is here reaches past it, so it is pinned to one faust-streaming version: :func:`patch_all` checks
+the installed version and that every attribute it relies on exists, and refuses to start
+otherwise (:class:`FaustMismatch`), so an upgrade fails at start-up instead of corrupting state.
+
+- two workarounds for Faust's own table-recovery consumer on Tansu (:func:`patch_all`);
+- a store read of one key in one partition (:func:`store_get`), and a store write of a
+  checkpoint's acknowledged changelog records (:func:`store_write`);
+- the partitions of the table changelogs this worker holds as actives (:func:`held_partitions`).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from streams.errors import StreamsError
+from streams.kafka import OffsetReader
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PINNED_VERSION = "0.15.3"
+"""The faust-streaming version these internals were read from (pyproject.toml pins it)."""
+
+
+class FaustMismatch(StreamsError):
+    """The installed faust-streaming is not the version the worker's internals were written for."""
+
+
+def _driver() -> Any:
+    from faust.transport.drivers import aiokafka as driver
+
+    return driver
+
+
+def _required() -> list[tuple[Any, str]]:
+    """(object, attribute) pairs this module reads or replaces."""
+    from faust.stores import memory, rocksdb
+
+    driver = _driver()
+    return [
+        (driver.AIOKafkaConsumerThread, "_highwaters"),
+        (driver.AIOKafkaConsumerThread, "_create_worker_consumer"),
+        (rocksdb.Store, "_db_for_partition"),
+        (rocksdb.Store, "apply_changelog_batch"),
+        (rocksdb.Store, "_visible_items"),
+        (memory.Store, "_key_partition"),
+    ]
+
+
+def check_version() -> None:
+    """Raise :class:`FaustMismatch` unless faust-streaming is :data:`PINNED_VERSION` and every
+    attribute this module relies on exists."""
+    installed = importlib.metadata.version("faust-streaming")
+    if installed != PINNED_VERSION:
+        raise FaustMismatch(
+            f"faust-streaming {installed} is installed; the worker's Faust internals "
+            f"(streams/worker/faust_internals.py) were written for {PINNED_VERSION}")
+    from faust.stores import memory
+
+    for owner, name in _required():
+        if owner is memory.Store:
+            # an instance attribute, set in __post_init__
+            if name not in memory.Store.__post_init__.__code__.co_names:
+                raise FaustMismatch(f"faust-streaming: {owner.__name__}.{name} is gone")
+        elif not hasattr(owner, name):
+            raise FaustMismatch(f"faust-streaming: {owner.__name__}.{name} is gone")
+
+
+def patch_all(settings: Settings) -> None:
+    """Check the version (:func:`check_version`), then patch Faust's recovery consumer:
+
+    - High watermarks: Faust reads a changelog up to the high watermark from
+      ListOffsets(latest) and refuses to start when a persisted offset is above it. Tansu
+      answers the base offset of the last record batch instead (docs/design.md, "Local
+      stack"), so recovery would stop short of the last records or fail with
+      ``ConsistencyError`` after a kill -9. The lookup is corrected with one fetch
+      (:meth:`streams.kafka.OffsetReader.high_watermarks`), a no-op on brokers that answer right.
+    - Fetch wait: Faust fixes ``fetch_max_wait_ms=1500`` on its consumer; Tansu answers a fetch
+      at a partition's end only when it expires, so each step of recovery waits 1.5 s. It is
+      set to ``settings.fetch_max_wait_ms``.
+
+    Idempotent. Raises :class:`FaustMismatch`.
+    """
+    check_version()
+    driver = _driver()
+    original = driver.AIOKafkaConsumerThread._highwaters
+    if not getattr(original, "patched", False):
+        async def _highwaters(self: Any, partitions: list[Any]) -> dict[Any, int]:
+            result = dict(await original(self, partitions))
+            async with OffsetReader(settings) as reader:
+                for topic in {tp.topic for tp in partitions}:
+                    true_ends = await reader.high_watermarks(topic)
+                    for tp in partitions:
+                        if tp.topic == topic and tp.partition in true_ends:
+                            result[tp] = max(result.get(tp) or 0, true_ends[tp.partition])
+            return result
+
+        _highwaters.patched = True  # type: ignore[attr-defined]
+        driver.AIOKafkaConsumerThread._highwaters = _highwaters
+
+    create = driver.AIOKafkaConsumerThread._create_worker_consumer
+    if not getattr(create, "patched", False):
+        def _create_worker_consumer(self: Any, transport: Any) -> Any:
+            client = create(self, transport)
+            client._fetch_max_wait_ms = settings.fetch_max_wait_ms
+            return client
+
+        _create_worker_consumer.patched = True  # type: ignore[attr-defined]
+        driver.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+
+
+def _is_rocksdb(store: Any) -> bool:
+    return hasattr(store, "_db_for_partition")
+
+
+def store_get(table: Any, partition: int, key: bytes) -> bytes | None:
+    """The value of ``key`` in ``partition`` of ``table``'s local store (None: absent).
+
+    Faust's own read looks the partition up from the current event (a context variable of the
+    agent path, which the reader does not use) or scans every partition's RocksDB.
+    """
+    store = table.data
+    if _is_rocksdb(store):
+        value: bytes | None = store._db_for_partition(partition).get(key)
+        return value
+    return store.data.get(key)  # type: ignore[no-any-return]
+
+
+class _Message(NamedTuple):
+    """The fields of a changelog message Faust's ``apply_changelog_batch`` reads."""
+
+    tp: Any
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes | None
+
+
+class _Event(NamedTuple):
+    message: _Message
+    key: bytes
+    value: bytes | None
+
+
+def store_write(table: Any, partition: int, entries: Mapping[bytes, bytes | None],
+                last_offset: int) -> None:
+    """Write ``entries`` (key -> value, None = delete) to ``partition`` of ``table``'s local
+    store, and record ``last_offset`` as the newest changelog offset they reflect (Faust's
+    recovery reads the changelog from there on the next start).
+
+    RocksDB: one write batch through the store's ``apply_changelog_batch``. Memory store (tests):
+    the dict, with the key's partition noted so a revoked partition's keys are dropped.
+    """
+    from faust.types import TP
+
+    store = table.data
+    tp = TP(table.changelog_topic.get_topic_name(), partition)
+    if _is_rocksdb(store):
+        events = [_Event(_Message(tp, partition, last_offset, k, v), k, v)
+                  for k, v in entries.items()]
+        store.apply_changelog_batch(events, to_key=lambda k: k, to_value=lambda v: v)
+        return
+    for key, value in entries.items():
+        if value is None:
+            store.data.pop(key, None)
+            store._key_partition.pop(key, None)
+        else:
+            store.data[key] = value
+            store._key_partition[key] = partition
+
+
+def held_partitions(app: Any, changelog_topics: list[str]) -> set[int]:
+    """The partitions this worker holds as the active owner of every table's changelog.
+
+    Faust's assignor co-partitions changelogs of equal partition count, so partition p of every
+    table lands on one worker; a partition held for some tables only (never seen) is left out
+    and logged.
+    """
+    actives = app.assignor.assigned_actives()
+    per_topic = [{tp.partition for tp in actives if tp.topic == t} for t in changelog_topics]
+    held = set.intersection(*per_topic) if per_topic else set()
+    partial = set.union(*per_topic) - held if per_topic else set()
+    if partial:
+        log.error("table partitions %s are assigned for some tables only; not reading them",
+                  sorted(partial))
+    return held
+
+
+def store_items(table: Any, partition: int) -> list[tuple[bytes, bytes]]:
+    """Every key and value of ``partition`` in ``table``'s local store (Faust's bookkeeping
+    keys left out), as a list: the caller may change the store while it walks them."""
+    store = table.data
+    if _is_rocksdb(store):
+        return list(store._visible_items(store._db_for_partition(partition)))
+    return [(k, v) for k, v in store.data.items()
+            if store._key_partition.get(k) == partition]

@@ -1,0 +1,266 @@
+"""The batch reader: reads the source topics in batches and folds them into Faust tables
+(docs/design.md, "Fold worker").
+
+Faust keeps the consumer group of the tables (assignment, changelogs, recovery); the reader has
+its own aiokafka consumer with no group membership (``assign()``), for every stream's source
+topic. After each recovery it is assigned partition p of every source topic for each table
+partition p this worker holds, and seeks to the position recovered from the positions table
+(none: the worker group's committed offset, else the log start). Then, in a loop: fetch a batch
+(``getmany``), let each stream fold its records into the tables' overlays, checkpoint
+(:mod:`streams.worker.checkpoint`).
+
+Rebalances (public hooks only): when Faust revokes partitions, the batch in progress finishes
+and checkpoints before the reader lets go of its source partitions; after recovery the reader
+is assigned again (:meth:`SourceReader.on_recovered`). An unexpected error ends the process at
+once (exit 70) without a checkpoint, like kill -9: the batch is read again after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from streams import kafka
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.worker import faust_internals
+from streams.worker.checkpoint import Checkpoint, Failpoint, position_key
+from streams.worker.state import TableState
+
+log = logging.getLogger(__name__)
+
+
+class FoldStream(Protocol):
+    """One source topic and its pure fold, as the reader drives it (the XP stream, the action
+    stream; a third stream fits the same shape)."""
+
+    topic: str
+    """The source topic (records keyed so that one owner's records share a partition)."""
+    stage: str
+    """The ``stage`` label of its metrics."""
+    tables: list[TableState[Any]]
+    """The tables it writes, partitioned like its topic."""
+
+    async def fold(self, partition: int, records: list[ConsumerRecord[bytes, bytes]],
+                   checkpoint: Checkpoint, now: float) -> int:
+        """Fold ``records`` of ``partition`` (in offset order) into the tables' overlays and
+        ``checkpoint``'s DLQ records; return how many records were invalid. Never raises for
+        bad input."""
+        ...
+
+    def housekeeping(self, partitions: set[int], checkpoint: Checkpoint, now: float) -> None:
+        """Periodic upkeep of the tables (e.g. dedupe expiry) for the held ``partitions``."""
+        ...
+
+
+class DlqLimit:
+    """Stops the worker when too many records are invalid (arroyo's ``DlqLimit``): over the
+    last ``window`` records, the share of invalid ones may not exceed ``ratio``. Off when
+    ``ratio`` is 0 (the default): a bad producer deploy is then dead-lettered whole.
+
+    Args:
+        ratio: the largest allowed share of invalid records (0 < ratio <= 1; 0 = off).
+        window: records over which the share is taken (at least this many before it trips).
+    """
+
+    def __init__(self, ratio: float, window: int) -> None:
+        self.ratio = ratio
+        self.window = window
+        self._recent: deque[tuple[int, int]] = deque()
+        """(records, invalid) of each batch in the window, oldest first."""
+        self._invalid = 0
+        self._total = 0
+
+    def add(self, records: int, invalid: int) -> bool:
+        """Count a batch of ``records`` of which ``invalid`` were; True when the limit is
+        passed."""
+        if not self.ratio:
+            return False
+        self._recent.append((records, invalid))
+        self._total += records
+        self._invalid += invalid
+        while len(self._recent) > 1 and self._total - self._recent[0][0] >= self.window:
+            old_records, old_invalid = self._recent.popleft()
+            self._total -= old_records
+            self._invalid -= old_invalid
+        return self._total >= self.window and self._invalid > self.ratio * self._total
+
+    @property
+    def share(self) -> float:
+        """The share of invalid records in the window."""
+        return self._invalid / self._total if self._total else 0.0
+
+
+class SourceReader:
+    """Reads the source topics of ``streams`` and checkpoints what they fold.
+
+    Args:
+        settings: brokers, the worker group (lag monitoring), batch size and wait.
+        metrics: records, checkpoint and gap metrics.
+        streams: the folds, one per source topic.
+        positions: the positions table (source partition -> next offset to read).
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics, streams: list[FoldStream],
+                 positions: TableState[int]) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.streams = {s.topic: s for s in streams}
+        self.positions = positions
+        self.tables = [t for s in streams for t in s.tables]
+        self.held: set[int] = set()
+        """Partitions (of every source topic and table) this worker reads and writes."""
+        self._lock = asyncio.Lock()
+        self._ready = asyncio.Event()
+        self._stopping = False
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._checkpoint: Checkpoint | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._next_offset: dict[TopicPartition, int] = {}
+        self._next_housekeeping = 0.0
+        self._dlq_limit = DlqLimit(settings.worker_dlq_limit, settings.worker_dlq_window)
+        self.halted: str | None = None
+        """Why the reader stopped advancing (the DLQ limit), or None."""
+
+    @property
+    def changelog_topics(self) -> list[str]:
+        """Every table's changelog topic, the positions table's included."""
+        return [t.topic for t in self.tables] + [self.positions.topic]
+
+    async def _start_clients(self) -> None:
+        self._consumer = kafka.consumer(
+            self.settings, self.settings.worker_group,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms)
+        await self._consumer.start()
+        self._producer = kafka.producer(self.settings, linger_ms=0)
+        await self._producer.start()
+        self._checkpoint = Checkpoint(self._producer, self.tables, self.positions,
+                                      self._commit, self.metrics,
+                                      Failpoint(self.settings.worker_failpoint))
+        self._task = asyncio.ensure_future(self._run())
+
+    async def on_recovered(self, app: Any) -> None:
+        """After Faust recovered the tables: read partition p of every source topic for each
+        table partition p this worker holds, from its recovered position."""
+        held = faust_internals.held_partitions(app, self.changelog_topics)
+        async with self._lock:
+            if self._stopping:
+                return
+            if self._consumer is None:
+                await self._start_clients()
+            assert self._consumer is not None
+            tps = [TopicPartition(t, p) for t in self.streams for p in sorted(held)]
+            self._consumer.assign(tps)
+            sought: dict[tuple[str, int], int] = {}
+            for tp in tps:
+                position = self.positions.get(tp.partition, position_key(tp.topic, tp.partition))
+                if position is not None:
+                    self._consumer.seek(tp, position)
+                    sought[(tp.topic, tp.partition)] = position
+                # else: the worker group's committed offset (the first start of this worker
+                # over an older one), else the log start (auto_offset_reset=earliest)
+            self.held = held
+            self._next_offset.clear()
+            log.info("reading partitions %s from %s", sorted(held),
+                     {f"{t}/{p}": o for (t, p), o in sought.items()}
+                     or "the group's committed offsets")
+            # The recovered positions are durable: publish them for lag monitoring now (a
+            # crash between a checkpoint's steps 3 and 5 left the group behind them, and a
+            # partition with no new records would never move it).
+            if sought:
+                try:
+                    await self._commit(sought)
+                except Exception as exc:
+                    log.warning("lag-monitoring commit failed (%s)", exc)
+            if held and self.halted is None:
+                self._ready.set()
+
+    async def on_revoked(self) -> None:
+        """At the start of a rebalance: finish the batch in progress (it checkpoints), then let
+        go of the source partitions until :meth:`on_recovered`."""
+        self._ready.clear()
+        async with self._lock:
+            if self._consumer is not None:
+                self._consumer.assign([])
+            self.held = set()
+
+    async def stop(self) -> None:
+        """Graceful stop (SIGTERM): finish and checkpoint the batch in progress, then close."""
+        self._stopping = True
+        self._ready.set()
+        async with self._lock:
+            if self._task is not None:
+                self._task.cancel()
+            for client in (self._consumer, self._producer):
+                if client is not None:
+                    await client.stop()
+
+    async def _run(self) -> None:
+        try:
+            while not self._stopping:
+                await self._ready.wait()
+                async with self._lock:
+                    if self._stopping or not self.held:
+                        continue
+                    await self._step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.critical("unexpected error in the batch reader; exiting without a checkpoint "
+                         "(the batch is read again after the restart)", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
+
+    async def _step(self) -> None:
+        """Fetch one batch, fold it (step 1), checkpoint it (steps 2-5)."""
+        assert self._consumer is not None and self._checkpoint is not None
+        cp = self._checkpoint
+        data = await self._consumer.getmany(
+            timeout_ms=int(self.settings.worker_batch_seconds * 1000),
+            max_records=self.settings.worker_batch_records)
+        now = time.time()
+        records = invalid = 0
+        for tp, recs in data.items():
+            if tp.partition not in self.held or not recs:
+                continue
+            invalid += await self.streams[tp.topic].fold(tp.partition, recs, cp, now)
+            records += len(recs)
+            expected = self._next_offset.get(tp)
+            if expected is not None and recs[0].offset != expected:
+                self.metrics.offset_gaps.labels(tp.topic).inc()
+            self._next_offset[tp] = recs[-1].offset + 1
+            cp.advance(tp.topic, tp.partition, recs[-1].offset + 1)
+        if records and self._dlq_limit.add(records, invalid):
+            self._halt()
+            return
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + self.settings.dedupe_expire_interval_seconds
+            for stream in self.streams.values():
+                stream.housekeeping(self.held, cp, now)
+        if not cp.empty:
+            await cp.run()
+
+    def _halt(self) -> None:
+        """The DLQ limit tripped: drop this batch unwritten and stop reading."""
+        assert self._checkpoint is not None
+        self._checkpoint.discard(set(self.held))
+        self.halted = (f"{self._dlq_limit.share:.1%} of the last {self._dlq_limit.window} "
+                       f"records were invalid, over XP_WORKER_DLQ_LIMIT="
+                       f"{self._dlq_limit.ratio}")
+        self.metrics.dlq_limit_halted.set(1)
+        log.critical("DLQ limit: %s; the worker stops advancing (docs/runbook.md, "
+                     "'XpWorkerDlqLimit')", self.halted)
+        self._ready.clear()
+        self.held = set()
+
+    async def _commit(self, advanced: dict[tuple[str, int], int]) -> None:
+        assert self._consumer is not None
+        await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in advanced.items()})

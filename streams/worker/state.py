@@ -1,0 +1,93 @@
+"""A Faust table as the batch reader sees it: this checkpoint's changes over the local store.
+
+Reads go overlay -> local store (the RocksDB partition, or the memory store in tests); writes
+go to the overlay only. The checkpoint (:mod:`streams.worker.checkpoint`) encodes each touched
+key once, produces it to the table's changelog, and only after the broker acknowledged it (and
+the position is durable) writes the local store (docs/design.md, "Fold worker: checkpoints").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from streams import topics
+from streams.settings import Settings
+from streams.worker import faust_internals
+
+V = TypeVar("V")
+
+
+class TableState(Generic[V]):
+    """One Faust table, partitioned like the source topics, with values of type ``V``.
+
+    Args:
+        table: the Faust table (``app.Table``; raw bytes keys and values).
+        encode: value -> changelog bytes.
+        decode: changelog bytes -> value; raises ``ValueError``/``TypeError`` on bad bytes.
+    """
+
+    def __init__(self, table: Any, encode: Callable[[V], bytes],
+                 decode: Callable[[bytes], V]) -> None:
+        self.table = table
+        self.encode = encode
+        self.decode = decode
+        self.topic: str = table.changelog_topic.get_topic_name()
+        """The changelog topic (partition p holds the keys of source partition p)."""
+        self.pending: dict[int, dict[bytes, V | None]] = {}
+        """partition -> key -> value this checkpoint will write (None: delete)."""
+
+    def get(self, partition: int, key: bytes) -> V | None:
+        """The value of ``key`` in ``partition``: this checkpoint's, else the local store's."""
+        part = self.pending.get(partition)
+        if part is not None and key in part:
+            return part[key]
+        raw = faust_internals.store_get(self.table, partition, key)
+        return None if raw is None else self.decode(raw)
+
+    def put(self, partition: int, key: bytes, value: V | None) -> None:
+        """Set ``key`` in ``partition`` to ``value`` (None: delete) in this checkpoint."""
+        part = self.pending.get(partition)
+        if part is None:
+            part = self.pending[partition] = {}
+        part[key] = value
+
+    def take(self) -> dict[int, dict[bytes, bytes | None]]:
+        """This checkpoint's changes, encoded (one value per key), and an empty overlay."""
+        out = {p: {k: None if v is None else self.encode(v) for k, v in part.items()}
+               for p, part in self.pending.items() if part}
+        self.pending = {}
+        return out
+
+    def discard(self, partitions: set[int]) -> None:
+        """Forget what this checkpoint holds for ``partitions`` (revoked before it was written)."""
+        for p in partitions:
+            self.pending.pop(p, None)
+
+    def stored(self, partition: int) -> Iterator[tuple[bytes, V]]:
+        """Every key and value of ``partition`` in the local store (expiry scans)."""
+        for key, raw in faust_internals.store_items(self.table, partition):
+            yield key, self.decode(raw)
+
+
+def store_options(settings: Settings) -> dict[str, int]:
+    """RocksDB options of each table store within ``settings.rocksdb_memory_mb``: half block
+    cache, half two write buffers (the memory store ignores them). Faust's defaults (2 GiB
+    cache, 3 x 64 MiB buffers per store) let the worker's RSS grow without a useful bound."""
+    budget = settings.rocksdb_memory_mb * 1024 * 1024
+    return {"block_cache_size": budget // 2, "block_cache_compressed_size": 0,
+            "write_buffer_size": budget // 4, "max_write_buffer_number": 2,
+            "target_file_size_base": budget // 4}
+
+
+def new_table(app: Any, settings: Settings, name: str) -> Any:
+    """A Faust table ``name`` of raw bytes, partitioned like the source topics, whose changelog
+    is ``<worker group>-<name>-changelog`` (:func:`streams.topics.changelog_topic`; compacted)
+    whatever Faust's own group is called."""
+    changelog = app.topic(
+        topics.changelog_topic(settings.worker_group, name), key_type=bytes, value_type=bytes,
+        partitions=settings.topic_partitions, compacting=True, deleting=False, acks=False,
+        internal=True, allow_empty=True)
+    return app.Table(name, default=None, key_type=bytes, value_type=bytes,
+                     partitions=settings.topic_partitions, changelog_topic=changelog,
+                     options=store_options(settings))

@@ -1,0 +1,178 @@
+"""The fold worker's checkpoint under crashes and rebalances, on real Tansu and PostgreSQL
+(docs/design.md, "Fold worker: checkpoints"; guarantees 1-4 and 9)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from streams import kafka
+from streams.dev.procs import free_port
+from streams.dev.stack import PipelineProcess
+from streams.loadgen import LoadSpec, generate
+from streams.settings import Settings
+from tests.integration.conftest import Pipeline, query_one
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.1):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def folded(settings: Settings) -> int:
+    """Events applied to the totals in PostgreSQL (sum of the rows' versions)."""
+    return int(query_one(settings.database_url,  # type: ignore[call-overload]
+                         "SELECT coalesce(sum(version), 0) FROM xp_totals")[0])
+
+
+def log_of(proc: PipelineProcess) -> str:
+    return proc.log_path.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("step", ["produced", "positioned"])
+def test_kill_between_checkpoint_steps_is_exact(settings: Settings, tmp_path: Path,
+                                                step: str) -> None:
+    """kill -9 (exit 137 at a failpoint) after the changelog is acknowledged and before the
+    position is written, and after the position and before the local store: after a restart
+    the ledger, the totals and the DLQ are exact (guarantee 4), RocksDB store."""
+    s = settings.with_(table_store="rocksdb://", worker_failpoint=f"{step}:4",
+                       worker_batch_records=500)
+    pipeline = Pipeline(s, tmp_path / "p")
+    records, expected = generate(LoadSpec(events=12000, students=200, seed=31,
+                                          max_record_bytes=s.max_record_bytes))
+    try:
+        pipeline.start()
+        pipeline.publish(records)
+        worker = pipeline.procs["worker"]
+        wait_for(lambda: not worker.alive(), 120, f"the worker to stop at failpoint {step}")
+        assert worker.proc is not None and worker.proc.returncode == 137, log_of(worker)[-2000:]
+        assert f"failpoint {step}: exiting" in log_of(worker)
+        pipeline.killed.add("worker")
+        assert folded(s) < expected.valid_unique, "crashed too late to prove anything"
+        worker.settings = s.with_(worker_failpoint="")
+        pipeline.start("worker")
+        pipeline.wait_caught_up()
+        pipeline.assert_exact(expected)
+    finally:
+        pipeline.stop()
+
+
+def extra_worker(settings: Settings, tmp_path: Path, name: str, **changes: object
+                 ) -> PipelineProcess:
+    """Another worker process of the same group, with its own store directory and port."""
+    s = settings.with_(data_dir=str(tmp_path / name), **changes)
+    return PipelineProcess("worker", s, tmp_path / f"{name}.log", free_port())
+
+
+def test_rebalance_in_the_middle_of_a_checkpoint(settings: Settings, tmp_path: Path) -> None:
+    """A second worker joins while the first pauses inside a checkpoint (changelog
+    acknowledged, position not yet written): the revoke waits for the checkpoint, the
+    partitions are split, nothing is lost or counted twice (guarantee 9)."""
+    s = settings.with_(worker_batch_records=500)
+    pipeline = Pipeline(s.with_(worker_failpoint="produced:3:6"), tmp_path / "p")
+    second = extra_worker(s, tmp_path, "worker-2")
+    records, expected = generate(LoadSpec(events=12000, students=200, seed=32,
+                                          max_record_bytes=s.max_record_bytes))
+    try:
+        pipeline.start()
+        pipeline.publish(records)
+        first = pipeline.procs["worker"]
+        wait_for(lambda: "failpoint produced: pausing" in log_of(first), 120,
+                 "the first worker to pause inside a checkpoint")
+        second.start()
+        wait_for(lambda: "reading partitions" in log_of(second), 60,
+                 "the second worker to be assigned partitions")
+        pipeline.wait_caught_up()
+        pipeline.assert_exact(expected)
+        assert first.alive() and second.alive(), log_of(first)[-2000:] + log_of(second)[-2000:]
+    finally:
+        second.stop()
+        pipeline.stop()
+
+
+def test_worker_joins_while_another_is_killed(settings: Settings, tmp_path: Path) -> None:
+    """Two workers share the partitions; a third joins and one of the first two is killed -9
+    at once: the survivors recover its tables and positions; exact (guarantees 4, 9)."""
+    s = settings.with_(worker_batch_records=500)
+    pipeline = Pipeline(s, tmp_path / "p")
+    second = extra_worker(s, tmp_path, "worker-2")
+    third = extra_worker(s, tmp_path, "worker-3")
+    records, expected = generate(LoadSpec(events=16000, students=300, seed=33,
+                                          max_record_bytes=s.max_record_bytes))
+    try:
+        pipeline.start()
+        second.start()
+        wait_for(lambda: "reading partitions" in log_of(second), 60,
+                 "the second worker to be assigned partitions")
+        pipeline.publish(records[: len(records) // 2])
+        wait_for(lambda: folded(s) > 1000, 120, "the workers to fold some events")
+        third.start()
+        pipeline.kill("worker")
+        pipeline.publish(records[len(records) // 2:])
+        pipeline.wait_caught_up()
+        pipeline.assert_exact(expected)
+        assert second.alive() and third.alive()
+    finally:
+        second.stop()
+        third.stop()
+        pipeline.stop()
+
+
+def metric(port: int, name: str) -> float:
+    """One sample (name with labels, as exposed) of a process's /metrics; 0 when absent or
+    not served yet."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - local server
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_dlq_limit_stops_the_worker_before_a_bad_deploy_is_dead_lettered(
+        settings: Settings, tmp_path: Path) -> None:
+    """XP_WORKER_DLQ_LIMIT: a burst of invalid records passes the share; the worker stops
+    advancing, says why, and sets its gauge; nothing of the burst reaches the DLQ past the
+    window. Restarted with the limit off, it goes on and dead-letters them."""
+    s = settings.with_(worker_dlq_limit=0.5, worker_dlq_window=200)
+    pipeline = Pipeline(s, tmp_path / "p")
+    good, expected = generate(LoadSpec(events=500, students=50, seed=34, invalid_ratio=0.0,
+                                       duplicate_ratio=0.0, conflict_ratio=0.0,
+                                       max_record_bytes=s.max_record_bytes))
+    bad = [(key, b"{not json") for key, _ in good[:1000]] * 2
+    try:
+        pipeline.start("worker")
+        pipeline.publish(good)
+        wait_for(lambda: metric(s.metrics_port, 'xp_records_total{outcome="valid",stage="worker"}')
+                 >= expected.valid_unique, 60, "the good records to be folded")
+        pipeline.publish(bad)
+        wait_for(lambda: metric(s.metrics_port, "xp_worker_dlq_limit_halted") == 1, 60,
+                 "the DLQ limit to stop the worker")
+        assert "DLQ limit:" in pipeline.logs("worker")
+        assert pipeline.procs["worker"].alive()
+        dead_lettered = sum(asyncio.run(kafka.high_watermarks(s, s.dlq_topic)).values())
+        assert dead_lettered <= s.worker_dlq_window, dead_lettered
+        # The runbook's way on: restart with the limit off; the burst is dead-lettered.
+        assert pipeline.procs["worker"].stop() == 0
+        pipeline.procs["worker"].settings = s.with_(worker_dlq_limit=0.0)
+        pipeline.start("worker")
+        asyncio.run(kafka.wait_caught_up(s, [(s.worker_group, s.xp_topic)], 60))
+        assert sum(asyncio.run(kafka.high_watermarks(s, s.dlq_topic)).values()) == len(bad)
+    finally:
+        pipeline.stop()
