@@ -7,6 +7,7 @@ lists them. Durations are in seconds unless the name ends in ``_ms``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -192,6 +193,11 @@ class Settings:
                                   "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
         if bool(e.get("KAFKA_SSL_CERTFILE")) != bool(e.get("KAFKA_SSL_KEYFILE")):
             raise ConfigError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
+        failpoint = e.get("XP_WORKER_FAILPOINT", d.worker_failpoint)
+        if failpoint and not re.fullmatch(r"(produced|positioned):[1-9][0-9]*(:[0-9.]+)?",
+                                          failpoint):
+            raise ConfigError(f"XP_WORKER_FAILPOINT={failpoint!r} is not <step>:<n>[:<seconds>]"
+                              " with step produced or positioned")
         store = e.get("XP_TABLE_STORE", d.table_store)
         if not store.startswith(("rocksdb://", "memory://")):
             raise ConfigError(f"XP_TABLE_STORE={store!r} must be rocksdb:// or memory://")
@@ -243,7 +249,7 @@ class Settings:
             ),
             worker_dlq_limit=_float(e, "XP_WORKER_DLQ_LIMIT", d.worker_dlq_limit, 0.0, 1.0),
             worker_dlq_window=_int(e, "XP_WORKER_DLQ_WINDOW", d.worker_dlq_window, 1),
-            worker_failpoint=e.get("XP_WORKER_FAILPOINT", d.worker_failpoint),
+            worker_failpoint=failpoint,
             producer_linger_ms=_int(e, "XP_PRODUCER_LINGER_MS", d.producer_linger_ms),
             fetch_max_wait_ms=_int(e, "XP_FETCH_MAX_WAIT_MS", d.fetch_max_wait_ms, 1),
             faust_sensor=_int(e, "XP_FAUST_SENSOR", int(d.faust_sensor)) != 0,
