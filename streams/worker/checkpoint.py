@@ -7,7 +7,8 @@
 2. **Produce**: each touched key once per table (its newest value) to the table's changelog,
    one record batch per changelog partition, and the batch's DLQ records; await every
    acknowledgement (acks=all). A record that fails for good raises: the process exits without
-   step 3, and the batch is read again after the restart.
+   step 3, and the batch is read again after the restart. Before steps 2 and 3 the worker checks
+   that it still owns its partitions (:class:`FencedOut`).
 3. **Position**: only now the positions record of every advanced source partition (the next
    offset to read) to the positions table's changelog; await it. A durable position P means
    the changelog and DLQ records of every source record before P are acknowledged (I1).
@@ -35,7 +36,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from streams.errors import InvalidEvent
+from streams.errors import InvalidEvent, StreamsError
 from streams.metrics import Metrics
 from streams.worker import faust_internals
 from streams.worker.state import TableState
@@ -60,6 +61,11 @@ def encode_position(offset: int) -> bytes:
 def decode_position(raw: bytes) -> int:
     """Inverse of :func:`encode_position`. Raises ``ValueError``."""
     return int(raw)
+
+
+class FencedOut(StreamsError):
+    """The worker may have lost its partitions (a rebalance it missed, or a pause longer than
+    the session timeout): it must not write a checkpoint, and exits to rejoin."""
 
 
 class Failpoint:
@@ -109,13 +115,17 @@ class Checkpoint:
         commit: step 5, called with ``{(topic, partition): next offset}``; errors are logged.
         metrics: ``xp_worker_checkpoint_seconds``, ``xp_dlq_records_total``.
         failpoint: crash tests' hook between the steps (:class:`Failpoint`).
+        fence: asked before steps 2 and 3: None while this worker still owns its partitions,
+            else why it may not (:class:`FencedOut` is raised with it).
     """
 
     def __init__(self, producer: AIOKafkaProducer, tables: list[TableState[Any]],
                  positions: TableState[int],
                  commit: Callable[[dict[tuple[str, int], int]], Awaitable[None]],
-                 metrics: Metrics, failpoint: Failpoint | None = None) -> None:
+                 metrics: Metrics, failpoint: Failpoint | None = None,
+                 fence: Callable[[], str | None] = lambda: None) -> None:
         self.producer = producer
+        self.fence = fence
         self.failpoint = failpoint or Failpoint("")
         self.tables = tables
         self.positions = positions
@@ -162,6 +172,7 @@ class Checkpoint:
         """Steps 2 to 5 (step 1 is the streams' folding). Raises what the producer raises:
         the caller must then exit without a later checkpoint (the batch is read again)."""
         started = time.monotonic()
+        self._check_fence("changelog")
         # 2. Produce every touched key once, and the DLQ records; await the acknowledgements.
         changes = [(t, t.take()) for t in self.tables]
         out: dict[tuple[str, int], list[_Record]] = dict(self.dlq)
@@ -171,6 +182,7 @@ class Checkpoint:
         acked = await self._produce(out)
         await self.failpoint.reached("produced")
         # 3. Only now the positions: a durable position implies step 2 is acknowledged.
+        self._check_fence("positions")
         positions = self.positions.take()
         acked_positions = await self._produce(
             {(self.positions.topic, p): [(k, v, []) for k, v in entries.items()]
@@ -191,6 +203,11 @@ class Checkpoint:
             except Exception as exc:  # monitoring only: the positions table is the truth
                 log.warning("lag-monitoring commit failed (%s); the next checkpoint retries", exc)
         self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
+
+    def _check_fence(self, what: str) -> None:
+        reason = self.fence()
+        if reason is not None:
+            raise FencedOut(f"not writing the {what}: {reason}")
 
     async def _produce(self, records: dict[tuple[str, int], list[_Record]]
                        ) -> dict[tuple[str, int], int]:

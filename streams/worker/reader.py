@@ -31,7 +31,7 @@ from streams import kafka
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.worker import faust_internals
-from streams.worker.checkpoint import Checkpoint, Failpoint, position_key
+from streams.worker.checkpoint import Checkpoint, Failpoint, FencedOut, position_key
 from streams.worker.state import TableState
 
 log = logging.getLogger(__name__)
@@ -124,11 +124,17 @@ class SourceReader:
         self._producer: AIOKafkaProducer | None = None
         self._checkpoint: Checkpoint | None = None
         self._task: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._next_offset: dict[TopicPartition, int] = {}
         self._next_housekeeping = 0.0
         self._dlq_limit = DlqLimit(settings.worker_dlq_limit, settings.worker_dlq_window)
         self.halted: str | None = None
         """Why the reader stopped advancing (the DLQ limit), or None."""
+        self._app: Any = None
+        self._generation = -1
+        self._stalled_at = -1.0
+        self._stall_limit = 0.8 * settings.broker_session_timeout
+        """A stall of the event loop this long (seconds) may have cost the membership."""
 
     @property
     def changelog_topics(self) -> list[str]:
@@ -144,8 +150,34 @@ class SourceReader:
         await self._producer.start()
         self._checkpoint = Checkpoint(self._producer, self.tables, self.positions,
                                       self._commit, self.metrics,
-                                      Failpoint(self.settings.worker_failpoint))
+                                      Failpoint(self.settings.worker_failpoint), self._fence)
         self._task = asyncio.ensure_future(self._run())
+        self._watcher = asyncio.ensure_future(self._watch_stalls())
+
+    async def _watch_stalls(self) -> None:
+        """Note when the event loop (the whole process: a GC pause, SIGSTOP, a starved VM) did
+        not run for :attr:`_stall_limit` seconds."""
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            if now - last > self._stall_limit:
+                self._stalled_at = now
+                log.warning("the worker did not run for %.1f s", now - last)
+            last = now
+
+    def _fence(self) -> str | None:
+        """None while this worker still owns the partitions it reads (the group's generation
+        is the one it was assigned in, and the process has not been paused for about a session
+        timeout since: then the broker may have given its partitions to another worker, and
+        only a rejoin tells); else why not."""
+        if self._app is not None and self._app.consumer_generation_id != self._generation:
+            return (f"the group moved to generation {self._app.consumer_generation_id} "
+                    f"since partitions were assigned in {self._generation}")
+        if self._stalled_at >= 0:
+            return (f"the process stalled for over {self._stall_limit:.0f} s since its "
+                    "partitions were assigned and may have lost its group membership")
+        return None
 
     async def on_recovered(self, app: Any) -> None:
         """After Faust recovered the tables: read partition p of every source topic for each
@@ -154,6 +186,9 @@ class SourceReader:
         async with self._lock:
             if self._stopping:
                 return
+            self._app = app
+            self._generation = app.consumer_generation_id
+            self._stalled_at = -1.0
             if self._consumer is None:
                 await self._start_clients()
             assert self._consumer is not None
@@ -197,8 +232,9 @@ class SourceReader:
         self._stopping = True
         self._ready.set()
         async with self._lock:
-            if self._task is not None:
-                self._task.cancel()
+            for task in (self._task, self._watcher):
+                if task is not None:
+                    task.cancel()
             for client in (self._consumer, self._producer):
                 if client is not None:
                     await client.stop()
@@ -213,6 +249,11 @@ class SourceReader:
                     await self._step()
         except asyncio.CancelledError:
             raise
+        except FencedOut as exc:
+            log.critical("%s; exiting to rejoin the group (the batch is read again by this "
+                         "partition's owner)", exc)
+            logging.shutdown()
+            os._exit(70)
         except Exception:
             log.critical("unexpected error in the batch reader; exiting without a checkpoint "
                          "(the batch is read again after the restart)", exc_info=True)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -175,4 +176,46 @@ def test_dlq_limit_stops_the_worker_before_a_bad_deploy_is_dead_lettered(
         asyncio.run(kafka.wait_caught_up(s, [(s.worker_group, s.xp_topic)], 60))
         assert sum(asyncio.run(kafka.high_watermarks(s, s.dlq_topic)).values()) == len(bad)
     finally:
+        pipeline.stop()
+
+
+def test_a_worker_paused_past_its_session_does_not_write_for_partitions_it_lost(
+        settings: Settings, tmp_path: Path) -> None:
+    """A zombie: the first worker is stopped (SIGSTOP) for three session timeouts while the
+    second takes its partitions over and folds on. When it runs again it must not write a
+    checkpoint for partitions it may have lost: it exits (70, 'stalled') or, if Faust's revoke
+    reaches it first, lets go and rejoins. Either way the outcome is exact (guarantees 4, 9)."""
+    s = settings.with_(broker_session_timeout=4.0, broker_rebalance_timeout=4.0,
+                       worker_batch_records=500)
+    pipeline = Pipeline(s, tmp_path / "p")
+    second = extra_worker(s, tmp_path, "worker-2")
+    records, expected = generate(LoadSpec(events=12000, students=200, seed=35,
+                                          max_record_bytes=s.max_record_bytes))
+    third = len(records) // 3
+    try:
+        pipeline.start()
+        second.start()
+        first = pipeline.procs["worker"]
+        for proc in (first, second):
+            wait_for(lambda p=proc: "reading partitions [" in log_of(p).replace(
+                "reading partitions []", ""), 60, "both workers to hold partitions")
+        pipeline.publish(records[:third])
+        assert first.proc is not None
+        first.proc.send_signal(signal.SIGSTOP)
+        pipeline.killed.add("worker")  # it may exit by design once it runs again
+        try:
+            pipeline.publish(records[third:2 * third])
+            time.sleep(3 * s.broker_session_timeout)  # the pause itself: nothing to poll
+        finally:
+            first.proc.send_signal(signal.SIGCONT)
+        pipeline.publish(records[2 * third:])
+        wait_for(lambda: not first.alive() or "the worker did not run for" in log_of(first),
+                 60, "the first worker to notice its pause")
+        pipeline.wait_caught_up()
+        if not first.alive():
+            assert first.proc.returncode == 70 and "stalled" in log_of(first), log_of(first)
+        pipeline.assert_exact(expected)
+        assert second.alive()
+    finally:
+        second.stop()
         pipeline.stop()
