@@ -9,6 +9,8 @@ import itertools
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,3 +138,29 @@ def streams(
     env = {**os.environ, **settings_env(settings), **env_overrides}
     return subprocess.run([sys.executable, "-m", "streams", *args], input=stdin, env=env,
                           capture_output=True, timeout=300, check=False)
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def metric(port: int, name: str) -> float:
+    """One sample (name with labels, as exposed) of a process's /metrics on ``port``; 0 when
+    absent or not served yet."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - local server
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,20 +18,9 @@ import pytest
 
 from streams import kafka
 from streams.loadgen import LoadSpec, batch_records, generate
-from tests.integration.conftest import Pipeline, query_one, streams
+from tests.integration.conftest import Pipeline, metric, query_one, streams, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout_s`` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def ledger_rows(pipeline: Pipeline) -> int:
@@ -180,16 +168,6 @@ def test_database_outage_loses_nothing(pipeline: Pipeline, stack) -> None:  # ty
     assert all(p.alive() for p in pipeline.procs.values())
 
 
-def metric(pipeline: Pipeline, name: str) -> float:
-    """Read one sample (name with labels, as exposed) from the worker's /metrics."""
-    url = f"http://127.0.0.1:{pipeline.settings.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - local test server
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-    return 0.0
-
-
 def test_duplicate_after_the_dedupe_horizon_counts_once(stack, settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Guarantee 8: the dedupe entry expires; a late duplicate is caught by the ledger check."""
     s = settings.with_(dedupe_horizon_seconds=2.0, dedupe_expire_interval_seconds=0.5)
@@ -205,14 +183,15 @@ def test_duplicate_after_the_dedupe_horizon_counts_once(stack, settings, tmp_pat
         pipeline.start()
         pipeline.publish([first])
         pipeline.wait_caught_up()
-        wait_for(lambda: metric(pipeline, "xp_dedupe_expired_total") >= 1, 30,
+        wait_for(lambda: metric(pipeline.settings.metrics_port, "xp_dedupe_expired_total") >= 1, 30,
                  "the dedupe entry to expire")
         pipeline.publish([first, marker])  # the duplicate, days late in spirit, then a new event
         pipeline.wait_caught_up()
         row = query_one(s.database_url,
                         "SELECT total_xp, version FROM xp_totals WHERE student_id = %s", student)
         assert row == (42, 2)
-        assert metric(pipeline, 'xp_dedupe_ledger_checks_total{verdict="duplicate"}') == 1
+        assert metric(pipeline.settings.metrics_port,
+                      'xp_dedupe_ledger_checks_total{verdict="duplicate"}') == 1
         assert ledger_rows(pipeline) == 2
     finally:
         pipeline.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,9 @@ from streams.dev.procs import free_port
 from streams.dev.stack import PipelineProcess
 from streams.loadgen import LoadSpec, generate
 from streams.settings import Settings
-from tests.integration.conftest import Pipeline, query_one
+from tests.integration.conftest import Pipeline, metric, query_one, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.1):  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout_s`` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def folded(settings: Settings) -> int:
@@ -129,21 +117,6 @@ def test_worker_joins_while_another_is_killed(settings: Settings, tmp_path: Path
         second.stop()
         third.stop()
         pipeline.stop()
-
-
-def metric(port: int, name: str) -> float:
-    """One sample (name with labels, as exposed) of a process's /metrics; 0 when absent or
-    not served yet."""
-    url = f"http://127.0.0.1:{port}/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - local server
-            text = response.read().decode()
-    except OSError:
-        return 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 def test_dlq_limit_stops_the_worker_before_a_bad_deploy_is_dead_lettered(
