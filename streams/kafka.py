@@ -166,17 +166,19 @@ class OffsetReader:
         """The partition numbers of ``topic``. Raises ``LookupError`` when it does not exist."""
         return await partitions_for(self._reader, topic)
 
-    async def _fetch_from(self, positions: dict[TopicPartition, int], need_record: bool) -> dict[
+    async def _fetch_from(self, positions: dict[TopicPartition, int], need_record: bool,
+                          timeout_s: float = 2.0) -> dict[
             TopicPartition, tuple[int | None, ConsumerRecord[bytes, bytes] | None]]:
         """Fetch from each position until its high watermark is known (and, with
-        ``need_record``, its first record, unless the position is at the end); at most 2 s.
-        Returns (fetch high watermark, first record or None) per partition."""
+        ``need_record``, its first record, unless the position is at the end); at most
+        ``timeout_s`` seconds. Returns (fetch high watermark, first record or None) per
+        partition that answered in time."""
         self._reader.assign(list(positions))
         for tp, offset in positions.items():
             self._reader.seek(tp, offset)
         found: dict[TopicPartition, tuple[int | None, ConsumerRecord[bytes, bytes] | None]] = {}
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 2.0
+        deadline = loop.time() + timeout_s
         while len(found) < len(positions) and loop.time() < deadline:
             batch = await self._reader.getmany(*positions, timeout_ms=200)
             for tp in positions:
@@ -190,19 +192,33 @@ class OffsetReader:
                     found[tp] = (hw, None)
         return found
 
-    async def high_watermarks(self, topic: str) -> dict[int, int]:
+    async def high_watermarks(self, topic: str, strict: bool = False,
+                              timeout_s: float = 2.0) -> dict[int, int]:
         """The high watermark (offset after the last record) of each partition of ``topic``.
 
         ListOffsets(latest) is read first; then one fetch from there corrects it, because Tansu
         answers the base offset of the last record batch instead of the end. On brokers that
         answer right the fetch finds nothing past it and changes nothing.
+
+        Args:
+            strict: raise instead of answering ListOffsets' value for a partition whose fetch
+                did not answer within ``timeout_s`` (table recovery must never stop short).
+            timeout_s: how long the correcting fetch may take (seconds).
+
+        Raises:
+            TimeoutError: with ``strict``, a partition's fetch did not answer in time.
         """
         tps = [TopicPartition(topic, p) for p in await self.partitions(topic)]
         ends: dict[TopicPartition, int] = await self._reader.end_offsets(tps)
         result = {tp.partition: ends[tp] for tp in tps}
-        for tp, (hw, _) in (await self._fetch_from(dict(ends), need_record=False)).items():
+        found = await self._fetch_from(dict(ends), need_record=False, timeout_s=timeout_s)
+        for tp in tps:
+            hw = found.get(tp, (None, None))[0]
             if hw is not None:
                 result[tp.partition] = max(result[tp.partition], hw)
+            elif strict:
+                raise TimeoutError(f"the high watermark of {topic}/{tp.partition} was not "
+                                   f"known within {timeout_s:.0f} s")
         return result
 
     async def log_starts(self, topic: str) -> dict[int, int]:

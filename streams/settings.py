@@ -153,6 +153,12 @@ class Settings:
     of dead-lettering a bad producer deploy whole. 0 = off (the default)."""
     worker_dlq_window: int = 1000
     """XP_WORKER_DLQ_WINDOW: records over which ``XP_WORKER_DLQ_LIMIT`` takes the share."""
+    worker_instance_id: str = ""
+    """XP_WORKER_INSTANCE_ID: this worker's static group membership id (Kafka's
+    ``group.instance.id``), unique per worker, stable across its restarts (a StatefulSet pod
+    name). A worker restarted with the same id takes its partitions back at once instead of
+    waiting for the session timeout of its dead predecessor. Empty (default): dynamic
+    membership."""
     worker_failpoint: str = ""
     """XP_WORKER_FAILPOINT: crash tests only. ``<step>:<n>`` ends the worker with exit code
     137 (as kill -9) the n-th time a checkpoint reaches ``<step>`` (``produced``: changelog
@@ -249,6 +255,7 @@ class Settings:
             ),
             worker_dlq_limit=_float(e, "XP_WORKER_DLQ_LIMIT", d.worker_dlq_limit, 0.0, 1.0),
             worker_dlq_window=_int(e, "XP_WORKER_DLQ_WINDOW", d.worker_dlq_window, 1),
+            worker_instance_id=e.get("XP_WORKER_INSTANCE_ID", d.worker_instance_id),
             worker_failpoint=failpoint,
             producer_linger_ms=_int(e, "XP_PRODUCER_LINGER_MS", d.producer_linger_ms),
             fetch_max_wait_ms=_int(e, "XP_FETCH_MAX_WAIT_MS", d.fetch_max_wait_ms, 1),

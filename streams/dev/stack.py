@@ -114,6 +114,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "XP_WORKER_DLQ_LIMIT": str(settings.worker_dlq_limit),
         "XP_WORKER_DLQ_WINDOW": str(settings.worker_dlq_window),
         "XP_WORKER_FAILPOINT": settings.worker_failpoint,
+        "XP_WORKER_INSTANCE_ID": settings.worker_instance_id,
         "XP_BROKER_SESSION_TIMEOUT": str(settings.broker_session_timeout),
         "XP_BROKER_REBALANCE_TIMEOUT": str(settings.broker_rebalance_timeout),
     }

@@ -59,6 +59,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=settings.broker_rebalance_timeout,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=settings.worker_instance_id or None,
         web_enabled=False,
         table_standby_replicas=0,
     )
@@ -86,7 +87,11 @@ def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, SourceReader
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await reader.on_revoked()
 
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await reader.on_assigned(app)
+
     app.on_partitions_revoked.connect(on_revoked)
+    app.on_partitions_assigned.connect(on_assigned)
     return app, reader
 
 

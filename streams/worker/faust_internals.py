@@ -41,6 +41,7 @@ def _driver() -> Any:
 def _required() -> list[tuple[Any, str]]:
     """(object, attribute) pairs this module reads or replaces."""
     from faust.stores import memory, rocksdb
+    from faust.tables.recovery import Recovery
 
     driver = _driver()
     return [
@@ -49,6 +50,7 @@ def _required() -> list[tuple[Any, str]]:
         (rocksdb.Store, "_db_for_partition"),
         (rocksdb.Store, "apply_changelog_batch"),
         (rocksdb.Store, "_visible_items"),
+        (Recovery, "on_recovery_completed"),
         (memory.Store, "_key_partition"),
     ]
 
@@ -80,7 +82,12 @@ def patch_all(settings: Settings) -> None:
       answers the base offset of the last record batch instead (docs/design.md, "Local
       stack"), so recovery would stop short of the last records or fail with
       ``ConsistencyError`` after a kill -9. The lookup is corrected with one fetch
-      (:meth:`streams.kafka.OffsetReader.high_watermarks`), a no-op on brokers that answer right.
+      (:meth:`streams.kafka.OffsetReader.high_watermarks`, strict: it raises rather than
+      answer a wrong end), a no-op on brokers that answer right.
+    - Recovered generation: Faust calls the tables' ``on_recover`` callbacks when a recovery
+      completes even if the group has moved to a newer generation meanwhile (its own check
+      comes after them); the generation the recovery was for is noted for
+      :func:`recovered_generation`, so the reader never starts on a stale recovery.
     - Fetch wait: Faust fixes ``fetch_max_wait_ms=1500`` on its consumer; Tansu answers a fetch
       at a partition's end only when it expires, so each step of recovery waits 1.5 s. It is
       set to ``settings.fetch_max_wait_ms``.
@@ -95,7 +102,10 @@ def patch_all(settings: Settings) -> None:
             result = dict(await original(self, partitions))
             async with OffsetReader(settings) as reader:
                 for topic in {tp.topic for tp in partitions}:
-                    true_ends = await reader.high_watermarks(topic)
+                    # strict: a recovery that stopped short of the last record batch would
+                    # lose a whole checkpoint of one table (e.g. dedupe sightings, then a
+                    # later duplicate counts again); failing here restarts the recovery.
+                    true_ends = await reader.high_watermarks(topic, strict=True, timeout_s=30)
                     for tp in partitions:
                         if tp.topic == topic and tp.partition in true_ends:
                             result[tp] = max(result.get(tp) or 0, true_ends[tp.partition])
@@ -103,6 +113,17 @@ def patch_all(settings: Settings) -> None:
 
         _highwaters.patched = True  # type: ignore[attr-defined]
         driver.AIOKafkaConsumerThread._highwaters = _highwaters
+
+    from faust.tables.recovery import Recovery
+
+    completed = Recovery.on_recovery_completed
+    if not getattr(completed, "patched", False):
+        async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+            self.app.xp_recovered_generation = generation_id
+            await completed(self, generation_id)
+
+        on_recovery_completed.patched = True  # type: ignore[attr-defined]
+        setattr(Recovery, "on_recovery_completed", on_recovery_completed)  # noqa: B010
 
     create = driver.AIOKafkaConsumerThread._create_worker_consumer
     if not getattr(create, "patched", False):
@@ -200,3 +221,9 @@ def store_items(table: Any, partition: int) -> list[tuple[bytes, bytes]]:
         return list(store._visible_items(store._db_for_partition(partition)))
     return [(k, v) for k, v in store.data.items()
             if store._key_partition.get(k) == partition]
+
+
+def recovered_generation(app: Any) -> int | None:
+    """The group generation of the table recovery that completed last (None: none yet)."""
+    value: int | None = getattr(app, "xp_recovered_generation", None)
+    return value

@@ -132,6 +132,8 @@ class SourceReader:
         """Why the reader stopped advancing (the DLQ limit), or None."""
         self._app: Any = None
         self._generation = -1
+        self._assigned_generation: int | None = None
+        """The generation of Faust's last assignment; None between a revoke and the next."""
         self._stalled_at = -1.0
         self._stall_limit = 0.8 * settings.broker_session_timeout
         """A stall of the event loop this long (seconds) may have cost the membership."""
@@ -179,12 +181,29 @@ class SourceReader:
                     "partitions were assigned and may have lost its group membership")
         return None
 
+    async def on_assigned(self, app: Any) -> None:
+        """Faust's group assigned this worker its partitions (a new generation); reading starts
+        once their recovery for this generation completes (:meth:`on_recovered`)."""
+        self._assigned_generation = app.consumer_generation_id
+        await self.on_recovered(app)
+
     async def on_recovered(self, app: Any) -> None:
         """After Faust recovered the tables: read partition p of every source topic for each
-        table partition p this worker holds, from its recovered position."""
+        table partition p this worker holds, from its recovered position.
+
+        Only a recovery of the generation this worker was last assigned in counts: Faust also
+        reports recoveries that completed after the group moved on (their stores then lack
+        what the new generation's partitions need), and one between a revoke and the next
+        assignment."""
+        recovered = faust_internals.recovered_generation(app)
+        if not (recovered == self._assigned_generation == app.consumer_generation_id):
+            log.info("recovery of generation %s completed; waiting for generation %s's "
+                     "(assigned %s)", recovered, app.consumer_generation_id,
+                     self._assigned_generation)
+            return
         held = faust_internals.held_partitions(app, self.changelog_topics)
         async with self._lock:
-            if self._stopping:
+            if self._stopping or self._assigned_generation != recovered:
                 return
             self._app = app
             self._generation = app.consumer_generation_id
@@ -222,6 +241,7 @@ class SourceReader:
         """At the start of a rebalance: finish the batch in progress (it checkpoints), then let
         go of the source partitions until :meth:`on_recovered`."""
         self._ready.clear()
+        self._assigned_generation = None
         async with self._lock:
             if self._consumer is not None:
                 self._consumer.assign([])
