@@ -1,6 +1,6 @@
 """XP Streams: the event pipeline behind learning-game XP topics.
 
-Data flow (DESIGN.md section 2): game servers publish to ``xp-events`` (key = student_id); the
+Data flow (docs/design.md, Data flow): game servers publish to ``xp-events`` (key = student_id); the
 Faust worker (:mod:`streams.totals`) validates, dedupes by event id and folds deltas into the
 ``xp_totals`` table; the totals writer copies that table's changelog into PostgreSQL; the ledger
 sink (:mod:`streams.ledger`) writes every accepted event once to ``xp_events``.

@@ -3,7 +3,7 @@
 Seed 001 moves ``student_progress`` (total_points, games_played, last_game_type, last_played_at;
 the student's overall row has ``word_set_id`` and ``homework_id`` NULL) into ``xp_totals``.
 Here each legacy row becomes one ``backfill`` XP event, published to the XP topic like any
-game event, so the ledger holds it and the worker folds it (issue 4):
+game event, so the ledger holds it and the worker folds it:
 
 - id: UUIDv5 of (source, generation, student), so a re-run publishes the same ids and the
   pipeline drops them as duplicates: a re-run never double counts;
@@ -11,7 +11,7 @@ game event, so the ledger holds it and the worker folds it (issue 4):
   last_game_type, which the fold carries into ``xp_totals`` (:mod:`streams.totals.fold`);
 - created_at: the legacy ``last_played_at``, or :data:`NO_PLAY_TIME` when it is NULL.
 
-``reset``: the ledger is append-only (DESIGN.md section 1), so earlier backfill events of the
+``reset``: the ledger is append-only, so earlier backfill events of the
 same source are removed by compensation, not by DELETE: for each one not yet reversed, an
 ``adjustment`` with the opposite delta and games (id: UUIDv5 of the reversed id), then the new
 backfill of the next generation. A student's reversals and new backfill are consecutive records
@@ -51,7 +51,7 @@ MAX_DELTA = 1_000_000
 
 @dataclass(frozen=True)
 class LegacySource:
-    """Where legacy balances live: a table and its columns (defaults: seed 001's
+    """Where legacy balances live: a table and its columns (defaults: the legacy
     ``student_progress``), and the SQL condition selecting one overall row per student."""
 
     url: str

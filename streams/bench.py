@@ -2,13 +2,13 @@
 
 Against the configured broker and database (or ``--local``: a throwaway local stack), with the
 same loadgen workload for every stage (``--events`` records, ``--students``, ``--partitions``;
-duplicates and invalid records included), prints one table (issue 7):
+duplicates and invalid records included), prints one table:
 
 - limits: publish rate (aiokafka, acks=all), raw consume (aiokafka ``getmany`` + orjson, no
   group), plain COPY into an unindexed table; and the sink's own SQL without Python (COPY to
   staging + ``INSERT ... ON CONFLICT`` into the indexed ledger);
-- baselines: one INSERT and commit per event; seed 001's design (a per-row trigger keeping
-  ``xp_totals``, 1,000 rows per transaction);
+- baselines: one INSERT and commit per event; the design this pipeline replaced (a per-row
+  trigger keeping ``xp_totals``, 1,000 rows per transaction);
 - ours: the fold worker alone, the ledger sink alone (each its own process and consumer group;
   events committed from its first commit seen to lag 0), both again on the same workload as
   batched records (``--batch`` events a record), the whole pipeline end to end (from the
@@ -71,7 +71,7 @@ NAIVE_EVENTS = 3_000
 """Events of the one-INSERT-and-commit-per-event baseline (it is slow by design)."""
 
 TRIGGER_EVENTS = 50_000
-"""Events (at most) of seed 001's trigger baseline."""
+"""Events (at most) of the per-row trigger baseline."""
 
 TRIGGER_SQL = """
 CREATE TABLE trig_events (LIKE xp_events INCLUDING ALL);
@@ -90,7 +90,7 @@ BEGIN
 END $$;
 CREATE TRIGGER trig_apply AFTER INSERT ON trig_events FOR EACH ROW EXECUTE FUNCTION trig_apply();
 """
-"""Seed 001's design: the ledger insert fires a per-row trigger that upserts the totals."""
+"""The replaced design: the ledger insert fires a per-row trigger that upserts the totals."""
 
 INSERT_LEDGER = (
     "INSERT INTO {table} (id, student_id, kind, delta, word_set_id, homework_id, created_at, "
@@ -382,7 +382,7 @@ class Bench:
                        DATABASE_LIMIT))
 
     def trigger(self, rows: list[tuple[Any, ...]]) -> None:
-        """Baseline: seed 001's per-row trigger, executemany 1,000 rows per transaction."""
+        """Baseline: the replaced design's per-row trigger, 1,000 rows per transaction."""
         with connect(self.base.database_url) as conn:
             conn.execute(TRIGGER_SQL)
             conn.commit()
@@ -393,7 +393,7 @@ class Bench:
                     cur.executemany(sql, rows[i:i + 1000])
                 conn.commit()
             seconds = time.perf_counter() - started
-        self.add(Stage("baseline: seed 001 trigger, 1,000/tx", len(rows), seconds,
+        self.add(Stage("baseline: per-row trigger, 1,000/tx", len(rows), seconds,
                        DATABASE_LIMIT))
 
     def alone(self, settings: Settings, records: list[Record], command: str,

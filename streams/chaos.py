@@ -1,4 +1,4 @@
-"""``streams chaos``: the pipeline's promise checked under faults (issue 6, DESIGN.md section 4).
+"""``streams chaos``: the pipeline's promise checked under faults (docs/design.md, Guarantees).
 
 A loadgen workload (duplicates, conflicts and invalid records included) is published at a
 steady rate to the real pipeline (``--workers`` fold workers in one consumer group, the ledger

@@ -1,4 +1,4 @@
-"""The ``streams`` console script (DESIGN.md section 5). Settings come from the environment."""
+"""The ``streams`` console script (README, Operating it). Settings come from the environment."""
 
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ def verify(no_backfill_check: bool, as_json: bool) -> None:
                                              "sample": [list(map(str, r)) for r in c.sample]}
                                             for c in found], "rows": counts}).decode())
     else:
-        table = Table(title="verification (seed 003)")
+        table = Table(title="verification")
         for col in ("check", "result", "sample"):
             table.add_column(col)
         for c in found:
@@ -450,7 +450,7 @@ def rebuild_totals_cmd(users: tuple[str, ...], force: bool, as_json: bool) -> No
 
 
 def _legacy_options(command: Callable[..., None]) -> Callable[..., None]:
-    """The options naming a legacy balance table (defaults: seed 001's student_progress)."""
+    """The options naming a legacy balance table (defaults: the legacy student_progress)."""
     options = [
         click.option("--source-url", envvar="XP_LEGACY_DATABASE_URL",
                      help="PostgreSQL URL of the legacy table [env XP_LEGACY_DATABASE_URL; "

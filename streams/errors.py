@@ -12,7 +12,8 @@ class ConfigError(StreamsError):
 
 
 class InvalidEvent(StreamsError):
-    """A record is not a valid event; it goes to the DLQ with ``reason`` (DESIGN.md section 3).
+    """A record is not a valid event; it goes to the DLQ with ``reason``
+    (docs/design.md, Contracts).
 
     Attributes:
         reason: short machine-readable token (``bad_json``, ``schema``, ``negative_delta``,

@@ -27,7 +27,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 NON_GAME_KINDS = frozenset({"daily_login", "adjustment", "backfill"})
 """Kinds that change total_xp but are not games: they do not count in games_played nor set
-last_game_type (seed 001: games_played counts games played)."""
+last_game_type (games_played counts games played)."""
 
 REASONS = (
     "oversized",
@@ -47,7 +47,7 @@ fold's, :func:`streams.totals.fold.fold`) come from this module."""
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds of the input beyond its schema (issue 5: input hardening), from settings
+    """Bounds of the input beyond its schema (input hardening), from settings
     (:meth:`streams.settings.Settings.limits`). Every consumer of the XP topic validates with
     the same limits and the record's own timestamp, so worker, ledger sink and replay agree."""
 
@@ -183,7 +183,7 @@ def decode_record(
         limits: :class:`Limits` (an int: the record size limit, other limits by default).
         position: ``(partition, partition count)`` the record was read from; when given, the
             record must sit in its key's murmur2 partition, else one student's events would be
-            split across partitions and their totals across workers (DESIGN.md guarantee 7).
+            split across partitions and their totals across workers (docs/design.md, guarantee 7).
         timestamp_s: the record's timestamp (seconds since the epoch); when given,
             ``created_at`` must lie within ``limits.past_seconds`` before and
             ``limits.future_seconds`` after it.
@@ -325,7 +325,7 @@ def _check_metadata(metadata: dict[str, Any] | None, limits: Limits) -> None:
 
 
 class ActionEvent(NamedTuple):
-    """One valid learner action (schema ``action_event.v1.json``, seed 003)."""
+    """One valid learner action (schema ``action_event.v1.json``)."""
 
     id: str
     """Event UUID, lower case: the idempotency key."""
@@ -346,7 +346,7 @@ class ActionEvent(NamedTuple):
     @property
     def sequence_version(self) -> str:
         """The vector sequence version the action belongs to: ``metadata.sequence_version``
-        when it is a string, else ``v1`` (seed 003's default)."""
+        when it is a string, else ``v1`` (the migration plan's default)."""
         version = (self.metadata or {}).get("sequence_version")
         return version if isinstance(version, str) and version else "v1"
 

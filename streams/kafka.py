@@ -21,7 +21,7 @@ from streams.settings import Settings
 def producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     """An unstarted producer: acks=all, orjson bytes in and out, linger from settings.
 
-    The idempotent producer stays off: Tansu does not support it (DESIGN.md section 6);
+    The idempotent producer stays off: Tansu does not support it (docs/design.md, Local stack);
     duplicates from producer retries are dropped by event id downstream.
     """
     kwargs: dict[str, object] = {

@@ -1,6 +1,6 @@
 """Load generator: a deterministic, realistic XP workload and its expected outcome.
 
-Given a seed, :func:`generate` always builds the same records (DESIGN.md guarantees 1-3, 5 are
+Given a seed, :func:`generate` always builds the same records (docs/design.md guarantees 1-3, 5 are
 checked against its :class:`Expected`):
 - students with skewed activity (Zipf weights: a few very active, a long tail);
 - several game kinds, in bursts of one student's events, created_at out of order within a
@@ -208,7 +208,7 @@ def generate(spec: LoadSpec) -> tuple[list[Record], Expected]:
 
 def batch_records(records: list[Record], size: int, max_bytes: int) -> list[Record]:
     """Pack ``records`` into batched records (``xp_event_batch.v1.json``) of up to ``size``
-    events of one student, as seed 001's client outbox sends them.
+    events of one student, as a client outbox sends them.
 
     Each student's events keep their order; a batch is placed where its first event was. A
     record that is not a valid single event stays alone (a batch is all or nothing, so one bad

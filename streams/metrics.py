@@ -1,4 +1,4 @@
-"""Prometheus metric definitions: the one place that creates them (STYLE.md).
+"""Prometheus metric definitions: the one place that creates them.
 
 :class:`Metrics` takes a registry so tests can pass their own. Names carry their unit.
 """
@@ -97,7 +97,7 @@ class MonitorMetrics(_Exported):
     """What ``streams monitor`` exports: consumer lag read from the broker, and reconciliation.
 
     Lag comes from the broker's committed offsets, not from inside the consumers, so it stays
-    right while a group rebalances or its consumers are down (issue 3).
+    right while a group rebalances or its consumers are down.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:

@@ -2,12 +2,12 @@
 
 Like Burrow or kminion it reads the consumer groups' committed offsets from the broker, never
 joining the groups, so lag is right while a group rebalances or its consumers are down
-(issue 3). Every ``interval`` seconds, for each (group, topic) of the pipeline:
+Every ``interval`` seconds, for each (group, topic) of the pipeline:
 - lag in records: high watermark minus committed offset, per partition;
 - lag in seconds: now minus the timestamp of the oldest record not yet committed;
 - when the committed offsets last advanced (for the "group not committing" alert).
 When every group is at lag 0 (a consistent watermark: nothing in flight), it reconciles
-``xp_totals`` against the ledger at most every ``reconcile_every`` seconds (DESIGN.md
+``xp_totals`` against the ledger at most every ``reconcile_every`` seconds (docs/design.md,
 guarantee 3) and exports the number of mismatched students.
 """
 

@@ -1,7 +1,7 @@
 """The game-server publisher: an async API over aiokafka, and ``streams publish`` for JSON lines.
 
 Records are keyed by ``student_id`` (``profile_id`` for action events) so that one student's
-events stay in one partition, in order (DESIGN.md guarantee 7). The producer batches
+events stay in one partition, in order (docs/design.md, guarantee 7). The producer batches
 (``linger_ms``) and waits for acks from all in-sync replicas.
 """
 

@@ -1,4 +1,4 @@
-"""Settings: one frozen object, the only reader of the environment (DESIGN.md section 5).
+"""Settings: one frozen object, the only reader of the environment (README, Settings).
 
 Every setting has an environment variable and a default that runs the local stack; README.md
 lists them. Durations are in seconds unless the name ends in ``_ms``.
@@ -112,7 +112,7 @@ class Settings:
     dedupe_horizon_seconds: float = 7 * 24 * 3600.0
     """XP_DEDUPE_HORIZON_SECONDS: how long an event id stays in the worker's dedupe table.
 
-    An id older than this is checked against the ledger instead (DESIGN.md guarantee 8)."""
+    An id older than this is checked against the ledger instead (docs/design.md, guarantee 8)."""
     dedupe_expire_interval_seconds: float = 60.0
     """XP_DEDUPE_EXPIRE_INTERVAL_SECONDS: how often the worker drops expired dedupe entries."""
     max_record_bytes: int = 64 * 1024
@@ -136,7 +136,7 @@ class Settings:
     """XP_ROCKSDB_MEMORY_MB: memory budget of each RocksDB store of the worker (MiB): one per
     table and partition it holds (2 tables x partitions assigned). Half block cache, half two
     write buffers. Faust's defaults (2 GiB cache and 3 x 64 MiB buffers per store) let the
-    worker's RSS grow by hundreds of MiB over a 10-minute run (issue 7)."""
+    worker's RSS grow by hundreds of MiB over a 10-minute run."""
     broker_session_timeout: float = 10.0
     """XP_BROKER_SESSION_TIMEOUT: consumer-group session timeout (seconds); 10 s joins fast."""
     broker_rebalance_timeout: float = 10.0
@@ -169,11 +169,11 @@ class Settings:
     """XP_FETCH_MAX_WAIT_MS: how long a consumer's fetch may wait for records at the end of a
     partition (milliseconds), for every consumer including the Faust worker's (Faust fixes
     1,500). Tansu answers such a fetch only when this expires, so it is part of every stage's
-    latency there: measured 450 ms per record at 1,500 vs 3-5 ms at 100 (issue 7)."""
+    latency there: measured 450 ms per record at 1,500 vs 3-5 ms at 100."""
     """XP_PRODUCER_LINGER_MS: publisher batching delay (milliseconds)."""
     faust_sensor: bool = False
     """XP_FAUST_SENSOR: 1 exports Faust's own per-event Prometheus sensor (``faust_*``). Off by
-    default: it costs about 30% of the worker's throughput (issue 7), and the pipeline's own
+    default: it costs about 30% of the worker's throughput, and the pipeline's own
     ``xp_*`` metrics (lag, records by outcome, freshness) are per batch."""
 
     @classmethod

@@ -3,17 +3,17 @@
 One consumer group reads a topic; records are collected with ``writer.add()`` and written with
 ``writer.flush()`` in one transaction together with the consumed offsets (table
 ``consumer_offsets``), so the database holds exactly what it says it has read, across crashes
-and rebalances (STYLE.md: "Storing Offsets Outside Kafka"). The steps, in order:
+and rebalances (Kafka's consumer docs: "Storing Offsets Outside Kafka"). The steps, in order:
 
     poll -> add (decode, validate) -> batch full? -> write rows + offsets in one transaction
          -> commit offsets to Kafka (for lag monitoring only)
 
 A full batch is written in the background while the next one is read and validated (one
-write at a time, in order), so the sink's CPU work and PostgreSQL's overlap (issue 7).
+write at a time, in order), so the sink's CPU work and PostgreSQL's overlap.
 
 A partition assigned to this process starts at the offset stored in PostgreSQL. A database
 error pauses the loop: the same batch is retried with exponential backoff until it commits
-(DESIGN.md guarantee 6); the next batch is read until it is full and then waits, so memory
+(docs/design.md, guarantee 6); the next batch is read until it is full and then waits, so memory
 stays bounded by two batches (``XP_SINK_BATCH_RECORDS``/``XP_SINK_BATCH_BYTES`` each).
 """
 

@@ -3,7 +3,7 @@
 Per consumer group and partition: lag in records and seconds (read from the broker, as
 ``streams monitor`` does), throughput (committed records per second between two samples),
 DLQ records by reason, and a reconciliation of totals against the ledger when every group is
-at lag 0 (issue 3). ``--json`` prints the same for scripts.
+at lag 0. ``--json`` prints the same for scripts.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Topic and consumer-group names: the one place they are spelled (STYLE.md).
+"""Topic and consumer-group names: the one place they are spelled.
 
 Names can be overridden through settings (:class:`streams.settings.Settings`); these are the
 defaults and the rules that derive the DLQ and changelog names.

@@ -1,7 +1,7 @@
 """Read ranges of a topic for audits: times and offsets given on the command line, resolved to
 offsets per partition, and what the topic's retention has already dropped.
 
-Used by ``streams replay`` (issue 4). Nothing here joins a consumer group or commits an offset.
+Used by ``streams replay``. Nothing here joins a consumer group or commits an offset.
 """
 
 from __future__ import annotations

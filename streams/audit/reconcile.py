@@ -1,6 +1,6 @@
 """Reconciliation: ``xp_totals`` against ``SUM(xp_events.delta)`` and ``count(*)`` per student.
 
-Seed 001's check, DESIGN.md guarantee 3: once consumer lag is 0, every student's total equals
+docs/design.md, guarantee 3: once consumer lag is 0, every student's total equals
 the sum of their ledger deltas, and their applied-event count (``xp_totals.version``) equals
 their ledger rows.
 

@@ -1,13 +1,13 @@
 """``streams replay``: read a range of the XP topic for an audit and compare it with PostgreSQL.
 
 Reads with manual partition assignment and no consumer group, so no committed offset moves
-(issue 4). Records are validated with :func:`streams.events.decode_record` and deduplicated with
+Records are validated with :func:`streams.events.decode_record` and deduplicated with
 :func:`streams.totals.dedupe.classify` and folded with :func:`streams.totals.fold.fold`, exactly
 as the worker does, then compared per student with:
 
 - the ledger rows whose provenance (topic, partition, offset) lies in the range read: the event
   ids present in one and not the other, and the XP sums;
-- ``xp_totals`` against the ledger's all-time ``SUM(delta)`` and ``count(*)`` (DESIGN.md
+- ``xp_totals`` against the ledger's all-time ``SUM(delta)`` and ``count(*)`` (docs/design.md,
   guarantee 3), and, when the replay covers every partition from offset 0 to its end, against
   the replayed total itself.
 

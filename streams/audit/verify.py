@@ -1,9 +1,10 @@
-"""``streams verify``: seed 003's verification queries, as checks that pass or fail.
+"""``streams verify``: the action-events migration plan's verification queries, as checks
+that pass or fail.
 
 Each check is a query whose rows are the anomalies (empty: the check passes): duplicate
 progress keys, rows missing required fields, profiles without their five vector rows after the
-backfill (seed 003 "Backfill validation"). Row counts are reported alongside.
-:func:`backfill_vectors` is seed 003's backfill step 1: a ``v1`` row at step 0 for every vector
+backfill (the plan's "Backfill validation"). Row counts are reported alongside.
+:func:`backfill_vectors` is the plan's backfill step 1: a ``v1`` row at step 0 for every vector
 of every known profile (those with action events or progress), where none exists yet.
 """
 
@@ -34,7 +35,7 @@ class Check:
 
 
 def checks(with_backfill: bool = True) -> list[Check]:
-    """The checks, in seed 003's order; ``with_backfill`` adds the five-vectors check."""
+    """The checks, in the plan's order; ``with_backfill`` adds the five-vectors check."""
     found = [
         Check("duplicate vector_progress keys (profile_id, vector, version)",
               "SELECT profile_id, vector, version, count(*) FROM vector_progress "

@@ -1,11 +1,11 @@
 """Apply the numbered SQL migrations in ``sql/`` in order, each once, recorded with a checksum.
 
-Files are named ``V<NNN>__<description>.sql`` (DESIGN.md section 3, seed 002). Each runs in its
+Files are named ``V<NNN>__<description>.sql`` (docs/design.md, Contracts). Each runs in its
 own transaction together with its row in ``schema_migrations``; an advisory lock keeps two
 processes from migrating at once. A file that was applied and then changed is an error: fix
 forward with a new file.
 
-Every migration has a rollback file of the same name in ``sql/rollback/`` (issue 5);
+Every migration has a rollback file of the same name in ``sql/rollback/``;
 :func:`rollback` applies them newest first, down to a version, each in its own transaction
 with the removal of its ``schema_migrations`` row.
 """

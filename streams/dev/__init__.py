@@ -1,1 +1,2 @@
-"""The local stack: a Tansu broker and a throwaway PostgreSQL cluster, no Docker (DESIGN.md 6)."""
+"""The local stack: a Tansu broker and a throwaway PostgreSQL cluster, no Docker
+(docs/design.md, Local stack)."""

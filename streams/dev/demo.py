@@ -2,7 +2,7 @@
 
 Starts Tansu and PostgreSQL, migrates, creates the topics, starts the worker, the totals writer
 and the ledger sink as separate processes, publishes a loadgen workload, waits until every
-consumer group has lag 0, and prints a summary; exits 1 on any mismatch (issue 2).
+consumer group has lag 0, and prints a summary; exits 1 on any mismatch.
 """
 
 from __future__ import annotations

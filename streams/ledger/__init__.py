@@ -1,1 +1,2 @@
-"""Ledger stage: the durable, append-only ``xp_events`` ledger in PostgreSQL (DESIGN.md 2)."""
+"""Ledger stage: the durable, append-only ``xp_events`` ledger in PostgreSQL
+(docs/design.md, Data flow)."""

@@ -1,4 +1,4 @@
-"""Action ledger sink: the action topic -> PostgreSQL ``action_events`` (issue 5, seed 003).
+"""Action ledger sink: the action topic -> PostgreSQL ``action_events``.
 
 The same path as the XP ledger (:mod:`streams.ledger.writer`): records are validated with the
 worker's rules (:func:`streams.events.decode_action`), invalid ones skipped (the worker

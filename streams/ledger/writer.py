@@ -3,7 +3,7 @@
 A batch is COPYed into a temporary staging table and moved with
 ``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING`` in the sink's transaction, so a
 re-delivered batch or a duplicate event is an idempotent hit, never a second row. Invalid
-records are skipped here: the worker alone writes the DLQ (issue 2).
+records are skipped here: the worker alone writes the DLQ.
 """
 
 from __future__ import annotations

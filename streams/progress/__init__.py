@@ -1,2 +1,2 @@
-"""Action events and vector progress (issue 5, seed 003): the fold, the action agent and the
+"""Action events and vector progress : the fold, the action stream and the
 progress writer."""

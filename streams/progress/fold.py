@@ -1,6 +1,6 @@
 """The vector progress fold: action events -> one progress state per (profile, vector, version).
 
-Semantics (README "Action events and vector progress"; seed 003's ``vector_progress``):
+Semantics (README "Action events and vector progress"; the migration plan's ``vector_progress``):
 
 - an action event with ``completed_at`` advances its vector by one step: ``step_index`` is the
   number of distinct completed actions in the vector (0 = at the first step);

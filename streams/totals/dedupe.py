@@ -1,13 +1,13 @@
 """The dedupe rule: decide what an event id already seen means. Pure functions, no I/O.
 
-A sighting is kept per event id for the dedupe horizon (DESIGN.md guarantee 8). For a record:
+A sighting is kept per event id for the dedupe horizon (docs/design.md, guarantee 8). For a record:
 - no sighting -> ``NEW``;
 - a sighting at the same position (partition, offset, index in a batched record) ->
   ``REDELIVERY`` (the same record again, after
   a crash before the offset commit: fold it unless the totals already have it);
 - a sighting elsewhere with the same content -> ``DUPLICATE``, dropped;
 - a sighting elsewhere with other content -> ``CONFLICT``: the first one wins, counted and
-  reported (DESIGN.md section 3).
+  reported (docs/design.md, Contracts).
 Past the horizon the sighting is gone; the worker then checks the ledger (:func:`from_ledger`).
 """
 

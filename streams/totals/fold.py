@@ -1,6 +1,6 @@
 """The fold: apply one accepted XP event to a student's totals. Pure functions, no I/O.
 
-Rules (seed 001 ``apply_xp_event`` trigger, DESIGN.md guarantee 7):
+Rules (the legacy ``apply_xp_event`` trigger, docs/design.md guarantee 7):
 - ``total_xp`` adds ``delta`` (XP);
 - ``games_played`` counts events whose kind is a game (not in
   :data:`streams.events.NON_GAME_KINDS`);
@@ -9,7 +9,7 @@ Rules (seed 001 ``apply_xp_event`` trigger, DESIGN.md guarantee 7):
 - a ``backfill`` (an opening balance from a legacy table, ``streams backfill``) carries the
   legacy ``metadata.games_played``, added to ``games_played``, and ``metadata.last_game_type``,
   taken at its ``created_at`` like a game's kind; an ``adjustment`` reversing a backfill
-  carries a negative ``metadata.games_played`` (seed 001: the legacy counts move to xp_totals);
+  carries a negative ``metadata.games_played`` (the legacy counts move to xp_totals);
 - ``version`` counts applied events: the totals writer's upsert never replaces a row by one with
   a lower version, so PostgreSQL never moves backwards;
 - ``partition``/``offset``/``record_index`` is the source position of the last applied event

@@ -3,7 +3,7 @@
 Each student's ledger rows are folded with :func:`streams.totals.fold.fold` in partition order,
 the order the worker applied them, so a rebuilt row at version ``n`` (events applied) is exactly
 the worker's row at version ``n``: both are the fold of the first ``n`` events of the same
-deduplicated sequence (DESIGN.md guarantees 2 and 7).
+deduplicated sequence (docs/design.md, guarantees 2 and 7).
 
 Why it stays consistent with a running worker, without stopping it: the totals writer upserts
 ``WHERE version < new version`` and the rebuild ``WHERE version <= rebuilt version``. Whichever

@@ -2,7 +2,7 @@
 
 Each changelog record holds a student's whole :class:`streams.totals.fold.Totals`. A batch keeps
 the highest version per student and upserts it with a guard (``WHERE version < new version``),
-so a row never moves backwards, whatever order or how often records are re-read (issue 2).
+so a row never moves backwards, whatever order or how often records are re-read.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Action events end to end (issue 5, seed 003): the action topic -> DLQ | action ledger, and the
+"""Action events end to end : the action topic -> DLQ | action ledger, and the
 worker's vector progress fold -> ``vector_progress``; duplicates, out-of-order arrival, invalid
-records and a kill -9 of the worker; then seed 003's verification, backfill and rollback."""
+records and a kill -9 of the worker; then the verification queries, backfill and rollback."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def test_action_events_fold_into_vector_progress_exactly(settings: Settings,
     finally:
         pipeline.stop()
 
-    # seed 003's verification: a profile with progress in one vector only fails the
+    # the verification queries: a profile with progress in one vector only fails the
     # five-vectors check until the backfill; the other checks pass
     newcomer = str(uuid.uuid4())
     with psycopg.connect(s.database_url, autocommit=True) as conn:

@@ -1,4 +1,4 @@
-"""Audits on the real pipeline (issue 4): replay, reconcile, rebuild-totals, backfill, compare."""
+"""Audits on the real pipeline : replay, reconcile, rebuild-totals, backfill, compare."""
 
 from __future__ import annotations
 

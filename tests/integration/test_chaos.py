@@ -1,4 +1,4 @@
-"""The CI-sized chaos run (issue 6): every default fault once or more under a live workload,
+"""The CI-sized chaos run: every default fault once or more under a live workload,
 then guarantees 1-3, 5, 7 checked against the loadgen's expectation; and the broker's limit
 reported as such."""
 

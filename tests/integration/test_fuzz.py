@@ -1,4 +1,4 @@
-"""Fuzzed input through the real pipeline (issue 5): malformed bytes, wrong types, huge and
+"""Fuzzed input through the real pipeline: malformed bytes, wrong types, huge and
 deep values, bad keys, timestamps out of range, mixed batches. The worker and the sink must
 never crash, every invalid record must reach the DLQ with a reason, and only events the
 validator accepts may reach PostgreSQL."""

@@ -1,4 +1,4 @@
-"""Kafka TLS and SASL settings (issue 5), as far as the bundled broker allows them for real.
+"""Kafka TLS and SASL settings, as far as the bundled broker allows them for real.
 
 - TLS, mutual TLS: a CA, a broker certificate and client certificates are made in the test
   (openssl); Tansu cannot serve TLS itself, so a TLS-terminating proxy

@@ -1,4 +1,4 @@
-"""The pipeline end to end on real Tansu and PostgreSQL: DESIGN.md guarantees 1-5 and 8."""
+"""The pipeline end to end on real Tansu and PostgreSQL: docs/design.md guarantees 1-5 and 8."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_workload_with_duplicates_and_invalid_records_is_exact(pipeline: Pipelin
 
 
 def test_batched_records_are_exact_and_replay_agrees(pipeline: Pipeline, tmp_path: Path) -> None:
-    """Guarantees 1, 2, 3, 5 when records carry batches of one student's events (issue 7):
+    """Guarantees 1, 2, 3, 5 when records carry batches of one student's events:
     the same workload packed 50 events a record gives the same ledger, totals and DLQ, each
     ledger row keeps its place in its record, and replay reproduces the ledger."""
     records, expected = generate(LoadSpec(events=6000, students=200, seed=17,
@@ -120,7 +120,7 @@ def test_kill_9_of_the_worker_mid_workload(pipeline: Pipeline, tmp_path, batch: 
 
 
 def test_sigterm_mid_workload_commits_what_was_written_and_exits_0(pipeline: Pipeline) -> None:
-    """Graceful shutdown (issue 6): SIGTERM to every process while it works through a backlog;
+    """Graceful shutdown: SIGTERM to every process while it works through a backlog;
     each finishes its batch, commits and exits 0 within 30 s; the ledger sink's committed
     offsets cover every row it wrote; after a restart the outcome is exact."""
     records, expected = generate(LoadSpec(events=20000, students=300, seed=19,

@@ -1,4 +1,4 @@
-"""Database roles and row-level security (issue 5, sql/V003__roles_and_rls.sql): each role
+"""Database roles and row-level security (sql/V003__roles_and_rls.sql): each role
 connects for real and is shown what it can and cannot see and do; the pipeline runs with the
 writer role only."""
 
@@ -144,7 +144,7 @@ def test_the_pipeline_runs_with_the_writer_role_only(settings: Settings, tmp_pat
 
 def test_a_password_in_the_database_url_never_appears_in_messages(settings: Settings,
                                                                    tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Least privilege and secrets (issue 5): a command and a sink that cannot connect say so
+    """Least privilege and secrets: a command and a sink that cannot connect say so
     in one line, with the URL's password redacted."""
     bad = settings.with_(database_url=f"postgresql://xp:pw-5ecret@127.0.0.1:{free_port()}/xp",
                          db_retry_max_seconds=0.2)

@@ -1,4 +1,4 @@
-"""Validation of XP records against schemas/xp_event.v1.json (DESIGN.md section 3)."""
+"""Validation of XP records against schemas/xp_event.v1.json (docs/design.md, Contracts)."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_record_must_sit_in_its_keys_partition() -> None:
     assert info.value.reason == "wrong_partition"
 
 
-# ---- input hardening (issue 5) -----------------------------------------------------------
+# ---- input hardening -------------------------------------------------------------------
 
 RECORD_TS = datetime(2026, 11, 20, 7, 15, 30, tzinfo=UTC).timestamp()
 """A record timestamp equal to the example event's created_at (08:15:30+01:00)."""

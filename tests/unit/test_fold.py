@@ -139,7 +139,7 @@ def test_metadata_games_played_must_be_an_integer() -> None:
 
 
 def test_events_of_one_batched_record_apply_in_order_and_once() -> None:
-    """Positions within a record (issue 7): every event of a batched record applies, a
+    """Positions within a record: every event of a batched record applies, a
     re-delivery of the record applies none again, an id twice in one record counts once."""
     a, b, c = make(1, "quiz", 30), make(2, "typing", 10), make(3, "memory", 5)
     seen: dict[str, Sighting] = {}

@@ -76,7 +76,7 @@ def test_the_changelog_encoding_round_trips() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.permutations(list(range(10))))
 def test_the_outcome_does_not_depend_on_the_order(order: list[int]) -> None:
-    """Out-of-order arrival (seed 003 gives no order guarantee across devices)."""
+    """Out-of-order arrival (nothing orders events across devices)."""
     events = [action(n, completed=n % 3 != 0, minutes=n * 7 % 11,
                      action_id=DRAFT_SKIP if n in (4, 8) else "apply_genius")
               for n in range(10)]

@@ -1,4 +1,4 @@
-"""Audit ranges: durations, instants, offsets, and what retention dropped (issue 4).
+"""Audit ranges: durations, instants, offsets, and what retention dropped.
 
 Tansu neither enforces retention nor supports DeleteRecords, so the dropped-range rule is
 tested here on its own; the replay compares only the offsets it read either way."""

@@ -1,4 +1,4 @@
-"""Kafka security settings map to aiokafka and faust-streaming; secrets never print (issue 5)."""
+"""Kafka security settings map to aiokafka and faust-streaming; secrets never print."""
 
 from __future__ import annotations
 
