@@ -42,6 +42,10 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+YIELD_EVERY_RECORDS = 100
+"""Records added between two turns of the event loop (each turn lets the batch being written
+advance by one round trip to PostgreSQL)."""
+
 
 class BatchWriter(Protocol):
     """What a sink writes: collects records, hands them over as a batch, writes a batch in the
@@ -98,6 +102,10 @@ class PostgresSink:
         # flushing (two transactions at once nest, and psycopg then refuses the commit).
         self._db_lock = asyncio.Lock()
         self._inflight: asyncio.Task[None] | None = None
+        self.adding = asyncio.Lock()
+        """Held while a fetch is added to the batch (which yields to the event loop): the
+        rebalance listener takes it first, so no record of a revoked partition is added after
+        the listener flushed and reset the batch."""
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
@@ -257,9 +265,16 @@ class PostgresSink:
             max_records = self.settings.sink_batch_records
             while not stop.is_set():
                 fetched = await consumer.getmany(timeout_ms=100, max_records=max_records)
-                for records in fetched.values():
-                    for record in records:
-                        self._add(record)
+                async with self.adding:
+                    for records in fetched.values():
+                        for start in range(0, len(records), YIELD_EVERY_RECORDS):
+                            for record in records[start:start + YIELD_EVERY_RECORDS]:
+                                self._add(record)
+                            # Let the batch being written take its next step (its statements
+                            # wait for this loop): without this the write of one batch stalled
+                            # for the whole decode of the next, and the sink ran at the pace of
+                            # the two one after the other instead of side by side.
+                            await asyncio.sleep(0)
                 if self._positions and batch_started is None:
                     batch_started = time.monotonic()
                 due = batch_started is not None and (
@@ -287,12 +302,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        try:
-            await asyncio.wait_for(self.sink.flush(), timeout=10)
-        except (TimeoutError, DatabaseUnavailable):
-            log.warning("%s sink: could not flush before a rebalance; the batch will be re-read",
-                        self.sink.writer.name)
-        self.sink.reset_batch()
+        async with self.sink.adding:
+            try:
+                await asyncio.wait_for(self.sink.flush(), timeout=10)
+            except (TimeoutError, DatabaseUnavailable):
+                log.warning("%s sink: could not flush before a rebalance; the batch will be "
+                            "re-read", self.sink.writer.name)
+            self.sink.reset_batch()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         stored = await self.sink.load_offsets()
