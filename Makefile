@@ -1,6 +1,6 @@
 # XP Streams: `make demo` runs the pipeline on the embedded local stack; `make test` runs the
 # tests. Both set themselves up: virtual environment, Python packages, and Debian packages
-# (PostgreSQL 15, kcat, Prometheus) through apt-get when they are missing and we are root.
+# (PostgreSQL 15, kcat, Prometheus, Java and Maven) through apt-get when missing and we are root.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -9,8 +9,11 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: demo test test-fast bench system-deps venv lint clean
 
+# BROKER=kafka (Apache Kafka 4.4, one node) or BROKER=kafka-3 (three nodes); default Tansu.
+BROKER ?= $(XP_LOCAL_BROKER)
+
 demo: venv system-deps
-	$(BIN)/streams demo
+	XP_LOCAL_BROKER=$(BROKER) $(BIN)/streams demo
 
 test: venv system-deps
 	$(BIN)/pytest
@@ -29,12 +32,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-# PostgreSQL's initdb/pg_ctl and kcat come from Debian; install them when absent.
+# PostgreSQL's initdb/pg_ctl, kcat, promtool, and Java + Maven (Apache Kafka's jars come from
+# Maven Central, streams/dev/kafka_cluster.py) come from Debian; install them when absent.
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || missing="$$missing postgresql"; \
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \

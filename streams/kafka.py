@@ -72,7 +72,8 @@ async def ensure_topics(
         if missing:
             try:
                 await admin.create_topics([
-                    NewTopic(n, num_partitions=partitions, replication_factor=1,
+                    NewTopic(n, num_partitions=partitions,
+                             replication_factor=settings.topic_replication_factor,
                              topic_configs=(configs or {}).get(n, {}))
                     for n in missing
                 ])

@@ -101,6 +101,9 @@ class Settings:
     """XP_ACTION_LEDGER_GROUP: consumer group of the action ledger sink."""
     progress_group: str = topics.PROGRESS_WRITER_GROUP
     """XP_PROGRESS_GROUP: consumer group of the vector progress writer."""
+    topic_replication_factor: int = 1
+    """XP_TOPIC_REPLICATION_FACTOR: replicas of each topic the pipeline creates (its topics, the
+    DLQs and the worker's changelogs); 3 on a production cluster."""
     sink_batch_records: int = 20_000
     """XP_SINK_BATCH_RECORDS: a sink batch is written once it holds this many records."""
     sink_batch_bytes: int = 8 * 1024 * 1024
@@ -225,6 +228,8 @@ class Settings:
             action_topic=e.get("XP_ACTION_TOPIC", d.action_topic),
             action_ledger_group=e.get("XP_ACTION_LEDGER_GROUP", d.action_ledger_group),
             progress_group=e.get("XP_PROGRESS_GROUP", d.progress_group),
+            topic_replication_factor=_int(e, "XP_TOPIC_REPLICATION_FACTOR",
+                                          d.topic_replication_factor, 1),
             sink_batch_records=_int(e, "XP_SINK_BATCH_RECORDS", d.sink_batch_records, 1),
             sink_batch_bytes=_int(e, "XP_SINK_BATCH_BYTES", d.sink_batch_bytes, 1),
             sink_batch_seconds=_float(e, "XP_SINK_BATCH_SECONDS", d.sink_batch_seconds),

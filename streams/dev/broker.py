@@ -57,6 +57,10 @@ class TansuBroker:
         log.close()
         wait_for_port(self.port, 30, self.proc)
 
+    def pids(self) -> list[int]:
+        """The broker's process id, if it runs."""
+        return [self.proc.pid] if self.proc is not None else []
+
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL)."""
         if self.proc is not None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from pathlib import Path
 
 import click
@@ -13,7 +16,8 @@ from streams.dev.stack import LocalStack, settings_env
 
 
 def up(base_dir: Path) -> None:
-    """Start Tansu and PostgreSQL under ``base_dir`` and leave them running.
+    """Start the broker (``XP_LOCAL_BROKER``) and PostgreSQL under ``base_dir`` and leave them
+    running.
 
     Raises:
         click.ClickException: a stack already runs there.
@@ -24,10 +28,10 @@ def up(base_dir: Path) -> None:
     stack = LocalStack(base_dir)
     settings = stack.start(detach=True)
     stack.create_topics()
-    assert stack.broker is not None and stack.broker.proc is not None
-    assert stack.postgres is not None
+    assert stack.broker is not None and stack.postgres is not None
     state.write_bytes(orjson.dumps({
-        "tansu_pid": stack.broker.proc.pid, "postgres_dir": str(stack.postgres.base_dir),
+        "broker": stack.broker_kind, "broker_pids": stack.broker.pids(),
+        "postgres_dir": str(stack.postgres.base_dir),
         "postgres_port": stack.postgres.port,
     }))
     click.echo(f"stack up in {base_dir}. Export these to use it:")
@@ -42,7 +46,12 @@ def down(base_dir: Path) -> None:
     if not state.exists():
         raise click.ClickException(f"no stack is up in {base_dir}")
     info = orjson.loads(state.read_bytes())
-    stop_pid(info["tansu_pid"])
+    pids = info.get("broker_pids") or [info["tansu_pid"]]  # tansu_pid: stacks before kafka
+    for pid in pids:  # all at once: Kafka nodes shut down together keep their quorum
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in pids:
+        stop_pid(pid, 30)
     PostgresCluster(Path(info["postgres_dir"]), info["postgres_port"]).stop()
     LocalStack(base_dir).stop(remove=True)
     click.echo(f"stack in {base_dir} stopped")

@@ -1,7 +1,11 @@
-"""The local stack: Tansu + PostgreSQL + migrations + topics, and the pipeline's processes.
+"""The local stack: a broker + PostgreSQL + migrations + topics, and the pipeline's processes.
 
-Used by ``streams dev up``/``down``, ``streams demo`` and the integration tests. Nothing here
-runs in production: there the broker and database come from settings.
+Used by ``streams dev up``/``down``, ``streams demo``, ``bench``, ``chaos`` and the integration
+tests. Nothing here runs in production: there the broker and database come from settings.
+
+The broker is chosen by ``XP_LOCAL_BROKER`` (:func:`local_broker_kind`): ``tansu`` (default;
+light, memory-only), ``kafka`` (Apache Kafka 4.4, one node) or ``kafka-3`` (three nodes,
+replication factor 3).
 """
 
 from __future__ import annotations
@@ -14,15 +18,54 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from streams import kafka
 from streams.db.migrate import migrate
 from streams.dev.broker import TansuBroker
+from streams.dev.kafka_cluster import KafkaCluster
 from streams.dev.postgres import PostgresCluster
 from streams.dev.procs import stop_process
 from streams.settings import Settings
 
 DATABASE = "xp_streams"
+BROKER_KINDS = ("tansu", "kafka", "kafka-3")
+
+
+def local_broker_kind(value: str | None = None) -> str:
+    """The local stack's broker: ``value``, else ``XP_LOCAL_BROKER``, else ``tansu``.
+
+    Raises:
+        ValueError: not one of :data:`BROKER_KINDS`.
+    """
+    kind = (value or os.environ.get("XP_LOCAL_BROKER") or "tansu").strip().lower()
+    if kind not in BROKER_KINDS:
+        raise ValueError(f"XP_LOCAL_BROKER={kind!r}: expected one of {', '.join(BROKER_KINDS)}")
+    return kind
+
+
+class LocalBroker(Protocol):
+    """What the local stack needs of a broker (:class:`TansuBroker`, :class:`KafkaCluster`)."""
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port[,host:port]`` for clients."""
+
+    def start(self, detach: bool = False) -> None:
+        """Start it and wait until clients can use it."""
+
+    def stop(self) -> None:
+        """Stop it."""
+
+    def pids(self) -> list[int]:
+        """Process ids of its running processes."""
+
+
+def new_broker(kind: str, base_dir: Path) -> LocalBroker:
+    """A broker of ``kind`` (:data:`BROKER_KINDS`) keeping its files under ``base_dir``."""
+    if kind == "tansu":
+        return TansuBroker(base_dir / "tansu.log")
+    return KafkaCluster(base_dir, nodes=3 if kind == "kafka-3" else 1)
 
 
 def default_base_dir() -> Path:
@@ -37,14 +80,17 @@ class LocalStack:
     """A running broker and PostgreSQL cluster with the schema applied."""
 
     base_dir: Path
-    broker: TansuBroker | None = None
+    broker: LocalBroker | None = None
     postgres: PostgresCluster | None = None
     settings: Settings = field(default_factory=Settings)
+    broker_kind: str = field(default_factory=local_broker_kind)
+    """``tansu``, ``kafka`` or ``kafka-3`` (default: ``XP_LOCAL_BROKER``)."""
 
     def start(self, detach: bool = False) -> Settings:
-        """Start both servers, create the database, migrate, and return matching settings."""
+        """Start both servers, create the database, migrate, and return matching settings
+        (with replication factor 3 on ``kafka-3``)."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.broker = TansuBroker(self.base_dir / "tansu.log")
+        self.broker = new_broker(self.broker_kind, self.base_dir)
         self.broker.start(detach=detach)
         self.postgres = PostgresCluster(self.base_dir / "pg")
         self.postgres.init()
@@ -55,6 +101,7 @@ class LocalStack:
             kafka_bootstrap_servers=self.broker.bootstrap_servers,
             database_url=url,
             data_dir=str(self.base_dir / "worker"),
+            topic_replication_factor=3 if self.broker_kind == "kafka-3" else 1,
         )
         return self.settings
 
@@ -88,6 +135,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "DATABASE_URL": settings.database_url,
         "XP_TOPIC": settings.xp_topic,
         "XP_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "XP_TOPIC_REPLICATION_FACTOR": str(settings.topic_replication_factor),
         "XP_WORKER_GROUP": settings.worker_group,
         "XP_LEDGER_GROUP": settings.ledger_group,
         "XP_TOTALS_GROUP": settings.totals_group,

@@ -52,7 +52,7 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.topic_replication_factor,
         topic_allow_declare=True,
         broker_session_timeout=settings.broker_session_timeout,
         broker_heartbeat_interval=max(0.5, settings.broker_session_timeout / 5),
