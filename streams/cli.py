@@ -37,6 +37,18 @@ def _quiet_clients() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
+def exit_on_sigterm_until_started() -> None:
+    """Until the process's own SIGTERM handling is in place (the event loop's, installed once
+    start-up is done: imports, settings, Faust's app), a SIGTERM exits at once with status 0:
+    nothing has been read, so there is nothing to finish. Without this the default action ends
+    the process with status -15, as a supervisor stopping a slow starter saw."""
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
 def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run coroutine function ``main(stop_event)`` until it returns; SIGTERM/SIGINT set stop."""
 
@@ -47,7 +59,17 @@ def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
-    asyncio.run(runner())
+    try:
+        asyncio.run(runner())
+    finally:
+        ignore_sigterm_from_now_on()
+
+
+def ignore_sigterm_from_now_on() -> None:
+    """Ignore further SIGTERMs: the work is flushed and the process is exiting. Closing the
+    event loop puts SIGTERM back to its default (terminate), so a second SIGTERM (an operator
+    or supervisor repeating it) would otherwise end the exit abruptly with status -15."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _Cli(click.Group):
@@ -89,6 +111,7 @@ def main() -> None:
 def worker() -> None:
     """Run the fold worker: validate, DLQ, dedupe, fold XP into the totals table and action
     events into vector progress (Faust tables, batch reader)."""
+    exit_on_sigterm_until_started()
     from streams.metrics import Metrics
     from streams.worker.app import run
 
@@ -99,6 +122,7 @@ def worker() -> None:
 
 
 def _run_sink(kind: str) -> None:
+    exit_on_sigterm_until_started()
     from streams.ledger.actions import ActionLedgerWriter
     from streams.ledger.writer import LedgerWriter
     from streams.metrics import Metrics

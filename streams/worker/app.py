@@ -10,6 +10,7 @@ each source topic (:mod:`streams.worker.reader`).
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any
 
 import faust
@@ -105,4 +106,7 @@ def run(settings: Settings, metrics: Metrics) -> None:
             await reader.stop()
             await super().on_stop()
 
-    Worker(app, loglevel="INFO", quiet=True, console_port=0).execute_from_commandline()
+    try:
+        Worker(app, loglevel="INFO", quiet=True, console_port=0).execute_from_commandline()
+    finally:  # as the sinks do (streams.cli.ignore_sigterm_from_now_on): exit with our status
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -1,6 +1,10 @@
 """The real local stack for integration tests: one Tansu broker and one PostgreSQL cluster per
 test session; each test gets its own database (from a migrated template), its own topics and
-its own consumer groups, and the pipeline's real processes."""
+its own consumer groups, and the pipeline's real processes.
+
+A test marked ``both_brokers`` runs twice: on Tansu and on a single Apache Kafka 4.4 node
+(started once per session, on first use; that instance is marked ``kafka``, so
+``pytest -m "not kafka"`` leaves it out)."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import pytest
 
 from streams import kafka
 from streams.audit.outcome import read_outcome
+from streams.dev.kafka_cluster import KafkaCluster
 from streams.dev.procs import free_port
 from streams.dev.stack import DATABASE, LocalStack, PipelineProcess, default_base_dir, settings_env
 from streams.loadgen import Expected, Record, publish_records
@@ -37,13 +42,43 @@ def stack() -> Iterator[LocalStack]:
         s.stop()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each ``both_brokers`` test on Tansu and on Apache Kafka."""
+    if metafunc.definition.get_closest_marker("both_brokers"):
+        metafunc.parametrize("broker", ["tansu", pytest.param("kafka", marks=pytest.mark.kafka)],
+                             indirect=True)
+
+
 @pytest.fixture
-def settings(stack: LocalStack, tmp_path: Path) -> Settings:
-    """Settings for one test: fresh database, topics and groups, small batches, memory tables."""
+def broker(request: pytest.FixtureRequest) -> str:
+    """The broker of this test: ``tansu`` unless parametrized (``both_brokers``)."""
+    return getattr(request, "param", "tansu")
+
+
+@pytest.fixture(scope="session")
+def kafka_node(stack: LocalStack) -> Iterator[KafkaCluster]:
+    """One Apache Kafka 4.4 node (KRaft, logs on disk), for the whole session."""
+    cluster = KafkaCluster(stack.base_dir / "kafka")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def settings(stack: LocalStack, tmp_path: Path, broker: str,
+             request: pytest.FixtureRequest) -> Settings:
+    """Settings for one test: fresh database, topics and groups, small batches, memory tables,
+    on the test's broker."""
     assert stack.postgres is not None
     n = next(_counter)
     url = stack.postgres.create_database(f"test_{n}", template=DATABASE)
-    s = stack.settings.with_(
+    base = stack.settings
+    if broker == "kafka":
+        base = base.with_(kafka_bootstrap_servers=request.getfixturevalue(
+            "kafka_node").bootstrap_servers)
+    s = base.with_(
         database_url=url, xp_topic=f"xp-events-{n}", topic_partitions=4,
         worker_group=f"worker-{n}", ledger_group=f"ledger-{n}", totals_group=f"totals-{n}",
         action_topic=f"action-events-{n}", action_ledger_group=f"action-ledger-{n}",

@@ -82,6 +82,7 @@ def test_replay_reproduces_the_ledger_and_moves_no_offset(settled: Pipeline,
     assert group_offsets(s) == before
 
 
+@pytest.mark.both_brokers
 def test_replay_of_a_time_window_and_bad_ranges(settled: Pipeline) -> None:
     s = settled.settings
     done = streams(["replay", "--json", "--since", "1h", "--until", "2099-01-01T00:00:00Z"], s)

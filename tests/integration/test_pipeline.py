@@ -27,6 +27,7 @@ def ledger_rows(pipeline: Pipeline) -> int:
     return int(query_one(pipeline.settings.database_url, "SELECT count(*) FROM xp_events")[0])  # type: ignore[call-overload]
 
 
+@pytest.mark.both_brokers
 def test_workload_with_duplicates_and_invalid_records_is_exact(pipeline: Pipeline) -> None:
     """Guarantees 1, 2, 3, 5 on a loadgen workload."""
     records, expected = generate(LoadSpec(events=6000, students=200, seed=11,
@@ -76,6 +77,7 @@ def test_replaying_the_workload_counts_nothing_twice(pipeline: Pipeline) -> None
     assert outcome_problems == []
 
 
+@pytest.mark.both_brokers
 def test_kill_9_of_the_sink_mid_workload(pipeline: Pipeline) -> None:
     """Guarantee 4 for the ledger sink: kill -9 while writing, restart, ledger still exact."""
     records, expected = generate(LoadSpec(events=20000, students=300, seed=13,
@@ -90,6 +92,7 @@ def test_kill_9_of_the_sink_mid_workload(pipeline: Pipeline) -> None:
     pipeline.assert_exact(expected)
 
 
+@pytest.mark.both_brokers
 @pytest.mark.parametrize("batch", [1, 50], ids=["single", "batched"])
 def test_kill_9_of_the_worker_mid_workload(pipeline: Pipeline, tmp_path, batch: int) -> None:  # type: ignore[no-untyped-def]
     """Guarantee 4 for the worker, with its RocksDB table store: kill -9, restart, exact; with
@@ -119,6 +122,7 @@ def test_kill_9_of_the_worker_mid_workload(pipeline: Pipeline, tmp_path, batch: 
         pipeline.stop()
 
 
+@pytest.mark.both_brokers
 def test_sigterm_mid_workload_commits_what_was_written_and_exits_0(pipeline: Pipeline) -> None:
     """Graceful shutdown: SIGTERM to every process while it works through a backlog;
     each finishes its batch, commits and exits 0 within 30 s; the ledger sink's committed
@@ -153,6 +157,7 @@ def test_sigterm_mid_workload_commits_what_was_written_and_exits_0(pipeline: Pip
     pipeline.assert_exact(expected)
 
 
+@pytest.mark.both_brokers
 def test_database_outage_loses_nothing(pipeline: Pipeline, stack) -> None:  # type: ignore[no-untyped-def]
     """Guarantee 6: PostgreSQL stopped mid-stream; the sinks pause, retry and resume."""
     records, expected = generate(LoadSpec(events=20000, students=300, seed=15,
@@ -168,6 +173,7 @@ def test_database_outage_loses_nothing(pipeline: Pipeline, stack) -> None:  # ty
     assert all(p.alive() for p in pipeline.procs.values())
 
 
+@pytest.mark.both_brokers
 def test_duplicate_after_the_dedupe_horizon_counts_once(stack, settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Guarantee 8: the dedupe entry expires; a late duplicate is caught by the ledger check."""
     s = settings.with_(dedupe_horizon_seconds=2.0, dedupe_expire_interval_seconds=0.5)
@@ -224,6 +230,7 @@ def run_kcat(args: list[str], stdin: bytes, tmp_path: Path) -> subprocess.Comple
                           check=False, env=env)
 
 
+@pytest.mark.both_brokers
 def test_events_published_with_kcat_are_accepted(pipeline: Pipeline, tmp_path: Path) -> None:
     """A non-Python game server (kcat on librdkafka) publishes; the pipeline takes its events."""
     if shutil.which("kcat") is None:
@@ -241,6 +248,7 @@ def test_events_published_with_kcat_are_accepted(pipeline: Pipeline, tmp_path: P
     assert row == (sum(range(20)), 20)
 
 
+@pytest.mark.both_brokers
 def test_events_published_with_librdkafka_are_accepted(pipeline: Pipeline) -> None:
     """librdkafka (the C client of most non-Python game servers) publishes alongside aiokafka.
 

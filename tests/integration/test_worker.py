@@ -30,6 +30,7 @@ def log_of(proc: PipelineProcess) -> str:
     return proc.log_path.read_text(errors="replace")
 
 
+@pytest.mark.both_brokers
 @pytest.mark.parametrize("step", ["produced", "positioned"])
 def test_kill_between_checkpoint_steps_is_exact(settings: Settings, tmp_path: Path,
                                                 step: str) -> None:
