@@ -16,9 +16,13 @@ every ``--fault-interval`` seconds (the schedule cycles through the faults in a 
   ``pg-terminate``: every client connection terminated while a write runs (6);
 - ``duplicate-storm``: 1,000 already published valid records resent ``--storm-repeats`` times
   (guarantee 2); ``poison-burst``: ``--poison`` invalid records of every DLQ reason (5);
-- ``broker-restart`` (not in the default list): the broker restarted: the local Tansu
-  (in-memory storage) or ``--broker-restart-command``. A broker that comes back without the
-  records it acknowledged ends the run as "broker limit": the check would blame the pipeline.
+- ``broker-restart`` (not in the default list): the broker restarted: every node of a local
+  Apache Kafka killed -9 and started again on its log dirs, the local Tansu (in-memory storage)
+  stopped and started, or ``--broker-restart-command``. A broker that comes back without the
+  records it acknowledged ends the run as "broker limit": the check would blame the pipeline;
+- ``broker-kill`` (not in the default list; a local 3-node Apache Kafka, ``XP_LOCAL_BROKER=
+  kafka-3``): one node killed -9 under load and restarted after a pause; the other two keep
+  the quorum and, with ``min.insync.replicas`` 2, every partition writable.
 
 Then it waits until the groups have lag 0 and checks guarantees 1-3, 5, 7 against the loadgen's
 expectation (:func:`streams.audit.outcome.read_outcome`: ledger rows, totals per student incl.
@@ -48,6 +52,7 @@ import orjson
 from streams import kafka
 from streams.audit.outcome import read_outcome
 from streams.db.connect import connect
+from streams.dev.kafka_cluster import KafkaCluster
 from streams.dev.procs import free_port, memory_mib
 from streams.dev.scratch import Scratch
 from streams.dev.stack import LocalStack, PipelineProcess
@@ -59,11 +64,15 @@ from streams.settings import Settings
 
 FAULTS = ("kill-worker", "kill-sink", "kill-totals-writer", "kill-in-commit",
           "kill-in-rebalance", "worker-lost", "pg-outage", "pg-terminate", "duplicate-storm",
-          "poison-burst", "broker-restart")
+          "poison-burst", "broker-restart", "broker-kill")
 """Every fault the runner knows, by name."""
 
-DEFAULT_FAULTS = tuple(f for f in FAULTS if f != "broker-restart")
-"""The default schedule: all but the broker restart (the local broker keeps records in memory)."""
+BROKER_FAULTS = ("broker-restart", "broker-kill")
+"""Faults of the broker itself: opt-in (``--faults``), for a durable broker."""
+
+DEFAULT_FAULTS = tuple(f for f in FAULTS if f not in BROKER_FAULTS)
+"""The default schedule: all but the broker faults (the default local broker, Tansu, keeps
+records in memory and runs one node)."""
 
 STORM_RECORDS = 1_000
 """Distinct records a duplicate storm resends."""
@@ -469,6 +478,15 @@ class Chaos:
         if self.broker_restart_command:
             subprocess.run(self.broker_restart_command, shell=True, check=True)  # noqa: S602
             how = f"ran {self.broker_restart_command!r}"
+        elif self.stack is not None and isinstance(self.stack.broker, KafkaCluster):
+            cluster = self.stack.broker
+            for node in cluster.nodes:
+                cluster.kill(node.node_id)
+            pause = self.rng.uniform(0.5, 3.0)
+            time.sleep(pause)
+            cluster.restart_all()
+            how = (f"Apache Kafka ({len(cluster.nodes)} node(s)) killed -9, restarted on its "
+                   f"log dirs after {pause:.1f} s")
         elif self.stack is not None and self.stack.broker is not None:
             self.stack.broker.stop()
             self.stack.broker.start()
@@ -487,6 +505,17 @@ class Chaos:
                 f"records in memory). The pipeline cannot be checked past this: the broker's "
                 f"limit, not ours")
         return how
+
+    def fault_broker_kill(self) -> str:
+        cluster = self.stack.broker if self.stack is not None else None
+        if not isinstance(cluster, KafkaCluster) or len(cluster.nodes) < 3:
+            return "skipped: needs the local 3-node Apache Kafka (--local, XP_LOCAL_BROKER=kafka-3)"
+        victim = self.rng.choice(cluster.nodes).node_id
+        cluster.kill(victim)
+        pause = self.rng.uniform(5.0, 15.0)
+        time.sleep(pause)
+        cluster.restart(victim)
+        return f"Kafka node {victim} of 3 killed -9, restarted after {pause:.1f} s"
 
     # ---- the run ---------------------------------------------------------------------------
 

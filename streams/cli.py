@@ -767,7 +767,8 @@ def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--seed", default=1, show_default=True, type=int,
               help="Seeds the workload and the fault schedule.")
 @click.option("--faults", "faults", callback=_faults,
-              help="Comma-separated faults to cycle through [default: all but broker-restart].")
+              help="Comma-separated faults to cycle through [default: all but broker-restart "
+                   "and broker-kill].")
 @click.option("--fault-interval", default=20.0, show_default=True, type=click.FloatRange(0.5),
               help="Seconds between faults (jittered +-25%).")
 @click.option("--duration", callback=_duration,

@@ -7,28 +7,72 @@ same code runs against Tansu, Apache Kafka, Redpanda or MSK.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import NodeNotReadyError, RequestTimedOutError, TopicAlreadyExistsError
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from streams import topics
 from streams.settings import Settings
 
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def connect_failures() -> Iterator[list[str]]:
+    """Collect, while the block runs, why aiokafka could not connect to a broker.
+
+    aiokafka logs each bootstrap server's failure (a refused login: ``Authentication failed
+    ... invalid credentials``; an untrusted CA: ``certificate verify failed``) and then raises
+    only ``Unable to bootstrap from [...]``. The yielded list receives those reasons, in
+    order, so an error can name the real one. The records are not printed.
+    """
+    reasons: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if (isinstance(record.msg, str) and record.msg.startswith("Unable")
+                    and isinstance(record.args, tuple) and record.args):
+                reasons.append(" ".join(str(record.args[-1]).split()))
+
+    logger = logging.getLogger("aiokafka")
+    handler = _Collect(logging.WARNING)
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield reasons
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
 
 def producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
-    """An unstarted producer: acks=all, orjson bytes in and out, linger from settings.
+    """An unstarted producer: acks=all, orjson bytes in and out, linger and idempotence from
+    settings.
 
-    The idempotent producer stays off: Tansu does not support it (docs/design.md, Local stack);
-    duplicates from producer retries are dropped by event id downstream.
+    The idempotent producer is off unless ``XP_PRODUCER_IDEMPOTENCE=1``: Tansu does not support
+    it (docs/design.md, Local stack); duplicates from producer retries are dropped by event id
+    downstream either way.
     """
     kwargs: dict[str, object] = {
         **settings.kafka_client_kwargs(),
         "acks": "all",
         "linger_ms": settings.producer_linger_ms,
-        "enable_idempotence": False,
+        "enable_idempotence": settings.producer_idempotence,
         "max_batch_size": 256 * 1024,
         "request_timeout_ms": 30_000,
     }
@@ -64,9 +108,7 @@ async def ensure_topics(
     Args:
         configs: per-topic configs, e.g. ``{"x-changelog": {"cleanup.policy": "compact"}}``.
     """
-    admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
-    await admin.start()
-    try:
+    async def create(admin: AIOKafkaAdminClient) -> None:
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
@@ -79,8 +121,49 @@ async def ensure_topics(
                 ])
             except TopicAlreadyExistsError:
                 pass
-    finally:
-        await admin.close()
+
+    await with_admin(settings, create)
+
+
+ADMIN_NODE_DOWN_RETRY_S = 60.0
+"""How long an admin request is retried while the node it was sent to is down (seconds)."""
+
+
+async def with_admin(settings: Settings,
+                     op: Callable[[AIOKafkaAdminClient], Awaitable[T]]) -> T:
+    """Run ``op`` with a started admin client, closed after.
+
+    The admin client sends each request to one node of its metadata (a random one, or the one
+    named controller). A node that is down but still listed (a broker killed on a 3-node
+    cluster stays in the metadata until the controller fences it, about 9 s) fails the request
+    with ``NodeNotReadyError``; the request is then retried on a new client, with backoff, for
+    up to :data:`ADMIN_NODE_DOWN_RETRY_S`. Unreachable bootstrap servers are not retried: they
+    fail at once (``KafkaConnectionError``).
+    """
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type((NodeNotReadyError, RequestTimedOutError)),
+        wait=wait_exponential_jitter(initial=0.2, max=2.0),
+        stop=stop_after_delay(ADMIN_NODE_DOWN_RETRY_S), reraise=True,
+    ):
+        with attempt:
+            admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
+            await admin.start()
+            try:
+                return await op(admin)
+            finally:
+                await admin.close()
+    raise AssertionError("unreachable: AsyncRetrying reraises")  # pragma: no cover
+
+
+async def changelog_topics(settings: Settings) -> None:
+    """Create the worker's table changelogs (compacted, ``topic_partitions`` each) when they
+    do not exist. The worker calls it before Faust starts: Faust itself declares no topic
+    (docs/design.md, "Local stack"), because its declaration asks the node the metadata names
+    as controller and crashes the worker when that node is down."""
+    changelogs = [topics.changelog_topic(settings.worker_group, t)
+                  for t in topics.WORKER_TABLES]
+    await ensure_topics(settings, changelogs, settings.topic_partitions,
+                        {c: {"cleanup.policy": "compact"} for c in changelogs})
 
 
 async def pipeline_topics(settings: Settings) -> None:
@@ -91,24 +174,19 @@ async def pipeline_topics(settings: Settings) -> None:
     changelogs here, not on first use, keeps a consumer that reads one before the worker
     writes it from having the broker auto-create it with the wrong partition count.
     """
-    changelogs = [topics.changelog_topic(settings.worker_group, t)
-                  for t in topics.WORKER_TABLES]
     inputs = [settings.xp_topic, settings.dlq_topic, settings.action_topic,
               settings.action_dlq_topic]
-    await ensure_topics(
-        settings, [*inputs, *changelogs], settings.topic_partitions,
-        {c: {"cleanup.policy": "compact"} for c in changelogs},
-    )
+    await ensure_topics(settings, inputs, settings.topic_partitions)
+    await changelog_topics(settings)
 
 
 async def topic_exists(settings: Settings, topic: str) -> bool:
     """True when ``topic`` exists (asked through the admin API, which never auto-creates)."""
-    admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
-    await admin.start()
-    try:
+
+    async def exists(admin: AIOKafkaAdminClient) -> bool:
         return topic in set(await admin.list_topics())
-    finally:
-        await admin.close()
+
+    return await with_admin(settings, exists)
 
 
 async def partitions_for(

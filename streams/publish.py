@@ -32,14 +32,18 @@ class Publisher:
         self._producer = kafka.producer(settings)
 
     async def __aenter__(self) -> Publisher:
-        """Connect to the brokers. Raises :class:`PublishError` when none answers."""
-        try:
-            await self._producer.start()
-        except KafkaError as exc:
-            await self._producer.stop()
-            raise PublishError(
-                f"cannot reach the brokers {self.settings.kafka_bootstrap_servers}: {exc}"
-            ) from None
+        """Connect to the brokers. Raises :class:`PublishError` when none answers or none
+        accepts the credentials, with the broker's reason (e.g. ``Authentication failed``,
+        ``certificate verify failed``)."""
+        with kafka.connect_failures() as reasons:
+            try:
+                await self._producer.start()
+            except KafkaError as exc:
+                await self._producer.stop()
+                raise PublishError(
+                    f"cannot reach the brokers {self.settings.kafka_bootstrap_servers}: "
+                    f"{reasons[-1] if reasons else exc}"
+                ) from None
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -168,6 +168,10 @@ class Settings:
     acknowledged, position not yet written; ``positioned``: position durable, local store not
     yet written); ``<step>:<n>:<seconds>`` pauses there instead. Empty (default): off."""
     producer_linger_ms: int = 5
+    producer_idempotence: bool = False
+    """XP_PRODUCER_IDEMPOTENCE: 1 turns on the idempotent producer for the publisher (a retried
+    send is written once per partition). Off by default: Tansu does not support it; Apache
+    Kafka, Redpanda and MSK do (the local stack turns it on for them)."""
     fetch_max_wait_ms: int = 100
     """XP_FETCH_MAX_WAIT_MS: how long a consumer's fetch may wait for records at the end of a
     partition (milliseconds), for every consumer including the Faust worker's (Faust fixes
@@ -265,6 +269,8 @@ class Settings:
             producer_linger_ms=_int(e, "XP_PRODUCER_LINGER_MS", d.producer_linger_ms),
             fetch_max_wait_ms=_int(e, "XP_FETCH_MAX_WAIT_MS", d.fetch_max_wait_ms, 1),
             faust_sensor=_int(e, "XP_FAUST_SENSOR", int(d.faust_sensor)) != 0,
+            producer_idempotence=_int(e, "XP_PRODUCER_IDEMPOTENCE",
+                                      int(d.producer_idempotence)) != 0,
         )
 
     def with_(self, **changes: Any) -> Settings:

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -110,12 +111,38 @@ def cluster_id() -> str:
             return value
 
 
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """Authenticated listeners for a local cluster, beside its PLAINTEXT one.
+
+    ``SASL_SSL`` (SCRAM-SHA-256 and SCRAM-SHA-512 over TLS) and ``SSL`` (mutual TLS: a client
+    certificate signed by ``cafile`` is required). Both serve ``keystore``: one PEM file with
+    the broker's PKCS#8 private key (``BEGIN PRIVATE KEY``) and its certificate chain, the
+    certificate naming ``IP:127.0.0.1`` and ``DNS:localhost``.
+
+    Args:
+        users: SCRAM users created when the storage is formatted, as (mechanism, name,
+            password) with mechanism ``SCRAM-SHA-256`` or ``SCRAM-SHA-512`` (no comma in a
+            password: the format tool's syntax).
+        keystore: the broker's key and certificate chain (PEM).
+        cafile: the CA that signs client certificates (PEM).
+    """
+
+    users: tuple[tuple[str, str, str], ...]
+    keystore: Path
+    cafile: Path
+
+
 class KafkaNode:
     """One combined broker + controller node: its ports, files and process."""
 
     def __init__(self, node_id: int, base_dir: Path) -> None:
         self.node_id = node_id
         self.port = free_port()
+        self.sasl_ssl_port = free_port()
+        """Port of the SASL_SSL listener (with :class:`KafkaSecurity`)."""
+        self.ssl_port = free_port()
+        """Port of the SSL (mutual TLS) listener (with :class:`KafkaSecurity`)."""
         self.controller_port = free_port()
         self.dir = base_dir / f"kafka-{node_id}"
         self.properties = self.dir / "server.properties"
@@ -135,13 +162,16 @@ class KafkaCluster:
         base_dir: folder for each node's properties, log dir (``kafka-<id>/data``) and log.
         nodes: 1 (replication factor 1) or 3 (replication factor 3, ``min.insync.replicas`` 2).
         heap_mb: maximum Java heap of each node (MiB).
+        security: also serve SASL_SSL and SSL listeners (:class:`KafkaSecurity`).
     """
 
-    def __init__(self, base_dir: Path, nodes: int = 1, heap_mb: int = 512) -> None:
+    def __init__(self, base_dir: Path, nodes: int = 1, heap_mb: int = 512,
+                 security: KafkaSecurity | None = None) -> None:
         if nodes not in (1, 3):
             raise ValueError(f"a local Kafka cluster has 1 or 3 nodes, not {nodes}")
         self.base_dir = base_dir
         self.heap_mb = heap_mb
+        self.security = security
         self.nodes = [KafkaNode(i, base_dir) for i in range(1, nodes + 1)]
         self.jars: Path | None = None
 
@@ -149,6 +179,11 @@ class KafkaCluster:
     def bootstrap_servers(self) -> str:
         """Every node's client listener, comma-separated."""
         return ",".join(n.address for n in self.nodes)
+
+    def bootstrap_for(self, protocol: str) -> str:
+        """Every node's listener for ``protocol`` (``PLAINTEXT``, ``SASL_SSL``, ``SSL``)."""
+        port = {"PLAINTEXT": "port", "SASL_SSL": "sasl_ssl_port", "SSL": "ssl_port"}[protocol]
+        return ",".join(f"127.0.0.1:{getattr(n, port)}" for n in self.nodes)
 
     def _write_files(self, node: KafkaNode, cluster: str) -> None:
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
@@ -181,11 +216,40 @@ class KafkaCluster:
             "replica.lag.time.max.ms": 10_000,
             "auto.create.topics.enable": "false",
         }
+        scram: list[str] = []
+        if self.security is not None:
+            props.update(self._security_props(node))
+            for mechanism, name, password in self.security.users:
+                scram += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
         node.dir.mkdir(parents=True, exist_ok=True)
         node.properties.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.base_dir / "log4j2.yaml").write_text(_LOG4J2)
         self._java(["kafka.tools.StorageTool", "format", "-t", cluster, "-c",
-                    str(node.properties), "--ignore-formatted"], heap_mb=256)
+                    str(node.properties), "--ignore-formatted", *scram], heap_mb=256)
+
+    def _security_props(self, node: KafkaNode) -> dict[str, object]:
+        """The SASL_SSL and SSL listeners' properties (Kafka's broker configuration docs)."""
+        assert self.security is not None
+        jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return {
+            "listeners": f"PLAINTEXT://127.0.0.1:{node.port},"
+                         f"SASL_SSL://127.0.0.1:{node.sasl_ssl_port},"
+                         f"SSL://127.0.0.1:{node.ssl_port},"
+                         f"CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port},"
+                                    f"SASL_SSL://127.0.0.1:{node.sasl_ssl_port},"
+                                    f"SSL://127.0.0.1:{node.ssl_port}",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
+                                              "SSL:SSL,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-256,SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": jaas,
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": self.security.keystore,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": self.security.cafile,
+            "listener.name.ssl.ssl.client.auth": "required",
+        }
 
     def _command(self, main: list[str], heap_mb: int) -> list[str]:
         assert self.jars is not None
@@ -288,6 +352,16 @@ class KafkaCluster:
         node = self.nodes[node_id - 1]
         self._launch(node)
         self._wait_listening(node)
+        self.wait_ready()
+
+    def restart_all(self) -> None:
+        """Start every stopped node again on its log dir (all at once: each waits for a
+        quorum) and wait for the cluster."""
+        stopped = [n for n in self.nodes if n.proc is None]
+        for node in stopped:
+            self._launch(node)
+        for node in stopped:
+            self._wait_listening(node)
         self.wait_ready()
 
     def stop(self) -> None:

@@ -102,6 +102,7 @@ class LocalStack:
             database_url=url,
             data_dir=str(self.base_dir / "worker"),
             topic_replication_factor=3 if self.broker_kind == "kafka-3" else 1,
+            producer_idempotence=self.broker_kind != "tansu",
         )
         return self.settings
 
@@ -155,6 +156,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "XP_DATA_DIR": settings.data_dir,
         "XP_TABLE_STORE": settings.table_store,
         "XP_FAUST_SENSOR": str(int(settings.faust_sensor)),
+        "XP_PRODUCER_IDEMPOTENCE": str(int(settings.producer_idempotence)),
         "XP_WORKER_BATCH_RECORDS": str(settings.worker_batch_records),
         "XP_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
         "XP_ROCKSDB_MEMORY_MB": str(settings.rocksdb_memory_mb),

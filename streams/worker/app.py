@@ -9,13 +9,14 @@ each source topic (:mod:`streams.worker.reader`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from typing import Any
 
 import faust
 
-from streams import topics
+from streams import kafka, topics
 from streams.metrics import Metrics
 from streams.progress.stream import ActionStream
 from streams.settings import Settings
@@ -54,7 +55,12 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
-        topic_allow_declare=True,
+        # The changelogs are created before Faust starts (kafka.changelog_topics). Faust's own
+        # declaration, repeated on every rebalance, asks the node the metadata names as the
+        # controller: with that node down (one of three killed) the worker crashed with
+        # NodeNotReadyError. The leader topic serves on_leader timers, which we do not use.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
         broker_session_timeout=settings.broker_session_timeout,
         broker_heartbeat_interval=max(0.5, settings.broker_session_timeout / 5),
         broker_rebalance_timeout=settings.broker_rebalance_timeout,
@@ -99,6 +105,7 @@ def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, SourceReader
 def run(settings: Settings, metrics: Metrics) -> None:
     """Run the worker until SIGTERM/SIGINT: the reader checkpoints its batch in progress and
     closes before Faust leaves the group."""
+    asyncio.run(kafka.changelog_topics(settings))
     app, reader = build(settings, metrics)
 
     class Worker(faust.Worker):

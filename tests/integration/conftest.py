@@ -77,7 +77,7 @@ def settings(stack: LocalStack, tmp_path: Path, broker: str,
     base = stack.settings
     if broker == "kafka":
         base = base.with_(kafka_bootstrap_servers=request.getfixturevalue(
-            "kafka_node").bootstrap_servers)
+            "kafka_node").bootstrap_servers, producer_idempotence=True)
     s = base.with_(
         database_url=url, xp_topic=f"xp-events-{n}", topic_partitions=4,
         worker_group=f"worker-{n}", ledger_group=f"ledger-{n}", totals_group=f"totals-{n}",

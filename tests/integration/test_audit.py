@@ -11,6 +11,9 @@ from pathlib import Path
 import orjson
 import psycopg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.records_to_delete import RecordsToDelete
+from aiokafka.structs import TopicPartition
 
 from streams import kafka
 from streams.loadgen import LoadSpec, generate
@@ -96,6 +99,36 @@ def test_replay_of_a_time_window_and_bad_ranges(settled: Pipeline) -> None:
     assert done.returncode == 1
     assert done.stderr.decode().strip() == (
         f"Error: topic {s.xp_topic!r} has no partition 99 (it has 4)")
+
+
+@pytest.mark.parametrize("broker", [pytest.param("kafka", marks=pytest.mark.kafka)],
+                         indirect=True)
+def test_records_deleted_by_retention_are_reported_without_false_differences(
+        settled: Pipeline) -> None:
+    """Retention for real (Apache Kafka's DeleteRecords moves partition 0's log start; Tansu
+    has neither retention nor DeleteRecords): replay reports that partition's dropped beginning,
+    audits the rest of the range and finds no difference."""
+    s = settled.settings
+
+    async def delete_first_records(upto: int) -> dict[TopicPartition, int]:
+        admin = AIOKafkaAdminClient(**s.kafka_client_kwargs())
+        await admin.start()
+        try:
+            return await admin.delete_records(
+                {TopicPartition(s.xp_topic, 0): RecordsToDelete(upto)}, timeout_ms=10_000)
+        finally:
+            await admin.close()
+
+    assert asyncio.run(delete_first_records(100)) == {TopicPartition(s.xp_topic, 0): 100}
+    done = streams(["replay", "--json"], s)
+    assert done.returncode == 0, done.stdout.decode()[-2000:] + done.stderr.decode()
+    report = orjson.loads(done.stdout)
+    assert not report["full_coverage"] and report["differences"] == {}
+    ranges = {r["partition"]: r for r in report["partitions"]}
+    assert ranges[0]["dropped"] and ranges[0]["log_start"] == ranges[0]["start"] == 100
+    assert not any(r["dropped"] for p, r in ranges.items() if p != 0)
+    human = streams(["replay"], s)
+    assert b"partition 0: retention dropped the beginning" in human.stdout, human.stdout
 
 
 def test_a_corrupted_totals_row_is_found_and_fixed(settled: Pipeline) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from streams.chaos import DEFAULT_FAULTS, Chaos
@@ -70,3 +71,31 @@ def test_chaos_rejects_an_unknown_fault_in_one_line(settings: Settings) -> None:
     assert result.returncode == 2
     err = result.stderr.decode().strip()
     assert "unknown fault meteor" in err and len(err.splitlines()) == 1, err
+
+
+def _chaos_on(broker: str, faults: str, settings: Settings, tmp_path: Path,
+              events: int = 12_000) -> dict[str, object]:
+    """``streams chaos --local`` on a throwaway stack with ``XP_LOCAL_BROKER=broker``; returns
+    the JSON report after asserting exit 0."""
+    out = tmp_path / "report.json"
+    result = streams(["chaos", "--local", "--events", str(events), "--rate", "1500",
+                      "--partitions", "4", "--workers", "2", "--faults", faults,
+                      "--fault-interval", "3", "--json", str(out)], settings,
+                     XP_LOCAL_BROKER=broker)
+    assert result.returncode == 0, result.stdout.decode()[-3000:] + result.stderr.decode()[-2000:]
+    report: dict[str, object] = orjson.loads(out.read_bytes())
+    return report
+
+
+@pytest.mark.kafka
+def test_one_of_three_apache_kafka_nodes_killed_under_load_loses_nothing(
+        settings: Settings, tmp_path: Path) -> None:
+    """broker-kill on three Apache Kafka nodes (replication factor 3, min.insync.replicas 2):
+    one node killed -9 under load and restarted later; acks=all and the idempotent producer keep
+    every acknowledged record, the pipeline never stops."""
+    report = _chaos_on("kafka-3", "broker-kill", settings, tmp_path, events=8_000)
+    faults = report["faults"]
+    assert isinstance(faults, list) and faults
+    assert all("of 3 killed -9" in f["detail"] for f in faults), faults
+    assert report["students_mismatched"] == 0 and report["broker_limit"] is None
+    assert report["ledger_rows"] == report["events_expected"]
