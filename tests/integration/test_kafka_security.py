@@ -98,7 +98,8 @@ def test_tls_refuses_a_client_it_cannot_verify(tls, who: str) -> None:  # type: 
         s = s.with_(kafka_ssl_cafile=str(other[0]))
     with pytest.raises(Exception) as info:  # noqa: PT011 - aiokafka's error types vary here
         asyncio.run(asyncio.wait_for(publish_records(s, [(b"k", b"v")]), 30))
-    assert "Unable to bootstrap" in str(info.value) or "SSL" in str(info.value), info.value
+    reason = str(info.value)  # the proxy closes the handshake, or the CA check fails
+    assert any(w in reason for w in ("Unable to bootstrap", "SSL", "closed", "certificate")), reason
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN", None])
