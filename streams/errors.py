@@ -32,6 +32,10 @@ class PublishError(StreamsError):
     """The broker did not acknowledge a record; the caller must retry or fail loudly."""
 
 
+class BrokerUnavailable(StreamsError):
+    """No Kafka broker answered, or one refused the login or the certificate."""
+
+
 class DatabaseUnavailable(StreamsError):
     """PostgreSQL could not be reached or dropped the connection; the batch is retried."""
 

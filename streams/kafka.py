@@ -14,7 +14,13 @@ from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import NodeNotReadyError, RequestTimedOutError, TopicAlreadyExistsError
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import (
+    KafkaError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from tenacity import (
     AsyncRetrying,
@@ -24,6 +30,7 @@ from tenacity import (
 )
 
 from streams import topics
+from streams.errors import BrokerUnavailable
 from streams.settings import Settings
 
 T = TypeVar("T")
@@ -123,6 +130,51 @@ async def ensure_topics(
                 pass
 
     await with_admin(settings, create)
+
+
+REFUSALS = ("Authentication failed", "certificate verify failed", "SaslAuthentication",
+            "UnsupportedSaslMechanism")
+"""Connect failure reasons that waiting does not cure (a refused login, an untrusted CA)."""
+
+
+async def wait_for_brokers(settings: Settings, log: logging.Logger,
+                           stop: asyncio.Event | None = None) -> bool:
+    """Wait until a bootstrap server answers a metadata request, for at most
+    ``settings.broker_wait_seconds``: a worker or sink started before its broker (a restart of
+    the whole stack, a broker restarting) then starts by itself instead of crashing.
+
+    Each failed attempt is logged at WARNING with the broker's reason; attempts back off from
+    0.5 s to 5 s. Returns True once a broker answered, False when ``stop`` was set first.
+
+    Raises:
+        BrokerUnavailable: no broker answered in time, or one refused the login or the
+            certificate (:data:`REFUSALS`, not retried); the message is one line naming the
+            servers and the reason.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.broker_wait_seconds
+    delay = 0.5
+    while True:
+        with connect_failures() as reasons:
+            client = AIOKafkaClient(**settings.kafka_client_kwargs())
+            try:
+                await client.bootstrap()
+                return True
+            except KafkaError as exc:
+                reason = reasons[-1] if reasons else str(exc)
+            finally:
+                await client.close()
+        where = settings.kafka_bootstrap_servers
+        left = deadline - loop.time()
+        if any(r in reason for r in REFUSALS) or left <= 0:
+            raise BrokerUnavailable(f"cannot reach the brokers {where}: {reason}")
+        log.warning("no broker answered at %s (%s); retrying for %.0f s more", where, reason,
+                    left)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for((stop or asyncio.Event()).wait(), min(delay, left))
+        if stop is not None and stop.is_set():
+            return False
+        delay = min(delay * 2, 5.0)
 
 
 ADMIN_NODE_DOWN_RETRY_S = 60.0

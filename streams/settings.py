@@ -112,6 +112,10 @@ class Settings:
     """XP_SINK_BATCH_SECONDS: ... or when its oldest record has waited this long (seconds)."""
     db_retry_max_seconds: float = 30.0
     """XP_DB_RETRY_MAX_SECONDS: ceiling of the exponential backoff between database retries."""
+    broker_wait_seconds: float = 120.0
+    """XP_BROKER_WAIT_SECONDS: how long the worker and the sinks wait at start-up for a broker
+    to answer (seconds), retrying with backoff and logging each failure; then they exit 1
+    with one line. A refused login or an untrusted certificate fails at once. 0: no wait."""
     dedupe_horizon_seconds: float = 7 * 24 * 3600.0
     """XP_DEDUPE_HORIZON_SECONDS: how long an event id stays in the worker's dedupe table.
 
@@ -168,6 +172,7 @@ class Settings:
     acknowledged, position not yet written; ``positioned``: position durable, local store not
     yet written); ``<step>:<n>:<seconds>`` pauses there instead. Empty (default): off."""
     producer_linger_ms: int = 5
+    """XP_PRODUCER_LINGER_MS: publisher batching delay (milliseconds)."""
     producer_idempotence: bool = False
     """XP_PRODUCER_IDEMPOTENCE: 1 turns on the idempotent producer for the publisher (a retried
     send is written once per partition). Off by default: Tansu does not support it; Apache
@@ -177,7 +182,6 @@ class Settings:
     partition (milliseconds), for every consumer including the Faust worker's (Faust fixes
     1,500). Tansu answers such a fetch only when this expires, so it is part of every stage's
     latency there: measured 450 ms per record at 1,500 vs 3-5 ms at 100."""
-    """XP_PRODUCER_LINGER_MS: publisher batching delay (milliseconds)."""
     faust_sensor: bool = False
     """XP_FAUST_SENSOR: 1 exports Faust's own per-event Prometheus sensor (``faust_*``). Off by
     default: it costs about 30% of the worker's throughput, and the pipeline's own
@@ -238,6 +242,7 @@ class Settings:
             sink_batch_bytes=_int(e, "XP_SINK_BATCH_BYTES", d.sink_batch_bytes, 1),
             sink_batch_seconds=_float(e, "XP_SINK_BATCH_SECONDS", d.sink_batch_seconds),
             db_retry_max_seconds=_float(e, "XP_DB_RETRY_MAX_SECONDS", d.db_retry_max_seconds, 0.1),
+            broker_wait_seconds=_float(e, "XP_BROKER_WAIT_SECONDS", d.broker_wait_seconds, 0.0),
             dedupe_horizon_seconds=_float(
                 e, "XP_DEDUPE_HORIZON_SECONDS", d.dedupe_horizon_seconds, 1.0
             ),

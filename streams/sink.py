@@ -247,8 +247,14 @@ class PostgresSink:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then flush the last batch and leave the group.
 
-        Waits (without creating it) while the topic does not exist.
+        Waits for a broker (:func:`streams.kafka.wait_for_brokers`), then (without creating
+        it) while the topic does not exist.
+
+        Raises:
+            BrokerUnavailable: no broker answered within ``settings.broker_wait_seconds``.
         """
+        if not await kafka.wait_for_brokers(self.settings, log, stop):
+            return
         while not await kafka.topic_exists(self.settings, self.topic):
             log.info("%s sink: waiting for topic %s to exist", self.writer.name, self.topic)
             try:

@@ -146,6 +146,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "XP_SINK_BATCH_RECORDS": str(settings.sink_batch_records),
         "XP_SINK_BATCH_SECONDS": str(settings.sink_batch_seconds),
         "XP_DB_RETRY_MAX_SECONDS": str(settings.db_retry_max_seconds),
+        "XP_BROKER_WAIT_SECONDS": str(settings.broker_wait_seconds),
         "XP_DEDUPE_HORIZON_SECONDS": str(settings.dedupe_horizon_seconds),
         "XP_DEDUPE_EXPIRE_INTERVAL_SECONDS": str(settings.dedupe_expire_interval_seconds),
         "XP_MAX_RECORD_BYTES": str(settings.max_record_bytes),

@@ -104,14 +104,28 @@ def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, SourceReader
 
 def run(settings: Settings, metrics: Metrics) -> None:
     """Run the worker until SIGTERM/SIGINT: the reader checkpoints its batch in progress and
-    closes before Faust leaves the group."""
-    asyncio.run(kafka.changelog_topics(settings))
+    closes before Faust leaves the group.
+
+    Waits first for a broker (:func:`streams.kafka.wait_for_brokers`) and creates the table
+    changelogs. Raises :class:`streams.errors.BrokerUnavailable` when none answers in time."""
+    async def prepare() -> None:
+        await kafka.wait_for_brokers(settings, log)
+        await kafka.changelog_topics(settings)
+
+    asyncio.run(prepare())
     app, reader = build(settings, metrics)
 
     class Worker(faust.Worker):
         async def on_stop(self) -> None:
             await reader.stop()
             await super().on_stop()
+
+        def on_worker_shutdown(self) -> None:
+            # Shutdown has begun (the reader checkpoints in on_stop). Closing the loop would
+            # put SIGTERM back to its default, so a SIGTERM repeated by a supervisor in that
+            # moment ended the exit with status -15: drop the loop's handler and ignore it.
+            self.loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     try:
         Worker(app, loglevel="INFO", quiet=True, console_port=0).execute_from_commandline()

@@ -42,6 +42,18 @@ def test_publish_to_an_unreachable_broker_fails_clearly(settings: Settings) -> N
     assert err.startswith("Error: cannot reach the brokers") and "\n" not in err
 
 
+@pytest.mark.parametrize("command", ["worker", "sink"])
+def test_worker_and_sink_give_up_on_an_unreachable_broker_in_one_line(
+        settings: Settings, command: str) -> None:
+    """After XP_BROKER_WAIT_SECONDS of retries (each logged), exit 1 with one line."""
+    dead = settings.with_(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
+    done = streams([command], dead, XP_BROKER_WAIT_SECONDS="2")
+    assert done.returncode == 1, done.stderr.decode()
+    err = done.stderr.decode()
+    assert "no broker answered" in err and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("Error: cannot reach the brokers"), err
+
+
 def test_bad_arguments_and_settings_exit_non_zero(settings: Settings) -> None:
     done = streams(["loadgen", "--events", "-5", "--expected", "x.json"], settings)
     assert done.returncode == 2 and b"--events" in done.stderr

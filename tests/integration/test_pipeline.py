@@ -17,6 +17,8 @@ import psycopg
 import pytest
 
 from streams import kafka
+from streams.dev.broker import TansuBroker
+from streams.dev.procs import free_port
 from streams.loadgen import LoadSpec, batch_records, generate
 from tests.integration.conftest import Pipeline, metric, query_one, streams, wait_for
 
@@ -312,3 +314,28 @@ def test_sinks_scaling_out_and_in_lose_nothing(pipeline: Pipeline, tmp_path: Pat
     pipeline.kill("sink")
     pipeline.wait_caught_up()
     pipeline.assert_exact(expected)
+
+
+def test_the_pipeline_started_before_its_broker_starts_by_itself(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The worker and the sinks wait for a broker at start-up (XP_BROKER_WAIT_SECONDS), so a
+    stack restarted as a whole comes up in any order; then the outcome is exact."""
+    port = free_port()
+    s = settings.with_(kafka_bootstrap_servers=f"127.0.0.1:{port}")
+    pipeline = Pipeline(s, tmp_path)
+    broker = TansuBroker(tmp_path / "late-broker.log", port=port)
+    try:
+        pipeline.start()
+        for name in pipeline.procs:
+            wait_for(lambda n=name: pipeline.logs(n).count("no broker answered") >= 2, 60,
+                     f"{name} to retry the broker")
+        broker.start()
+        asyncio.run(kafka.pipeline_topics(s))
+        records, expected = generate(LoadSpec(events=3000, students=100, seed=23,
+                                              max_record_bytes=s.max_record_bytes))
+        pipeline.publish(records)
+        pipeline.wait_caught_up()
+        pipeline.assert_exact(expected)
+        assert pipeline.stop() == {"worker": 0, "totals-writer": 0, "sink": 0}
+    finally:
+        pipeline.stop()
+        broker.stop()
