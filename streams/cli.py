@@ -799,6 +799,7 @@ def chaos(events: int, students: int, partitions: int, workers: int, rate: int, 
     from streams.loadgen import LoadSpec
 
     _logging("WARNING")
+    _quiet_clients()  # a broker fault would fill the report with the publisher's retries
     interrupt_on_sigterm()
     console = Console(width=None if sys.stdout.isatty() else 150)
     workdir = Path(tempfile.mkdtemp(prefix="xp-chaos-"))

@@ -29,6 +29,11 @@ from streams.worker.state import TableState, new_table
 log = logging.getLogger(__name__)
 
 
+METADATA_MAX_AGE_MS = 10_000
+"""How often the worker's group consumer refreshes topic metadata (milliseconds): the bound on
+a stall after a group leader assigned against a broker that had not loaded its topics yet."""
+
+
 def faust_broker_urls(settings: Settings) -> list[str]:
     """Faust's form of the bootstrap list: ``kafka://host:port`` each."""
     return [f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")]
@@ -67,6 +72,11 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.worker_instance_id or None,
+        # A group leader that assigns while a restarted broker has not yet loaded its
+        # partitions sees the changelogs as missing ("Ignoring missing topic") and assigns
+        # nothing; only its next metadata refresh notices the topics and rebalances. With
+        # Kafka's default of 5 minutes a broker restart stalled the worker that long.
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         web_enabled=False,
         table_standby_replicas=0,
     )

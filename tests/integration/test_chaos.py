@@ -99,3 +99,18 @@ def test_one_of_three_apache_kafka_nodes_killed_under_load_loses_nothing(
     assert all("of 3 killed -9" in f["detail"] for f in faults), faults
     assert report["students_mismatched"] == 0 and report["broker_limit"] is None
     assert report["ledger_rows"] == report["events_expected"]
+
+
+@pytest.mark.kafka
+def test_a_durable_apache_kafka_node_killed_and_restarted_loses_nothing(
+        settings: Settings, tmp_path: Path) -> None:
+    """broker-restart on one durable Apache Kafka node: killed -9 (the first time while the
+    workers are still starting) and restarted on its log dirs; nothing it acknowledged is lost
+    and the pipeline resumes by itself (docs/design.md: Local stack)."""
+    report = _chaos_on("kafka", "broker-restart,kill-worker", settings, tmp_path, events=6_000)
+    faults = report["faults"]
+    assert isinstance(faults, list)
+    restarts = [f for f in faults if f["name"] == "broker-restart"]
+    assert restarts and all("restarted on its log dirs" in f["detail"] for f in restarts), faults
+    assert report["students_mismatched"] == 0 and report["broker_limit"] is None
+    assert report["ledger_rows"] == report["events_expected"]
