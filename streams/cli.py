@@ -123,12 +123,12 @@ def worker() -> None:
 
 def _run_sink(kind: str) -> None:
     exit_on_sigterm_until_started()
-    from streams.ledger.actions import ActionLedgerWriter
-    from streams.ledger.writer import LedgerWriter
+    from streams.actions.ledger import ActionLedgerWriter
+    from streams.actions.progress import ProgressWriter
     from streams.metrics import Metrics
-    from streams.progress.writer import ProgressWriter
     from streams.sink import PostgresSink
-    from streams.totals.writer import TotalsWriter
+    from streams.xp.ledger import LedgerWriter
+    from streams.xp.totals import TotalsWriter
 
     _logging()
     settings = _settings()
@@ -180,8 +180,8 @@ def progress_writer() -> None:
               help="Leave out the check that every profile has its five vector rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def verify(no_backfill_check: bool, as_json: bool) -> None:
-    """Seed 003's verification queries: duplicate keys, missing required fields, profiles
-    without their vector rows; exit 1 when one finds anything."""
+    """The verification queries (docs/design.md, Rollout): duplicate keys, missing required
+    fields, profiles without their vector rows; exit 1 when one finds anything."""
     import orjson
     from rich.console import Console
     from rich.table import Table
@@ -208,8 +208,8 @@ def verify(no_backfill_check: bool, as_json: bool) -> None:
 
 @main.command("backfill-vectors")
 def backfill_vectors_cmd() -> None:
-    """Seed 003's backfill: a v1 row at step 0 for each of the five vectors of every known
-    profile that lacks one (safe to repeat)."""
+    """The vector backfill (docs/design.md, Rollout): a v1 row at step 0 for each of the five
+    vectors of every known profile that lacks one (safe to repeat)."""
     from streams.audit.verify import backfill_vectors
 
     click.echo(f"inserted {backfill_vectors(_settings().database_url):,} vector_progress rows")
@@ -302,7 +302,7 @@ def publish(source: click.utils.LazyFile, topic: str | None) -> None:
 def loadgen(events: int, students: int, seed: int, duplicate_ratio: float, conflict_ratio: float,
             invalid_ratio: float, expected: Path, output: Path | None, batch: int) -> None:
     """Generate a seeded, realistic workload; publish it (or write it) and its expected outcome."""
-    from streams.loadgen import LoadSpec, batch_records, generate, publish_records
+    from streams.lab.loadgen import LoadSpec, batch_records, generate, publish_records
 
     _quiet_clients()
     settings = _settings()
@@ -456,7 +456,7 @@ def rebuild_totals_cmd(users: tuple[str, ...], force: bool, as_json: bool) -> No
     from rich.console import Console
     from rich.progress import Progress
 
-    from streams.totals.rebuild import rebuild_totals
+    from streams.audit.rebuild import rebuild_totals
 
     settings = _settings()
     err = Console(stderr=True)
@@ -496,7 +496,7 @@ def _legacy_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _legacy(settings: Settings, o: dict[str, Any]) -> Any:
-    from streams.backfill import LegacySource
+    from streams.audit.backfill import LegacySource
 
     return LegacySource(
         url=o["source_url"] or settings.database_url, table=o["table"],
@@ -522,7 +522,7 @@ def backfill(users: tuple[str, ...], dry_run: bool, reset: bool, yes: bool, wait
     from rich.progress import Progress
     from rich.table import Table
 
-    from streams import backfill as bf
+    from streams.audit import backfill as bf
 
     _quiet_clients()
     settings = _settings()
@@ -577,8 +577,8 @@ def backfill(users: tuple[str, ...], dry_run: bool, reset: bool, yes: bool, wait
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compare_xp(users: tuple[str, ...], active_since: str | None, as_json: bool,
                **legacy: Any) -> None:
-    """Seed 000's comparison report: legacy value vs ledger sum per student; expected delta 0.
-    Exits 1 when a student's delta is not 0."""
+    """The rollout's comparison report (docs/design.md, Rollout): legacy value vs ledger sum
+    per student; expected delta 0. Exits 1 when a student's delta is not 0."""
     import orjson
     from rich.console import Console
     from rich.table import Table
@@ -651,7 +651,7 @@ def create_topics() -> None:
 @click.option("--keep", is_flag=True, help="Keep the stack's directory (logs) afterwards.")
 def demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> None:
     """Run the whole pipeline on the embedded local stack and prove its numbers."""
-    from streams.dev.demo import run_demo
+    from streams.lab.demo import run_demo
 
     _logging("WARNING")
     sys.exit(run_demo(events=events, students=students, partitions=partitions, seed=seed,
@@ -687,7 +687,8 @@ def bench(events: int, students: int, partitions: int, rate: int, latency_second
     """Measure every stage against its limits in one run and print one table."""
     from rich.console import Console
 
-    from streams.bench import (
+    from streams.dev.procs import interrupt_on_sigterm
+    from streams.lab.bench import (
         STAGES,
         Bench,
         Report,
@@ -696,8 +697,7 @@ def bench(events: int, students: int, partitions: int, rate: int, latency_second
         render,
         run_local,
     )
-    from streams.dev.procs import interrupt_on_sigterm
-    from streams.loadgen import LoadSpec
+    from streams.lab.loadgen import LoadSpec
 
     _logging("WARNING")
     interrupt_on_sigterm()
@@ -740,7 +740,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 
 def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
-    from streams.chaos import DEFAULT_FAULTS, FAULTS
+    from streams.lab.chaos import DEFAULT_FAULTS, FAULTS
 
     if value is None:
         return DEFAULT_FAULTS
@@ -793,10 +793,10 @@ def chaos(events: int, students: int, partitions: int, workers: int, rate: int, 
     hold; 1: a guarantee broke; 2: the broker lost acknowledged records, not checkable)."""
     from rich.console import Console
 
-    from streams.chaos import Chaos, ChaosReport, render
     from streams.dev.procs import interrupt_on_sigterm
     from streams.dev.stack import LocalStack, default_base_dir
-    from streams.loadgen import LoadSpec
+    from streams.lab.chaos import Chaos, ChaosReport, render
+    from streams.lab.loadgen import LoadSpec
 
     _logging("WARNING")
     _quiet_clients()  # a broker fault would fill the report with the publisher's retries

@@ -42,7 +42,7 @@ REASONS = (
     "total_overflow",
 )
 """Every DLQ reason (DLQ header ``reason``, metrics label); all but ``total_overflow`` (the
-fold's, :func:`streams.totals.fold.fold`) come from this module."""
+fold's, :func:`streams.xp.fold.fold`) come from this module."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,6 +45,20 @@ log = logging.getLogger(__name__)
 YIELD_EVERY_RECORDS = 100
 """Records added between two turns of the event loop (each turn lets the batch being written
 advance by one round trip to PostgreSQL)."""
+
+
+async def copy_and_insert(conn: psycopg.AsyncConnection, name: str,
+                          rows: Sequence[Sequence[object]]) -> int:
+    """COPY ``rows`` into a staging table and insert them into a ledger table, idempotently,
+    with the queries ``stage_<name>``, ``copy_<name>``, ``insert_<name>`` (queries.sql), in
+    ``conn``'s transaction. Returns the rows inserted (the others were there already)."""
+    async with conn.cursor() as cur:
+        await cur.execute(query(f"stage_{name}"))
+        async with cur.copy(query(f"copy_{name}")) as copy:
+            for row in rows:
+                await copy.write_row(row)
+        await cur.execute(query(f"insert_{name}"))
+        return max(cur.rowcount, 0)
 
 
 class BatchWriter(Protocol):

@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from streams.audit.outcome import count_dlq
+from streams.audit.dlq import count_dlq
 from streams.audit.reconcile import mismatched_students
 from streams.errors import DatabaseUnavailable
 from streams.kafka import OffsetReader

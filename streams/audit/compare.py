@@ -1,8 +1,8 @@
 """``streams compare-xp``: legacy balance vs ledger sum per student, for the rollout period.
 
-Seed 000, step 2: "Run comparison report daily ... expected delta is 0", comparing the legacy
-value (``student_progress.total_points`` by default, see :class:`streams.backfill.LegacySource`)
-with ``SUM(xp_events.delta)`` per student.
+During the rollout the comparison runs daily and its expected delta is 0 (docs/design.md,
+Rollout): it compares the legacy value (``student_progress.total_points`` by default, see
+:class:`streams.audit.backfill.LegacySource`) with ``SUM(xp_events.delta)`` per student.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.backfill import LegacySource
+from streams.audit.backfill import LegacySource
 from streams.db.connect import connect, mapped_errors
 from streams.db.queries import query
 

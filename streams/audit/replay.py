@@ -2,7 +2,7 @@
 
 Reads with manual partition assignment and no consumer group, so no committed offset moves
 Records are validated with :func:`streams.events.decode_record` and deduplicated with
-:func:`streams.totals.dedupe.classify` and folded with :func:`streams.totals.fold.fold`, exactly
+:func:`streams.dedupe.classify` and folded with :func:`streams.xp.fold.fold`, exactly
 as the worker does, then compared per student with:
 
 - the ledger rows whose provenance (topic, partition, offset) lies in the range read: the event
@@ -33,11 +33,11 @@ from streams import kafka
 from streams.audit.ranges import PartitionRange, RangeSpec, resolve
 from streams.db.connect import connect, mapped_errors
 from streams.db.queries import query
+from streams.dedupe import Sighting, Verdict, classify
 from streams.errors import InvalidEvent
 from streams.events import XpEvent, decode_record
 from streams.settings import Settings
-from streams.totals.dedupe import Sighting, Verdict, classify
-from streams.totals.fold import Totals, fold
+from streams.xp.fold import Totals, fold
 
 EVENT_COLUMNS = ("partition", "offset", "record_index", "timestamp_ms", "id", "student_id",
                  "kind", "delta", "created_at", "word_set_id", "homework_id", "metadata")

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from streams.db.connect import connect, mapped_errors
 
 VECTORS = ("genius", "spirit", "mind", "emotions", "body")
-"""Seed 003's vectors: every profile gets a ``v1`` row for each after the backfill."""
+"""The five vectors (docs/design.md, Contracts): every profile gets a ``v1`` row for each
+after the backfill."""
 
 
 @dataclass
@@ -84,9 +85,9 @@ def verify(url: str, with_backfill: bool = True) -> tuple[list[Check], dict[str,
 
 
 def backfill_vectors(url: str) -> int:
-    """Seed 003's backfill step 1 for every known profile; returns the rows inserted. Safe to
-    repeat (``ON CONFLICT DO NOTHING``); the progress writer replaces a seeded row once the
-    profile's events fold into it (``applied`` 0 is below any folded row)."""
+    """The vector backfill (docs/design.md, Rollout) for every known profile; returns the rows
+    inserted. Safe to repeat (``ON CONFLICT DO NOTHING``); the progress writer replaces a
+    seeded row once the profile's events fold into it (``applied`` 0 is below any folded row)."""
     with connect(url) as conn, mapped_errors(url), conn.transaction():
         cur = conn.execute(
             "INSERT INTO vector_progress (profile_id, vector, step_index, version) "

@@ -17,14 +17,14 @@ from typing import Any
 import faust
 
 from streams import kafka, topics
+from streams.actions.stream import ActionStream
 from streams.metrics import Metrics
-from streams.progress.stream import ActionStream
 from streams.settings import Settings
-from streams.totals.stream import XpStream
 from streams.worker import faust_internals
 from streams.worker.checkpoint import decode_position, encode_position
 from streams.worker.reader import FoldStream, SourceReader
 from streams.worker.state import TableState, new_table
+from streams.xp.stream import XpStream
 
 log = logging.getLogger(__name__)
 

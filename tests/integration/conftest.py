@@ -22,11 +22,11 @@ import psycopg
 import pytest
 
 from streams import kafka
-from streams.audit.outcome import read_outcome
 from streams.dev.kafka_cluster import KafkaCluster
 from streams.dev.procs import free_port
 from streams.dev.stack import DATABASE, LocalStack, PipelineProcess, default_base_dir, settings_env
-from streams.loadgen import Expected, Record, publish_records
+from streams.lab.loadgen import Expected, Record, publish_records
+from streams.lab.outcome import read_outcome
 from streams.settings import Settings
 
 _counter = itertools.count(1)

@@ -16,11 +16,11 @@ import orjson
 import psycopg
 import pytest
 
-from streams.audit.outcome import count_dlq
+from streams.actions.fold import DRAFT_SKIP
+from streams.audit.dlq import count_dlq
 from streams.audit.verify import VECTORS, backfill_vectors, verify
 from streams.db.migrate import migrate, rollback
-from streams.loadgen import LoadSpec, generate, publish_records
-from streams.progress.fold import DRAFT_SKIP
+from streams.lab.loadgen import LoadSpec, generate, publish_records
 from streams.settings import Settings
 from tests.integration.conftest import Pipeline, query_one, streams
 from tests.integration.test_pipeline import wait_for

@@ -16,7 +16,7 @@ from aiokafka.admin.records_to_delete import RecordsToDelete
 from aiokafka.structs import TopicPartition
 
 from streams import kafka
-from streams.loadgen import LoadSpec, generate
+from streams.lab.loadgen import LoadSpec, generate
 from streams.settings import Settings
 from tests.integration.conftest import Pipeline, query_one, streams
 
@@ -199,7 +199,7 @@ CREATE TABLE student_progress (
 
 
 def legacy_table(url: str, students: int) -> dict[str, tuple[int, int, str | None]]:
-    """Seed 001's student_progress: one overall row per student (plus per-word-set rows that
+    """The legacy student_progress table: one overall row per student (plus per-word-set rows that
     the backfill must ignore); returns student -> (points, games, last game type)."""
     rows = {}
     with psycopg.connect(url) as conn:

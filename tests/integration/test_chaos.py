@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.chaos import DEFAULT_FAULTS, Chaos
 from streams.dev.stack import LocalStack
-from streams.loadgen import LoadSpec
+from streams.lab.chaos import DEFAULT_FAULTS, Chaos
+from streams.lab.loadgen import LoadSpec
 from streams.settings import Settings
 from tests.integration.conftest import streams
 

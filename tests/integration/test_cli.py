@@ -65,7 +65,7 @@ def test_bad_arguments_and_settings_exit_non_zero(settings: Settings) -> None:
 
 def test_status_reports_lag_dlq_and_reconciliation(settings: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """``streams status --json`` after a small workload: lag 0, DLQ by reason, reconciled."""
-    from streams.loadgen import LoadSpec, generate
+    from streams.lab.loadgen import LoadSpec, generate
     from tests.integration.conftest import Pipeline
 
     pipeline = Pipeline(settings, tmp_path)

@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.audit.outcome import read_outcome
 from streams.errors import InvalidEvent
 from streams.events import decode_record
-from streams.loadgen import Expected
+from streams.lab.loadgen import Expected
+from streams.lab.outcome import read_outcome
 from tests.integration.conftest import Pipeline, query_one
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -31,7 +31,7 @@ from streams.dev.broker import TansuBroker
 from streams.dev.kafka_cluster import KafkaCluster, KafkaSecurity
 from streams.dev.procs import free_port
 from streams.dev.tlsproxy import TlsProxy
-from streams.loadgen import LoadSpec, generate, publish_records
+from streams.lab.loadgen import LoadSpec, generate, publish_records
 from streams.settings import Settings
 from tests.integration.conftest import Pipeline, streams
 

@@ -19,7 +19,7 @@ import pytest
 from streams import kafka
 from streams.dev.broker import TansuBroker
 from streams.dev.procs import free_port
-from streams.loadgen import LoadSpec, batch_records, generate
+from streams.lab.loadgen import LoadSpec, batch_records, generate
 from tests.integration.conftest import Pipeline, metric, query_one, streams, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -72,7 +72,7 @@ def test_replaying_the_workload_counts_nothing_twice(pipeline: Pipeline) -> None
     pipeline.publish([r for r in records if b'"delta"' in r[1]][:1500])  # valid ones, resent
     pipeline.wait_caught_up()
     outcome_problems = []
-    from streams.audit.outcome import read_outcome
+    from streams.lab.outcome import read_outcome
 
     outcome = read_outcome(pipeline.settings, expected)
     outcome_problems = [p for p in outcome.problems(expected) if not p.startswith("DLQ")]
@@ -283,7 +283,7 @@ def test_events_published_with_librdkafka_are_accepted(pipeline: Pipeline) -> No
                      stray) == (0,)
     import asyncio
 
-    from streams.audit.outcome import count_dlq
+    from streams.audit.dlq import count_dlq
 
     assert asyncio.run(count_dlq(s)) == {"wrong_partition": 3}
 

@@ -19,7 +19,7 @@ import yaml
 
 from streams.dev.procs import free_port, stop_process, wait_for_port
 from streams.dev.stack import PipelineProcess
-from streams.loadgen import LoadSpec, generate
+from streams.lab.loadgen import LoadSpec, generate
 from streams.settings import Settings
 from tests.integration.conftest import Pipeline
 

@@ -16,7 +16,7 @@ from psycopg import errors
 
 from streams.dev.procs import free_port
 from streams.dev.stack import PipelineProcess
-from streams.loadgen import LoadSpec, generate
+from streams.lab.loadgen import LoadSpec, generate
 from streams.settings import Settings
 from tests.integration.conftest import Pipeline, streams
 

@@ -8,11 +8,11 @@ import psycopg
 import pytest
 
 from streams.db.connect import connect
-from streams.ledger.writer import LedgerRow, LedgerWriter
-from streams.loadgen import LoadSpec, generate, publish_records
+from streams.lab.loadgen import LoadSpec, generate, publish_records
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.sink import PostgresSink
+from streams.xp.ledger import LedgerRow, LedgerWriter
 
 pytestmark = pytest.mark.integration
 

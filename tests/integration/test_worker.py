@@ -13,7 +13,7 @@ import pytest
 from streams import kafka
 from streams.dev.procs import free_port
 from streams.dev.stack import PipelineProcess
-from streams.loadgen import LoadSpec, generate
+from streams.lab.loadgen import LoadSpec, generate
 from streams.settings import Settings
 from tests.integration.conftest import Pipeline, metric, query_one, wait_for
 

@@ -9,9 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.errors import InvalidEvent
-from streams.events import XpEvent, decode_xp
-from streams.totals.dedupe import (
+from streams.dedupe import (
     Sighting,
     Verdict,
     classify,
@@ -19,7 +17,9 @@ from streams.totals.dedupe import (
     expired,
     from_ledger,
 )
-from streams.totals.fold import already_applied, decode_totals, encode_totals, fold
+from streams.errors import InvalidEvent
+from streams.events import XpEvent, decode_xp
+from streams.xp.fold import already_applied, decode_totals, encode_totals, fold
 
 STUDENT = "0b7e4c1a-5d2f-4e3b-8a9c-1d2e3f4a5b6c"
 BASE = datetime(2026, 11, 20, tzinfo=UTC)
@@ -166,7 +166,7 @@ def test_entries_written_before_record_index_existed_still_decode() -> None:
 
 
 def test_a_total_beyond_the_bigint_column_is_refused() -> None:
-    """Issue 5: integer overflow of totals; the record goes to the DLQ (total_overflow)."""
+    """Integer overflow of totals; the record goes to the DLQ (total_overflow)."""
     near = fold(None, make(1, delta=10), 0, 0, 1.0)._replace(total_xp=2**63 - 5)
     assert fold(near, make(2, delta=4), 0, 1, 2.0).total_xp == 2**63 - 1
     with pytest.raises(InvalidEvent) as info:

@@ -1,4 +1,4 @@
-"""The vector progress fold (streams/progress/fold.py): its rules, idempotence and order."""
+"""The vector progress fold (streams/actions/fold.py): its rules, idempotence and order."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.events import ActionEvent, decode_action
-from streams.progress.fold import (
+from streams.actions.fold import (
     DRAFT_SKIP,
     Progress,
     already_applied,
@@ -19,6 +18,7 @@ from streams.progress.fold import (
     fold,
     progress_key,
 )
+from streams.events import ActionEvent, decode_action
 
 PROFILE = "5d3a9c1e-2b4f-4e6a-8c0d-1f2e3a4b5c6d"
 BASE = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)

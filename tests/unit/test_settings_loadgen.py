@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streams.errors import ConfigError
-from streams.loadgen import LoadSpec, generate
+from streams.lab.loadgen import LoadSpec, generate
 from streams.settings import Settings, redact_url
 
 

@@ -1,14 +1,15 @@
 """``streams backfill``: legacy XP balances as opening-balance events through the normal pipeline.
 
-Seed 001 moves ``student_progress`` (total_points, games_played, last_game_type, last_played_at;
-the student's overall row has ``word_set_id`` and ``homework_id`` NULL) into ``xp_totals``.
+The rollout (docs/design.md, Rollout) moves ``student_progress`` (total_points, games_played,
+last_game_type, last_played_at; the student's overall row has ``word_set_id`` and
+``homework_id`` NULL) into ``xp_totals``.
 Here each legacy row becomes one ``backfill`` XP event, published to the XP topic like any
 game event, so the ledger holds it and the worker folds it:
 
 - id: UUIDv5 of (source, generation, student), so a re-run publishes the same ids and the
   pipeline drops them as duplicates: a re-run never double counts;
 - delta: the legacy total (XP); ``metadata``: source, generation, games_played,
-  last_game_type, which the fold carries into ``xp_totals`` (:mod:`streams.totals.fold`);
+  last_game_type, which the fold carries into ``xp_totals`` (:mod:`streams.xp.fold`);
 - created_at: the legacy ``last_played_at``, or :data:`NO_PLAY_TIME` when it is NULL.
 
 ``reset``: the ledger is append-only, so earlier backfill events of the

@@ -3,11 +3,11 @@ vector progress.
 
 It runs in the worker beside the XP stream, on the action topic (key = profile_id), with two
 tables partitioned like it:
-- ``vector_progress``: ``profile|vector|version`` -> :class:`streams.progress.fold.Progress`
-  (its changelog feeds the progress writer, :mod:`streams.progress.writer`);
-- ``action_dedupe``: event id (16 bytes) -> first sighting (:mod:`streams.totals.dedupe`).
+- ``vector_progress``: ``profile|vector|version`` -> :class:`streams.actions.fold.Progress`
+  (its changelog feeds the progress writer, :mod:`streams.actions.progress`);
+- ``action_dedupe``: event id (16 bytes) -> first sighting (:mod:`streams.dedupe`).
 
-Crash safety is the XP stream's (:mod:`streams.totals.stream`): a record read again is
+Crash safety is the XP stream's (:mod:`streams.xp.stream`): a record read again is
 recognised by its position (its sighting, and the progress row's last applied position), and
 its current state is written to the changelog again. Unlike the XP dedupe state, action
 sightings are not expired (no horizon yet).
@@ -23,10 +23,7 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 
 from streams import topics
-from streams.errors import InvalidEvent
-from streams.events import decode_action
-from streams.metrics import Metrics
-from streams.progress.fold import (
+from streams.actions.fold import (
     Progress,
     already_applied,
     decode_progress,
@@ -34,8 +31,11 @@ from streams.progress.fold import (
     fold,
     progress_key,
 )
+from streams.dedupe import Sighting, Verdict, classify, decode_sighting, encode_sighting
+from streams.errors import InvalidEvent
+from streams.events import decode_action
+from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.totals.dedupe import Sighting, Verdict, classify, decode_sighting, encode_sighting
 from streams.worker.checkpoint import Checkpoint
 from streams.worker.state import TableState, new_table
 

@@ -1,6 +1,6 @@
 """Totals writer: the worker's totals changelog -> PostgreSQL ``xp_totals``.
 
-Each changelog record holds a student's whole :class:`streams.totals.fold.Totals`. A batch keeps
+Each changelog record holds a student's whole :class:`streams.xp.fold.Totals`. A batch keeps
 the highest version per student and upserts it with a guard (``WHERE version < new version``),
 so a row never moves backwards, whatever order or how often records are re-read.
 """
@@ -15,7 +15,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streams.db.queries import query
 from streams.metrics import Metrics
-from streams.totals.fold import Totals, decode_totals
+from streams.xp.fold import Totals, decode_totals
 
 log = logging.getLogger(__name__)
 

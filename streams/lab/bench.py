@@ -49,7 +49,6 @@ import orjson
 from aiokafka.structs import TopicPartition
 
 from streams import kafka
-from streams.audit.outcome import read_outcome
 from streams.db.connect import connect
 from streams.db.queries import query
 from streams.dev.procs import free_port, memory_mib
@@ -57,9 +56,10 @@ from streams.dev.scratch import Scratch
 from streams.dev.stack import PipelineProcess
 from streams.errors import InvalidEvent
 from streams.events import decode_xp, partition_for
-from streams.ledger.writer import ledger_row
-from streams.loadgen import Expected, LoadSpec, Record, batch_records, generate, publish_records
+from streams.lab.loadgen import Expected, LoadSpec, Record, batch_records, generate, publish_records
+from streams.lab.outcome import read_outcome
 from streams.settings import Settings
+from streams.xp.ledger import ledger_row
 
 POLL_S = 0.05
 """Interval of the latency stage's ``xp_totals`` poll (seconds): the resolution of its figures."""

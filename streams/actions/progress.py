@@ -1,9 +1,9 @@
 """Progress writer: the worker's vector progress changelog -> PostgreSQL ``vector_progress``.
 
-Each changelog record holds a whole :class:`streams.progress.fold.Progress`. A batch keeps the
+Each changelog record holds a whole :class:`streams.actions.fold.Progress`. A batch keeps the
 row with the most folded events per key and upserts it with a guard (``WHERE applied <``
 the new count), so a row never moves backwards however often records are re-read (the totals
-writer's rule, :mod:`streams.totals.writer`).
+writer's rule, :mod:`streams.xp.totals`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 import psycopg
 from aiokafka.structs import ConsumerRecord
 
+from streams.actions.fold import Progress, decode_progress, iso
 from streams.db.queries import query
 from streams.metrics import Metrics
-from streams.progress.fold import Progress, decode_progress, iso
 
 log = logging.getLogger(__name__)
 

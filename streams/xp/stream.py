@@ -2,9 +2,9 @@
 
 Two tables, partitioned like the XP topic (key = student, so all of one student's event ids
 live in the student's partition):
-- ``xp_totals``: student_id -> :class:`~streams.totals.fold.Totals` (its changelog feeds the
+- ``xp_totals``: student_id -> :class:`~streams.xp.fold.Totals` (its changelog feeds the
   totals writer);
-- ``xp_dedupe``: event id (16 bytes) -> :class:`~streams.totals.dedupe.Sighting`, kept for
+- ``xp_dedupe``: event id (16 bytes) -> :class:`~streams.dedupe.Sighting`, kept for
   the dedupe horizon, then expired; older ids are checked against the ledger (docs/design.md,
   guarantee 8).
 
@@ -29,11 +29,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 from streams import topics
 from streams.db.connect import aconnect, mapped_errors
 from streams.db.queries import query
-from streams.errors import DatabaseUnavailable, InvalidEvent
-from streams.events import XpEvent, decode_record
-from streams.metrics import Metrics
-from streams.settings import Settings
-from streams.totals.dedupe import (
+from streams.dedupe import (
     Sighting,
     Verdict,
     classify,
@@ -42,9 +38,13 @@ from streams.totals.dedupe import (
     expired,
     from_ledger,
 )
-from streams.totals.fold import Totals, already_applied, decode_totals, encode_totals, fold
+from streams.errors import DatabaseUnavailable, InvalidEvent
+from streams.events import XpEvent, decode_record
+from streams.metrics import Metrics
+from streams.settings import Settings
 from streams.worker.checkpoint import Checkpoint
 from streams.worker.state import TableState, new_table
+from streams.xp.fold import Totals, already_applied, decode_totals, encode_totals, fold
 
 log = logging.getLogger(__name__)
 

@@ -80,7 +80,7 @@ def fold(totals: Totals | None, event: XpEvent, partition: int, offset: int, now
     """Return ``totals`` with ``event`` (read at ``partition``/``offset``, ``index`` in its
     record) applied at ``now`` (seconds since the epoch).
 
-    The caller has already decided the event is new (see :mod:`streams.totals.dedupe`).
+    The caller has already decided the event is new (see :mod:`streams.dedupe`).
 
     Raises:
         InvalidEvent: ``total_overflow`` when the total or the games played would leave the

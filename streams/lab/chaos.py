@@ -25,7 +25,7 @@ every ``--fault-interval`` seconds (the schedule cycles through the faults in a 
   the quorum and, with ``min.insync.replicas`` 2, every partition writable.
 
 Then it waits until the groups have lag 0 and checks guarantees 1-3, 5, 7 against the loadgen's
-expectation (:func:`streams.audit.outcome.read_outcome`: ledger rows, totals per student incl.
+expectation (:func:`streams.lab.outcome.read_outcome`: ledger rows, totals per student incl.
 games played and last game type, DLQ by reason) and prints a report: faults applied with the
 time to catch up after each (the worker and ledger groups past the topic's end as it was when
 the fault ended), events expected, ledger rows, duplicates dropped, DLQ records, students
@@ -50,7 +50,6 @@ from typing import Any
 import orjson
 
 from streams import kafka
-from streams.audit.outcome import read_outcome
 from streams.db.connect import connect
 from streams.dev.kafka_cluster import KafkaCluster
 from streams.dev.procs import free_port, memory_mib
@@ -58,7 +57,8 @@ from streams.dev.scratch import Scratch
 from streams.dev.stack import LocalStack, PipelineProcess
 from streams.errors import InvalidEvent
 from streams.events import decode_record
-from streams.loadgen import Expected, LoadSpec, Record, batch_records, generate
+from streams.lab.loadgen import Expected, LoadSpec, Record, batch_records, generate
+from streams.lab.outcome import read_outcome
 from streams.publish import Publisher
 from streams.settings import Settings
 

@@ -1,4 +1,4 @@
-"""Benchmark of ``streams reconcile`` on a large ledger: ``python -m streams.audit.bench``.
+"""Benchmark of ``streams reconcile`` on a large ledger: ``python -m streams.lab.baselines``.
 
 Fills a scratch schema (``xp_bench``: the real ``xp_events``/``xp_totals`` definitions, indexes
 included) in DATABASE_URL with ``--rows`` ledger rows over ``--students`` students, then times,

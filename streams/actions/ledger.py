@@ -1,6 +1,6 @@
 """Action ledger sink: the action topic -> PostgreSQL ``action_events``.
 
-The same path as the XP ledger (:mod:`streams.ledger.writer`): records are validated with the
+The same path as the XP ledger (:mod:`streams.xp.ledger`): records are validated with the
 worker's rules (:func:`streams.events.decode_action`), invalid ones skipped (the worker
 dead-letters them), valid ones inserted idempotently by event id with their provenance.
 """
@@ -15,8 +15,8 @@ from aiokafka.structs import ConsumerRecord
 
 from streams.errors import InvalidEvent
 from streams.events import ActionEvent, Limits, decode_action
-from streams.ledger.writer import copy_and_insert
 from streams.metrics import Metrics
+from streams.sink import copy_and_insert
 
 log = logging.getLogger(__name__)
 

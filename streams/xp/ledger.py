@@ -9,16 +9,15 @@ records are skipped here: the worker alone writes the DLQ.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 import orjson
 import psycopg
 from aiokafka.structs import ConsumerRecord
 
-from streams.db.queries import query
 from streams.errors import InvalidEvent
 from streams.events import Limits, XpEvent, decode_record
 from streams.metrics import Metrics
+from streams.sink import copy_and_insert
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +31,6 @@ def ledger_row(ev: XpEvent, topic: str, partition: int, offset: int, index: int)
             ev.created_at, None if ev.metadata is None else orjson.dumps(ev.metadata).decode(),
             ev.fingerprint, topic, partition, offset, index)
 
-
-async def copy_and_insert(conn: psycopg.AsyncConnection, name: str,
-                          rows: Sequence[Sequence[object]]) -> int:
-    """COPY ``rows`` into a staging table and insert them into a ledger table, idempotently,
-    with the queries ``stage_<name>``, ``copy_<name>``, ``insert_<name>`` (queries.sql), in
-    ``conn``'s transaction. Returns the rows inserted (the others were there already)."""
-    async with conn.cursor() as cur:
-        await cur.execute(query(f"stage_{name}"))
-        async with cur.copy(query(f"copy_{name}")) as copy:
-            for row in rows:
-                await copy.write_row(row)
-        await cur.execute(query(f"insert_{name}"))
-        return max(cur.rowcount, 0)
 
 
 class LedgerWriter:

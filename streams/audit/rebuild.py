@@ -1,6 +1,6 @@
 """``streams rebuild-totals``: recompute ``xp_totals`` from the ledger, while the pipeline runs.
 
-Each student's ledger rows are folded with :func:`streams.totals.fold.fold` in partition order,
+Each student's ledger rows are folded with :func:`streams.xp.fold.fold` in partition order,
 the order the worker applied them, so a rebuilt row at version ``n`` (events applied) is exactly
 the worker's row at version ``n``: both are the fold of the first ``n`` events of the same
 deduplicated sequence (docs/design.md, guarantees 2 and 7).
@@ -28,8 +28,8 @@ import psycopg
 from streams.db.connect import connect, mapped_errors
 from streams.db.queries import query
 from streams.events import XpEvent
-from streams.totals.fold import Totals, fold
-from streams.totals.writer import totals_row
+from streams.xp.fold import Totals, fold
+from streams.xp.totals import totals_row
 
 
 @dataclass

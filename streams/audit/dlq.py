@@ -1,0 +1,47 @@
+"""The DLQ read back for operators: distinct dead-lettered source records by reason
+(docs/design.md, Contracts)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from aiokafka.structs import TopicPartition
+
+from streams import kafka
+from streams.settings import Settings
+
+
+async def count_dlq(settings: Settings, timeout_s: float = 10.0) -> dict[str, int]:
+    """Count the distinct dead-lettered source records by their ``reason`` header.
+
+    The DLQ is at-least-once: after a worker crash a record may be dead-lettered twice, so
+    records are told apart by their source position headers (topic, partition, offset).
+    Reads the whole DLQ without joining a consumer group.
+    """
+    ends = await kafka.high_watermarks(settings, settings.dlq_topic)
+    client = kafka.consumer(settings, None)
+    await client.start()
+    sources: dict[tuple[bytes, ...], str] = {}
+    try:
+        tps = [TopicPartition(settings.dlq_topic, p) for p, end in ends.items() if end > 0]
+        if not tps:
+            return {}
+        client.assign(tps)
+        await client.seek_to_beginning(*tps)
+        remaining = {tp: ends[tp.partition] for tp in tps}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while remaining and loop.time() < deadline:
+            for tp, records in (await client.getmany(timeout_ms=500)).items():
+                for r in records:
+                    if r.offset < ends[tp.partition]:
+                        h = dict(r.headers)
+                        source = (h.get("source_topic", b""), h.get("source_partition", b""),
+                                  h.get("source_offset", b""))
+                        sources.setdefault(source, h.get("reason", b"?").decode())
+                if records and records[-1].offset + 1 >= ends[tp.partition]:
+                    remaining.pop(tp, None)
+        return dict(Counter(sources.values()))
+    finally:
+        await client.stop()

@@ -1,2 +1,0 @@
-"""Ledger stage: the durable, append-only ``xp_events`` ledger in PostgreSQL
-(docs/design.md, Data flow)."""
