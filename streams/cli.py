@@ -121,32 +121,19 @@ def worker() -> None:
     run(settings, metrics)
 
 
-def _run_sink(kind: str) -> None:
+def _run_sink(command: str) -> None:
+    """Run the sink stage of ``command`` (:func:`streams.topology.sink`) until SIGTERM."""
     exit_on_sigterm_until_started()
-    from streams.actions.ledger import ActionLedgerWriter
-    from streams.actions.progress import ProgressWriter
+    from streams import topology
     from streams.metrics import Metrics
     from streams.sink import PostgresSink
-    from streams.xp.ledger import LedgerWriter
-    from streams.xp.totals import TotalsWriter
 
     _logging()
     settings = _settings()
     metrics = Metrics()
-    if kind == "ledger":
-        sink = PostgresSink(settings, settings.xp_topic, settings.ledger_group,
-                            LedgerWriter(settings.limits(), settings.topic_partitions,
-                                         metrics), metrics)
-    elif kind == "actions":
-        sink = PostgresSink(settings, settings.action_topic, settings.action_ledger_group,
-                            ActionLedgerWriter(settings.limits(), settings.topic_partitions,
-                                               metrics), metrics)
-    elif kind == "progress":
-        sink = PostgresSink(settings, settings.progress_changelog_topic,
-                            settings.progress_group, ProgressWriter(metrics), metrics)
-    else:
-        sink = PostgresSink(settings, settings.totals_changelog_topic, settings.totals_group,
-                            TotalsWriter(metrics), metrics)
+    stage = topology.sink(settings, command)
+    writer = topology.build_writer(stage, settings, metrics)
+    sink = PostgresSink(settings, stage.topic, stage.group, writer, metrics)
     metrics.serve(settings.metrics_port)
     _run_until_signal(sink.run)
 
@@ -154,25 +141,25 @@ def _run_sink(kind: str) -> None:
 @main.command()
 def sink() -> None:
     """Run the ledger sink: XP topic -> PostgreSQL xp_events (its own consumer group)."""
-    _run_sink("ledger")
+    _run_sink("sink")
 
 
 @main.command("totals-writer")
 def totals_writer() -> None:
     """Run the totals writer: the worker's totals changelog -> PostgreSQL xp_totals."""
-    _run_sink("totals")
+    _run_sink("totals-writer")
 
 
 @main.command("action-sink")
 def action_sink() -> None:
     """Run the action ledger sink: action topic -> PostgreSQL action_events."""
-    _run_sink("actions")
+    _run_sink("action-sink")
 
 
 @main.command("progress-writer")
 def progress_writer() -> None:
     """Run the progress writer: the worker's vector progress changelog -> vector_progress."""
-    _run_sink("progress")
+    _run_sink("progress-writer")
 
 
 @main.command()

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -21,6 +21,7 @@ from aiokafka.errors import (
     RequestTimedOutError,
     TopicAlreadyExistsError,
 )
+from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from tenacity import (
     AsyncRetrying,
@@ -34,6 +35,29 @@ from streams.errors import BrokerUnavailable
 from streams.settings import Settings
 
 T = TypeVar("T")
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments shared by every aiokafka client: servers, TLS and SASL. With TLS it
+    reads the CA, certificate and key files (``KAFKA_SSL_*``).
+
+    Raises:
+        OSError, ssl.SSLError: a TLS file cannot be read or is not PEM.
+    """
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in {"SSL", "SASL_SSL"}:
+        kwargs["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile, certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        kwargs["sasl_plain_password"] = settings.kafka_sasl_password
+    return kwargs
+
 
 
 @contextlib.contextmanager
@@ -76,7 +100,7 @@ def producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     downstream either way.
     """
     kwargs: dict[str, object] = {
-        **settings.kafka_client_kwargs(),
+        **client_kwargs(settings),
         "acks": "all",
         "linger_ms": settings.producer_linger_ms,
         "enable_idempotence": settings.producer_idempotence,
@@ -90,7 +114,7 @@ def producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
 def consumer(settings: Settings, group_id: str | None, **overrides: object) -> AIOKafkaConsumer:
     """An unstarted consumer with manual commits, reading from the earliest offset."""
     kwargs: dict[str, object] = {
-        **settings.kafka_client_kwargs(),
+        **client_kwargs(settings),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -156,7 +180,7 @@ async def wait_for_brokers(settings: Settings, log: logging.Logger,
     delay = 0.5
     while True:
         with connect_failures() as reasons:
-            client = AIOKafkaClient(**settings.kafka_client_kwargs())
+            client = AIOKafkaClient(**client_kwargs(settings))
             try:
                 await client.bootstrap()
                 return True
@@ -198,7 +222,7 @@ async def with_admin(settings: Settings,
         stop=stop_after_delay(ADMIN_NODE_DOWN_RETRY_S), reraise=True,
     ):
         with attempt:
-            admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
+            admin = AIOKafkaAdminClient(**client_kwargs(settings))
             await admin.start()
             try:
                 return await op(admin)
@@ -391,43 +415,3 @@ async def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
     """One-shot :meth:`OffsetReader.high_watermarks`."""
     async with OffsetReader(settings) as reader:
         return await reader.high_watermarks(topic)
-
-
-async def wait_caught_up(
-    settings: Settings, group_topics: list[tuple[str, str]], timeout_s: float,
-    on_progress: Callable[[dict[str, int]], None] | None = None, interval_s: float = 1.0,
-) -> dict[str, tuple[float, float]]:
-    """Poll until every (group, topic) has total lag 0, or raise ``TimeoutError``.
-
-    Returns:
-        Per group, seconds from the call to (its first committed offset, lag 0 first seen):
-        the span over which it did its work, for throughput figures.
-    """
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    first: dict[str, float] = {}
-    done: dict[str, tuple[float, float]] = {}
-    async with OffsetReader(settings) as reader:
-        while True:
-            lags = {}
-            for group, topic in group_topics:
-                if group in done:
-                    continue
-                if not await topic_exists(settings, topic):
-                    lags[group] = -1  # not there yet (e.g. a changelog before the first write)
-                    continue
-                ends = await reader.high_watermarks(topic)
-                committed = await reader.committed(group, topic)
-                now = loop.time() - started
-                if any(committed.values()):
-                    first.setdefault(group, now)
-                lags[group] = sum(max(0, e - (committed.get(p) or 0)) for p, e in ends.items())
-                if lags[group] == 0 and sum(ends.values()) > 0:
-                    done[group] = (first.get(group, now), now)
-            if on_progress is not None:
-                on_progress(lags)
-            if len(done) == len(group_topics):
-                return done
-            if loop.time() - started > timeout_s:
-                raise TimeoutError(f"consumer lag not 0 after {timeout_s} s: {lags}")
-            await asyncio.sleep(interval_s)

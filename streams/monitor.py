@@ -16,70 +16,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import asdict, dataclass
 
 from aiokafka.errors import KafkaError
 
+from streams import topology
 from streams.audit.reconcile import mismatched_students
 from streams.errors import DatabaseUnavailable
 from streams.kafka import OffsetReader
+from streams.lag import PartitionLag, read_lag
 from streams.metrics import MonitorMetrics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PartitionLag:
-    """One consumer group's position on one partition."""
-
-    group: str
-    topic: str
-    partition: int
-    committed: int | None
-    """The committed offset (None: the group never committed here)."""
-    high_watermark: int
-    """Offset after the last record."""
-    lag_records: int
-    """high_watermark minus committed (records)."""
-    lag_seconds: float
-    """Age of the oldest uncommitted record (seconds); 0 when caught up."""
-
-    def to_dict(self) -> dict[str, object]:
-        """As a JSON-ready dict."""
-        return asdict(self)
-
-
-def pipeline_groups(settings: Settings) -> list[tuple[str, str]]:
-    """The (consumer group, topic) pairs of the pipeline."""
-    return [
-        (settings.worker_group, settings.xp_topic),
-        (settings.ledger_group, settings.xp_topic),
-        (settings.totals_group, settings.totals_changelog_topic),
-        (settings.worker_group, settings.action_topic),
-        (settings.action_ledger_group, settings.action_topic),
-        (settings.progress_group, settings.progress_changelog_topic),
-    ]
-
-
-async def read_lag(reader: OffsetReader, group: str, topic: str) -> list[PartitionLag]:
-    """Read one group's lag on one topic from the broker.
-
-    Raises:
-        LookupError: the topic does not exist.
-    """
-    ends = await reader.high_watermarks(topic)
-    committed = await reader.committed(group, topic)
-    behind = {p: committed.get(p) or 0 for p, end in ends.items()
-              if end > (committed.get(p) or 0)}
-    stamps = await reader.timestamps_at(topic, behind)
-    now = time.time()
-    return [
-        PartitionLag(group, topic, p, committed.get(p), end,
-                     max(0, end - (committed.get(p) or 0)),
-                     max(0.0, now - stamps[p]) if p in stamps else 0.0)
-        for p, end in sorted(ends.items())
-    ]
 
 
 class Monitor:
@@ -91,7 +39,7 @@ class Monitor:
         self.metrics = metrics
         self.interval = interval
         self.reconcile_every = reconcile_every
-        self.groups = pipeline_groups(settings)
+        self.groups = topology.group_topics(settings)
         self._last_committed: dict[str, int] = {}
         self._last_reconcile = 0.0
         self.last_mismatched: int | None = None

@@ -309,24 +309,6 @@ class Settings:
         return Limits(self.max_record_bytes, self.max_metadata_bytes, self.max_future_seconds,
                       self.max_past_seconds)
 
-    def kafka_client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments shared by every aiokafka client: servers, TLS and SASL."""
-        kwargs: dict[str, Any] = {
-            "bootstrap_servers": self.kafka_bootstrap_servers.split(","),
-            "security_protocol": self.kafka_security_protocol,
-        }
-        if self.kafka_security_protocol in {"SSL", "SASL_SSL"}:
-            from aiokafka.helpers import create_ssl_context
-
-            kwargs["ssl_context"] = create_ssl_context(
-                cafile=self.kafka_ssl_cafile, certfile=self.kafka_ssl_certfile,
-                keyfile=self.kafka_ssl_keyfile)
-        if self.kafka_security_protocol.startswith("SASL"):
-            kwargs["sasl_mechanism"] = self.kafka_sasl_mechanism or "PLAIN"
-            kwargs["sasl_plain_username"] = self.kafka_sasl_username
-            kwargs["sasl_plain_password"] = self.kafka_sasl_password
-        return kwargs
-
     def __repr__(self) -> str:
         """Passwords redacted (a repr ends up in logs and tracebacks)."""
         return f"Settings({self.describe()})"

@@ -1,4 +1,5 @@
-"""The PostgreSQL sink loop shared by the ledger sink and the totals writer.
+"""The PostgreSQL sink loop shared by every sink, and the two writer bases
+(:class:`LedgerRowsWriter`, append-only; :class:`LatestPerKeyWriter`, newest value per key).
 
 One consumer group reads a topic; records are collected with ``writer.add()`` and written with
 ``writer.flush()`` in one transaction together with the consumed offsets (table
@@ -23,9 +24,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -36,7 +37,8 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 from streams import kafka
 from streams.db.connect import aconnect, mapped_errors
 from streams.db.queries import query
-from streams.errors import DatabaseUnavailable
+from streams.errors import DatabaseUnavailable, InvalidEvent
+from streams.events import Limits
 from streams.metrics import Metrics
 from streams.settings import Settings
 
@@ -46,19 +48,6 @@ YIELD_EVERY_RECORDS = 100
 """Records added between two turns of the event loop (each turn lets the batch being written
 advance by one round trip to PostgreSQL)."""
 
-
-async def copy_and_insert(conn: psycopg.AsyncConnection, name: str,
-                          rows: Sequence[Sequence[object]]) -> int:
-    """COPY ``rows`` into a staging table and insert them into a ledger table, idempotently,
-    with the queries ``stage_<name>``, ``copy_<name>``, ``insert_<name>`` (queries.sql), in
-    ``conn``'s transaction. Returns the rows inserted (the others were there already)."""
-    async with conn.cursor() as cur:
-        await cur.execute(query(f"stage_{name}"))
-        async with cur.copy(query(f"copy_{name}")) as copy:
-            for row in rows:
-                await copy.write_row(row)
-        await cur.execute(query(f"insert_{name}"))
-        return max(cur.rowcount, 0)
 
 
 class BatchWriter(Protocol):
@@ -84,6 +73,185 @@ class BatchWriter(Protocol):
 
     def discard(self) -> None:
         """Forget everything added (the batch will be read again)."""
+
+
+Row = tuple[object, ...]
+V = TypeVar("V")
+
+
+class LedgerRowsWriter:
+    """Base of the append-only ledger writers (a :class:`BatchWriter`): each record is decoded
+    and validated with the worker's rules into rows keyed by event id (the first in a batch
+    wins), and a batch is COPYed into a staging table and moved with ``INSERT ... ON CONFLICT
+    (id) DO NOTHING`` (queries ``stage_<name>``, ``copy_<name>``, ``insert_<name>``), so a
+    re-delivered batch or a duplicate event is an idempotent hit, never a second row
+    (docs/design.md, guarantees 1 and 2). Invalid records are counted and skipped: the worker
+    alone writes the DLQ.
+
+    A subclass sets :attr:`name` and implements :meth:`rows`.
+    """
+
+    name = ""
+    """Sink name for metrics, logs and query names (``ledger``, ``actions``)."""
+
+    def __init__(self, limits: Limits, partitions: int, metrics: Metrics) -> None:
+        self.limits = limits
+        self.partitions = partitions
+        self.metrics = metrics
+        self._rows: dict[str, Row] = {}  # event id -> row; the first in the batch wins
+        self._added = 0
+        self._invalid = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, metrics: Metrics) -> Self:
+        """The writer for ``settings`` (validation limits, partition count)."""
+        return cls(settings.limits(), settings.topic_partitions, metrics)
+
+    def rows(self, record: ConsumerRecord[bytes, bytes]) -> list[tuple[str, Row]]:
+        """(event id, ``copy_<name>`` row) for each event of ``record``.
+
+        Raises:
+            InvalidEvent: the record breaks its contract (docs/design.md, Contracts).
+        """
+        raise NotImplementedError
+
+    def wrote(self, rows: list[Row]) -> None:
+        """Called after a batch's rows were written (a subclass may export a metric)."""
+
+    def add(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Validate ``record`` and keep a row per event in it; an invalid record is counted
+        and skipped."""
+        self._added += 1
+        try:
+            rows = self.rows(record)
+        except InvalidEvent as exc:
+            self._invalid += 1
+            log.debug("%s: skipping invalid record %s/%s: %s", self.name, record.partition,
+                      record.offset, exc)
+            return
+        for event_id, row in rows:
+            self._rows.setdefault(event_id, row)
+
+    def pending(self) -> int:
+        """Records added since the last take (valid or not)."""
+        return self._added
+
+    def take(self) -> list[Row]:
+        """Return the batch's rows (each event id once) and start a new batch. Counts the
+        batch's records by outcome (one metrics update per batch, not per record)."""
+        rows = list(self._rows.values())
+        self.metrics.records.labels(self.name, "valid").inc(self._added - self._invalid)
+        self.metrics.records.labels(self.name, "invalid").inc(self._invalid)
+        self.discard()
+        return rows
+
+    async def write(self, conn: psycopg.AsyncConnection, rows: list[Row]) -> None:
+        """COPY ``rows`` to staging and insert the new ones, in ``conn``'s transaction."""
+        if not rows:
+            return
+        async with conn.cursor() as cur:
+            await cur.execute(query(f"stage_{self.name}"))
+            async with cur.copy(query(f"copy_{self.name}")) as copy:
+                for row in rows:
+                    await copy.write_row(row)
+            await cur.execute(query(f"insert_{self.name}"))
+            inserted = max(cur.rowcount, 0)
+        self.metrics.sink_rows.labels(self.name, "inserted").inc(inserted)
+        self.metrics.sink_rows.labels(self.name, "present").inc(len(rows) - inserted)
+        self.wrote(rows)
+
+    def discard(self) -> None:
+        """Forget the batch."""
+        self._rows = {}
+        self._added = 0
+        self._invalid = 0
+
+
+class LatestPerKeyWriter(Generic[V]):
+    """Base of the table writers (a :class:`BatchWriter`): each changelog record holds a key's
+    whole value; a batch keeps the newest value per key (highest :meth:`version`) and upserts
+    it with a guard (``WHERE stored version < new version``, query ``upsert_<name>`` after
+    ``stage_<name>`` and ``copy_<name>``), so a row never moves backwards, whatever order or
+    how often records are re-read. A tombstone or an unreadable value is skipped (logged).
+
+    A subclass sets :attr:`name` and implements :meth:`decode`, :meth:`version` and
+    :meth:`row`.
+    """
+
+    name = ""
+    """Sink name for metrics, logs and query names (``totals``, ``progress``)."""
+    upsert_params: dict[str, object] | None = None
+    """Parameters of the ``upsert_<name>`` query, if it takes any."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._latest: dict[bytes, V] = {}
+        self._added = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, metrics: Metrics) -> Self:
+        """The writer for ``settings``."""
+        return cls(metrics)
+
+    def decode(self, value: bytes) -> V:
+        """The value of a changelog record. Raises ``ValueError``/``TypeError`` when unreadable."""
+        raise NotImplementedError
+
+    def version(self, value: V) -> int:
+        """How far ``value`` has come (a higher one replaces a lower one)."""
+        raise NotImplementedError
+
+    def row(self, key: bytes, value: V) -> Row:
+        """The ``copy_<name>`` row of ``value`` under ``key``."""
+        raise NotImplementedError
+
+    def wrote(self, latest: dict[bytes, V]) -> None:
+        """Called after a batch was written (a subclass may export a metric)."""
+
+    def add(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Keep the record's value if it is the newest seen for its key in this batch."""
+        self._added += 1
+        if record.key is None or record.value is None:
+            return  # tombstone: the worker never deletes these rows
+        try:
+            value = self.decode(record.value)
+        except (ValueError, TypeError) as exc:
+            log.error("unreadable %s record at %s/%s: %s", self.name, record.partition,
+                      record.offset, exc)
+            return
+        current = self._latest.get(record.key)
+        if current is None or self.version(value) > self.version(current):
+            self._latest[record.key] = value
+
+    def pending(self) -> int:
+        """Records added since the last take."""
+        return self._added
+
+    def take(self) -> dict[bytes, V]:
+        """Return the batch (key -> newest value) and start a new batch."""
+        latest = self._latest
+        self.discard()
+        return latest
+
+    async def write(self, conn: psycopg.AsyncConnection, latest: dict[bytes, V]) -> None:
+        """Upsert ``latest``, never lowering a stored version, in ``conn``'s transaction."""
+        if not latest:
+            return
+        async with conn.cursor() as cur:
+            await cur.execute(query(f"stage_{self.name}"))
+            async with cur.copy(query(f"copy_{self.name}")) as copy:
+                for key, value in latest.items():
+                    await copy.write_row(self.row(key, value))
+            await cur.execute(query(f"upsert_{self.name}"), self.upsert_params)
+            written = max(cur.rowcount, 0)
+        self.metrics.sink_rows.labels(self.name, "inserted").inc(written)
+        self.metrics.sink_rows.labels(self.name, "present").inc(len(latest) - written)
+        self.wrote(latest)
+
+    def discard(self) -> None:
+        """Forget the batch."""
+        self._latest = {}
+        self._added = 0
 
 
 @dataclass

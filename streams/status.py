@@ -16,11 +16,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from streams import topology
 from streams.audit.dlq import count_dlq
 from streams.audit.reconcile import mismatched_students
 from streams.errors import DatabaseUnavailable
 from streams.kafka import OffsetReader
-from streams.monitor import PartitionLag, pipeline_groups, read_lag
+from streams.lag import PartitionLag, read_lag
 from streams.settings import Settings
 
 
@@ -53,7 +54,7 @@ class Status:
 
 async def _sample(reader: OffsetReader, settings: Settings) -> list[PartitionLag]:
     lags: list[PartitionLag] = []
-    for group, topic in pipeline_groups(settings):
+    for group, topic in topology.group_topics(settings):
         try:
             lags.extend(await read_lag(reader, group, topic))
         except LookupError:

@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
-from streams import kafka
+from streams import lag
 from streams.db.connect import connect, mapped_errors
 from streams.db.queries import query
 from streams.errors import StreamsError
@@ -105,33 +105,15 @@ class Reconciliation:
 
 async def wait_past(settings: Settings, timeout_s: float) -> bool:
     """Wait until the worker and the ledger sink have committed past the input topic's current
-    high watermarks, then until the totals writer has caught up with the changelog.
+    high watermarks, then until the totals writer has caught up with the changelog
+    (:func:`streams.lag.wait_past`).
 
     Returns:
         False when that did not happen within ``timeout_s`` seconds.
     """
     s = settings
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    async with kafka.OffsetReader(s) as reader:
-
-        async def reached(groups: list[str], topic: str, ends: dict[int, int]) -> bool:
-            while True:
-                behind = False
-                for group in groups:
-                    committed = await reader.committed(group, topic)
-                    behind |= any((committed.get(p) or 0) < end for p, end in ends.items())
-                if not behind:
-                    return True
-                if loop.time() > deadline:
-                    return False
-                await asyncio.sleep(0.5)
-
-        ends = await reader.high_watermarks(s.xp_topic)
-        if not await reached([s.worker_group, s.ledger_group], s.xp_topic, ends):
-            return False
-        changelog = s.totals_changelog_topic
-        return await reached([s.totals_group], changelog, await reader.high_watermarks(changelog))
+    return await lag.wait_past(s, [([s.worker_group, s.ledger_group], s.xp_topic),
+                                   ([s.totals_group], s.totals_changelog_topic)], timeout_s)
 
 
 def reconcile(settings: Settings, wait_s: float = 60.0, rounds: int = 3) -> Reconciliation:

@@ -79,7 +79,7 @@ class Scratch:
             conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
 
         async def delete() -> None:
-            admin = AIOKafkaAdminClient(**self.base.kafka_client_kwargs())
+            admin = AIOKafkaAdminClient(**kafka.client_kwargs(self.base))
             await admin.start()
             try:
                 existing = set(await admin.list_topics())

@@ -48,7 +48,7 @@ from typing import Any
 import orjson
 from aiokafka.structs import TopicPartition
 
-from streams import kafka
+from streams import kafka, lag
 from streams.db.connect import connect
 from streams.db.queries import query
 from streams.dev.procs import free_port, memory_mib
@@ -261,7 +261,7 @@ class Bench:
             if dead:
                 raise RuntimeError(f"{', '.join(dead)} exited; logs in {self.workdir}")
 
-        return asyncio.run(kafka.wait_caught_up(settings, pairs, timeout_s=3600,
+        return asyncio.run(lag.wait_caught_up(settings, pairs, timeout_s=3600,
                                                 on_progress=check, interval_s=0.2))
 
     # ---- stages --------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from typing import Any
 
 import orjson
 
-from streams import kafka
+from streams import kafka, lag
 from streams.db.connect import connect
 from streams.dev.kafka_cluster import KafkaCluster
 from streams.dev.procs import free_port, memory_mib
@@ -577,7 +577,7 @@ class Chaos:
         by itself fails the run)."""
         s = self.settings
         started = time.monotonic()
-        asyncio.run(kafka.wait_caught_up(
+        asyncio.run(lag.wait_caught_up(
             s, [(s.worker_group, s.xp_topic), (s.ledger_group, s.xp_topic)],
             CATCH_UP_TIMEOUT_S, lambda _: self.check_alive(), 1.0))
         now = time.monotonic()
@@ -585,7 +585,7 @@ class Chaos:
             for fault in self.report.faults:
                 if fault.catch_up_s is None:
                     fault.catch_up_s = now - (self.started + fault.at_s + fault.took_s)
-        asyncio.run(kafka.wait_caught_up(
+        asyncio.run(lag.wait_caught_up(
             s, [(s.totals_group, s.totals_changelog_topic)], CATCH_UP_TIMEOUT_S,
             lambda _: self.check_alive(), 1.0))
         self.report.catch_up_after_last_s = round(time.monotonic() - started, 1)

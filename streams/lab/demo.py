@@ -15,9 +15,9 @@ from rich.table import Table
 
 from streams.dev.procs import free_port, interrupt_on_sigterm
 from streams.dev.stack import LocalStack, PipelineProcess, default_base_dir
-from streams.kafka import wait_caught_up
 from streams.lab.loadgen import LoadSpec, generate, publish_records
 from streams.lab.outcome import read_outcome
+from streams.lag import wait_caught_up
 from streams.settings import Settings
 from streams.status import collect, render
 

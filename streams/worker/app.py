@@ -16,15 +16,13 @@ from typing import Any
 
 import faust
 
-from streams import kafka, topics
-from streams.actions.stream import ActionStream
+from streams import kafka, topics, topology
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.worker import faust_internals
 from streams.worker.checkpoint import decode_position, encode_position
-from streams.worker.reader import FoldStream, SourceReader
+from streams.worker.reader import SourceReader
 from streams.worker.state import TableState, new_table
-from streams.xp.stream import XpStream
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +40,7 @@ def faust_broker_urls(settings: Settings) -> list[str]:
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app for ``settings`` (app id = :func:`streams.topics.tables_group`)."""
     credentials: Any = None
-    client = settings.kafka_client_kwargs()
+    client = kafka.client_kwargs(settings)
     if settings.kafka_security_protocol.startswith("SASL"):
         credentials = faust.SASLCredentials(
             username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
@@ -93,8 +91,7 @@ def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, SourceReader
         setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
     positions: TableState[int] = TableState(
         new_table(app, settings, topics.POSITIONS_TABLE), encode_position, decode_position)
-    streams: list[FoldStream] = [XpStream(app, settings, metrics),
-                                 ActionStream(app, settings, metrics)]
+    streams = topology.build_streams(settings, app, metrics)
     reader = SourceReader(settings, metrics, streams, positions)
 
     @positions.table.on_recover  # type: ignore[untyped-decorator]

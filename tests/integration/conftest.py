@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from streams import kafka
+from streams import kafka, lag
 from streams.dev.kafka_cluster import KafkaCluster
 from streams.dev.procs import free_port
 from streams.dev.stack import DATABASE, LocalStack, PipelineProcess, default_base_dir, settings_env
@@ -138,7 +138,7 @@ class Pipeline:
                                 (s.action_ledger_group, s.action_topic)]]
                 stages.append([(s.progress_group, s.progress_changelog_topic)])
             for pairs in stages:
-                await kafka.wait_caught_up(s, pairs, timeout_s, alive, 0.5)
+                await lag.wait_caught_up(s, pairs, timeout_s, alive, 0.5)
         asyncio.run(both())
 
     def assert_exact(self, expected: Expected) -> None:

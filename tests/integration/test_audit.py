@@ -111,7 +111,7 @@ def test_records_deleted_by_retention_are_reported_without_false_differences(
     s = settled.settings
 
     async def delete_first_records(upto: int) -> dict[TopicPartition, int]:
-        admin = AIOKafkaAdminClient(**s.kafka_client_kwargs())
+        admin = AIOKafkaAdminClient(**kafka.client_kwargs(s))
         await admin.start()
         try:
             return await admin.delete_records(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import kafka
+from streams import kafka, lag
 from streams.dev.procs import free_port
 from streams.dev.stack import PipelineProcess
 from streams.lab.loadgen import LoadSpec, generate
@@ -147,7 +147,7 @@ def test_dlq_limit_stops_the_worker_before_a_bad_deploy_is_dead_lettered(
         assert pipeline.procs["worker"].stop() == 0
         pipeline.procs["worker"].settings = s.with_(worker_dlq_limit=0.0)
         pipeline.start("worker")
-        asyncio.run(kafka.wait_caught_up(s, [(s.worker_group, s.xp_topic)], 60))
+        asyncio.run(lag.wait_caught_up(s, [(s.worker_group, s.xp_topic)], 60))
         assert sum(asyncio.run(kafka.high_watermarks(s, s.dlq_topic)).values()) == len(bad)
     finally:
         pipeline.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from streams import kafka
 from streams.errors import ConfigError
 from streams.lab.loadgen import LoadSpec, generate
 from streams.settings import Settings, redact_url
@@ -11,7 +12,7 @@ from streams.settings import Settings, redact_url
 
 def test_defaults_and_overrides() -> None:
     s = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "a:1,b:2", "XP_TOPIC_PARTITIONS": "3"})
-    assert s.kafka_client_kwargs()["bootstrap_servers"] == ["a:1", "b:2"]
+    assert kafka.client_kwargs(s)["bootstrap_servers"] == ["a:1", "b:2"]
     assert s.topic_partitions == 3 and s.dlq_topic == "xp-events.dlq"
     assert s.totals_changelog_topic == "xp-streams-worker-xp_totals-changelog"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import faust
 import pytest
 
+from streams import kafka
 from streams.errors import ConfigError
 from streams.settings import Settings
 from streams.worker.app import create_app
@@ -20,7 +21,7 @@ SASL = {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "scram-sh
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_sasl_settings_reach_aiokafka_and_faust(mechanism: str) -> None:
     s = Settings.from_env({**SASL, "KAFKA_SASL_MECHANISM": mechanism})
-    kwargs = s.kafka_client_kwargs()
+    kwargs = kafka.client_kwargs(s)
     assert kwargs["security_protocol"] == "SASL_SSL"
     assert kwargs["sasl_mechanism"] == mechanism
     assert (kwargs["sasl_plain_username"], kwargs["sasl_plain_password"]) == ("xp-writer",
@@ -51,7 +52,7 @@ def test_mutual_tls_loads_the_client_certificate(tmp_path: Path) -> None:
                    check=True, capture_output=True)
     s = Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": str(pem),
                            "KAFKA_SSL_CERTFILE": str(pem), "KAFKA_SSL_KEYFILE": str(key)})
-    context = s.kafka_client_kwargs()["ssl_context"]
+    context = kafka.client_kwargs(s)["ssl_context"]
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert isinstance(create_app(s).conf.broker_credentials, faust.SSLCredentials)
 
