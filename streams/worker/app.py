@@ -136,5 +136,5 @@ def run(settings: Settings, metrics: Metrics) -> None:
 
     try:
         Worker(app, loglevel="INFO", quiet=True, console_port=0).execute_from_commandline()
-    finally:  # as the sinks do (streams.cli.ignore_sigterm_from_now_on): exit with our status
+    finally:  # as the sinks do (streams.cli.base.ignore_sigterm_from_now_on): exit with our status
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

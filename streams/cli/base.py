@@ -1,0 +1,126 @@
+"""The ``streams`` command group and what every command shares: settings, logging, signals,
+one-line errors, the duration parameter."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import click
+
+from streams.errors import StreamsError
+from streams.settings import Settings
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a bad one is a one-line usage error."""
+    try:
+        return Settings.from_env()
+    except StreamsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Log to stderr at ``level`` with timestamps."""
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def quiet_clients() -> None:
+    """Short commands report failures in one line themselves; the clients' logs would repeat
+    them on stderr."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def exit_on_sigterm_until_started() -> None:
+    """Until the process's own SIGTERM handling is in place (the event loop's, installed once
+    start-up is done: imports, settings, Faust's app), a SIGTERM exits at once with status 0:
+    nothing has been read, so there is nothing to finish. Without this the default action ends
+    the process with status -15, as a supervisor stopping a slow starter saw."""
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run coroutine function ``main(stop_event)`` until it returns; SIGTERM/SIGINT set stop."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    try:
+        asyncio.run(runner())
+    finally:
+        ignore_sigterm_from_now_on()
+
+
+def ignore_sigterm_from_now_on() -> None:
+    """Ignore further SIGTERMs: the work is flushed and the process is exiting. Closing the
+    event loop puts SIGTERM back to its default (terminate), so a second SIGTERM (an operator
+    or supervisor repeating it) would otherwise end the exit abruptly with status -15."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class _Cli(click.Group):
+    """click's group with one-line errors."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """Like click's, but bad arguments give one line (``streams chaos: Invalid value for
+        '--faults': ... (see --help)``) and exit 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "streams"
+            click.echo(f"{where}: {exc.format_message()} (see --help)", err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except StreamsError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Cli)
+@click.version_option(package_name="xp-streams")
+def main() -> None:
+    """XP Streams: dedupe and fold XP events into totals, and keep the ledger in PostgreSQL."""
+
+class Duration(click.ParamType):
+    """A click parameter: ``90s``, ``30m``, ``24h``, ``7d`` or plain seconds, as float seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        from streams.audit.ranges import parse_duration
+
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+

@@ -1,0 +1,67 @@
+"""The pipeline's processes: ``streams worker``, the sinks built from the topology
+(docs/design.md, Data flow)."""
+
+from __future__ import annotations
+
+from streams.cli.base import (
+    exit_on_sigterm_until_started,
+    load_settings,
+    main,
+    run_until_signal,
+    setup_logging,
+)
+
+
+@main.command()
+def worker() -> None:
+    """Run the fold worker: validate, DLQ, dedupe, fold XP into the totals table and action
+    events into vector progress (Faust tables, batch reader)."""
+    exit_on_sigterm_until_started()
+    from streams.metrics import Metrics
+    from streams.worker.app import run
+
+    settings = load_settings()
+    metrics = Metrics()
+    metrics.serve(settings.metrics_port)
+    run(settings, metrics)
+
+
+def _run_sink(command: str) -> None:
+    """Run the sink stage of ``command`` (:func:`streams.topology.sink`) until SIGTERM."""
+    exit_on_sigterm_until_started()
+    from streams import topology
+    from streams.metrics import Metrics
+    from streams.sink import PostgresSink
+
+    setup_logging()
+    settings = load_settings()
+    metrics = Metrics()
+    stage = topology.sink(settings, command)
+    writer = topology.build_writer(stage, settings, metrics)
+    sink = PostgresSink(settings, stage.topic, stage.group, writer, metrics)
+    metrics.serve(settings.metrics_port)
+    run_until_signal(sink.run)
+
+
+@main.command()
+def sink() -> None:
+    """Run the ledger sink: XP topic -> PostgreSQL xp_events (its own consumer group)."""
+    _run_sink("sink")
+
+
+@main.command("totals-writer")
+def totals_writer() -> None:
+    """Run the totals writer: the worker's totals changelog -> PostgreSQL xp_totals."""
+    _run_sink("totals-writer")
+
+
+@main.command("action-sink")
+def action_sink() -> None:
+    """Run the action ledger sink: action topic -> PostgreSQL action_events."""
+    _run_sink("action-sink")
+
+
+@main.command("progress-writer")
+def progress_writer() -> None:
+    """Run the progress writer: the worker's vector progress changelog -> vector_progress."""
+    _run_sink("progress-writer")
