@@ -72,22 +72,24 @@ async def wait_caught_up(
 ) -> dict[str, tuple[float, float]]:
     """Poll until every (group, topic) has total lag 0 (records), or raise ``TimeoutError``.
 
-    ``on_progress`` gets the records behind per group after each poll (-1: topic not there
-    yet, e.g. a changelog before its first write); polls are ``interval_s`` seconds apart.
+    ``on_progress`` gets the records behind per group (summed over its topics) after each poll
+    (-1: a topic not there yet, e.g. a changelog before its first write); polls are
+    ``interval_s`` seconds apart.
 
     Returns:
-        Per group, seconds from the call to (its first committed offset, lag 0 first seen):
-        the span over which it did its work, for throughput figures.
+        Per group, seconds from the call to (its first committed offset, lag 0 first seen on
+        its last topic): the span over which it did its work, for throughput figures.
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
-    first: dict[str, float] = {}
-    done: dict[str, tuple[float, float]] = {}
+    first: dict[tuple[str, str], float] = {}
+    done: dict[tuple[str, str], tuple[float, float]] = {}
     async with kafka.OffsetReader(settings) as reader:
         while True:
-            lags = {}
-            for group, topic in group_topics:
-                if group in done:
+            lags: dict[str, int] = {}
+            for pair in group_topics:
+                group, topic = pair
+                if pair in done:
                     continue
                 if not await kafka.topic_exists(settings, topic):
                     lags[group] = -1
@@ -96,14 +98,20 @@ async def wait_caught_up(
                 committed = await reader.committed(group, topic)
                 now = loop.time() - started
                 if any(committed.values()):
-                    first.setdefault(group, now)
-                lags[group] = sum(records_behind(ends, committed).values())
-                if lags[group] == 0 and sum(ends.values()) > 0:
-                    done[group] = (first.get(group, now), now)
+                    first.setdefault(pair, now)
+                behind = sum(records_behind(ends, committed).values())
+                if lags.get(group, 0) >= 0:
+                    lags[group] = lags.get(group, 0) + behind
+                if behind == 0 and sum(ends.values()) > 0:
+                    done[pair] = (first.get(pair, now), now)
             if on_progress is not None:
                 on_progress(lags)
-            if len(done) == len(group_topics):
-                return done
+            if len(done) == len(set(group_topics)):
+                spans: dict[str, tuple[float, float]] = {}
+                for (group, _topic), (a, b) in done.items():
+                    old = spans.get(group, (a, b))
+                    spans[group] = (min(a, old[0]), max(b, old[1]))
+                return spans
             if loop.time() - started > timeout_s:
                 raise TimeoutError(f"consumer lag not 0 after {timeout_s} s: {lags}")
             await asyncio.sleep(interval_s)

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 
 from aiokafka.structs import TopicPartition
 
 from streams import kafka
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 async def count_dlq(settings: Settings, timeout_s: float = 10.0) -> dict[str, int]:
@@ -33,7 +36,17 @@ async def count_dlq(settings: Settings, timeout_s: float = 10.0) -> dict[str, in
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while remaining and loop.time() < deadline:
-            for tp, records in (await client.getmany(timeout_ms=500)).items():
+            try:
+                fetched = await client.getmany(timeout_ms=500)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are being cancelled: let it through
+                # the consumer's own fetch task was cancelled under us (seen while the process
+                # shut down after a burst of restarts): report what was counted
+                log.warning("DLQ count cut short: the consumer was closed")
+                break
+            for tp, records in fetched.items():
                 for r in records:
                     if r.offset < ends[tp.partition]:
                         h = dict(r.headers)

@@ -36,10 +36,13 @@ def monitor(interval: float, reconcile_every: float) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--partitions", is_flag=True, help="Also a table per stage with its partitions.")
 @click.option("--watch", type=click.FloatRange(0.5), default=None, metavar="SECONDS",
               help="Refresh every SECONDS until Ctrl-C.")
-def status(as_json: bool, watch: float | None) -> None:
-    """Show lag per group and partition, throughput, DLQ counts and reconciliation."""
+def status(as_json: bool, watch: float | None, partitions: bool) -> None:
+    """Show each stage's lag, throughput and last commit, the DLQ by reason and the
+    reconciliation (--partitions: per partition too). Exit 1 with one line when the broker
+    or the database cannot be reached."""
     import orjson
     from rich.console import Console
 
@@ -53,7 +56,7 @@ def status(as_json: bool, watch: float | None) -> None:
         if as_json:
             click.echo(orjson.dumps(snapshot.to_json(), option=orjson.OPT_INDENT_2).decode())
         else:
-            render(snapshot, console)
+            render(snapshot, console, partitions)
 
     async def run() -> None:
         snapshot = await collect(settings)

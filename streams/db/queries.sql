@@ -154,3 +154,7 @@ SET step_index = EXCLUDED.step_index,
     updated_at = EXCLUDED.updated_at,
     applied = EXCLUDED.applied
 WHERE p.applied < EXCLUDED.applied;
+
+-- name: commit_ages
+SELECT consumer_group, extract(epoch FROM now() - max(updated_at))::float8
+FROM consumer_offsets GROUP BY consumer_group;

@@ -1,8 +1,10 @@
 """``streams demo``: the main job on the embedded local stack, with its numbers proven.
 
-Starts Tansu and PostgreSQL, migrates, creates the topics, starts the worker, the totals writer
-and the ledger sink as separate processes, publishes a loadgen workload, waits until every
-consumer group has lag 0, and prints a summary; exits 1 on any mismatch.
+Starts the broker and PostgreSQL, migrates, creates the topics, starts every stage of the
+topology (the worker, the ledger sink, the totals writer, the action ledger sink, the progress
+writer) and the monitor as separate processes, publishes an XP workload and an action workload,
+waits until every consumer group has lag 0, and prints a summary checked against both
+workloads' expectations; exits 1 on any mismatch.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from streams import topology
 from streams.dev.procs import free_port, interrupt_on_sigterm
 from streams.dev.stack import LocalStack, PipelineProcess, default_base_dir
-from streams.lab.loadgen import LoadSpec, generate, publish_records
-from streams.lab.outcome import read_outcome
+from streams.lab.loadgen import LoadSpec, generate, generate_actions, publish_records
+from streams.lab.outcome import read_action_outcome, read_outcome
 from streams.lag import wait_caught_up
 from streams.settings import Settings
 from streams.status import collect, render
@@ -39,20 +42,25 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
         console.print(f"starting {broker} and PostgreSQL 15, applying migrations ...")
         settings = stack.start()
         stack.create_topics()
-        for command in ("worker", "totals-writer", "sink", "monitor"):
+        for command in ("worker", "totals-writer", "sink", "action-sink", "progress-writer",
+                        "monitor"):
             proc = PipelineProcess(command, settings, base / f"{command}.log", free_port())
             proc.start()
             procs.append(proc)
-        console.print(f"started worker, totals-writer, sink, monitor (logs in {base})")
+        console.print(f"started {', '.join(p.command for p in procs)} (logs in {base})")
 
         console.print(f"generating {events:,} records for {students:,} students (seed {seed}) ...")
         records, expected = generate(LoadSpec(events=events, students=students, seed=seed,
                                               max_record_bytes=settings.max_record_bytes))
+        actions, action_expected = generate_actions(max(events // 5, 100),
+                                                    max(students // 10, 10), seed)
         started = time.monotonic()
         publish_s = asyncio.run(publish_records(
             settings, records,
             progress=lambda n: console.print(f"  published {n:,}/{len(records):,}"),
         ))
+        console.print(f"publishing {len(actions):,} action records ...")
+        asyncio.run(publish_records(settings, actions, topic=settings.action_topic))
 
         def progress(lags: dict[str, int]) -> None:
             dead = [p.command for p in procs if not p.alive()]
@@ -62,19 +70,20 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
             console.print(f"  waiting for lag 0: {shown}")
 
         async def catch_up() -> dict[str, tuple[float, float]]:
+            sources = {settings.xp_topic, settings.action_topic}
             spans = await wait_caught_up(settings, [
-                (settings.worker_group, settings.xp_topic),
-                (settings.ledger_group, settings.xp_topic),
+                (g, t) for g, t in topology.group_topics(settings) if t in sources
             ], timeout_s=1800, on_progress=progress, interval_s=2.0)
-            # The changelog is complete only once the worker has caught up.
+            # A changelog is complete only once the worker has caught up.
             spans.update(await wait_caught_up(settings, [
-                (settings.totals_group, settings.totals_changelog_topic),
+                (g, t) for g, t in topology.group_topics(settings) if t not in sources
             ], timeout_s=600, on_progress=progress, interval_s=1.0))
             return spans
 
         spans = asyncio.run(catch_up())
         outcome = read_outcome(settings, expected)
-        problems = outcome.problems(expected)
+        action_outcome = read_action_outcome(settings, action_expected)
+        problems = outcome.problems(expected) + action_outcome.problems
 
         table = Table(title="XP Streams demo summary")
         table.add_column("what")
@@ -95,9 +104,19 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
                       f"{len(outcome.ledger_vs_totals):,}", "0")
         table.add_row("students: totals != loadgen expectation",
                       f"{len(outcome.expected_vs_totals):,}", "0")
+        table.add_row("action records published", f"{len(actions):,}", "")
+        table.add_row("action events (action_events rows)", f"{action_outcome.ledger_rows:,}",
+                      f"{len(action_expected.ids):,}")
+        table.add_row("vector_progress rows folded", f"{action_outcome.progress_rows:,}",
+                      f"{len(action_expected.progress):,}")
+        table.add_row("action DLQ", f"{action_outcome.dlq:,}", f"{action_expected.invalid:,}")
+        table.add_row("vector_progress rows != expected progress",
+                      f"{sum(1 for p in action_outcome.problems if 'vector_progress' in p)}",
+                      "0")
         table.add_row("publish rate (records/s)", f"{len(records) / publish_s:,.0f}", "")
         for label, group, count in (
-            ("worker", settings.worker_group, len(records)),
+            ("worker (XP and action records)", settings.worker_group,
+             len(records) + len(actions)),
             ("ledger sink", settings.ledger_group, len(records)),
             ("totals writer", settings.totals_group, None),
         ):
@@ -117,7 +136,8 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
                 console.print(f"[red]MISMATCH[/] {p}")
             return 1
         console.print("[green]all checks passed[/]: ledger exact, totals = SUM(ledger), "
-                      "totals = expected, DLQ = expected")
+                      "totals = expected, DLQ = expected; action ledger exact, vector progress "
+                      "= expected, action DLQ = expected")
         return 0
     except KeyboardInterrupt:
         console.print("interrupted: stopping everything")

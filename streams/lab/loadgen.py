@@ -247,6 +247,66 @@ def batch_records(records: list[Record], size: int, max_bytes: int) -> list[Reco
     return result
 
 
+@dataclass
+class ActionExpected:
+    """The expected outcome of an action workload, by the fold's rules computed independently
+    (counts and minimums over distinct event ids)."""
+
+    ids: set[str] = field(default_factory=set)
+    """Event ids the action ledger must hold, each once."""
+    progress: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    """(profile, vector) -> [step_index, draft_skipped_at (aware datetime or None)]."""
+    invalid: int = 0
+    """Records that must go to the action DLQ."""
+
+
+def generate_actions(events: int, profiles: int, seed: int) -> tuple[list[Record],
+                                                                      ActionExpected]:
+    """``events`` action events of ``profiles`` learners in the five vectors, published out of
+    time order, with 10% duplicates, 5 conflicting re-sends (same id, other content: ignored)
+    and 3% invalid records (bad JSON, schema, key not the profile); and their outcome."""
+    from streams.actions.fold import DRAFT_SKIP
+    from streams.audit.verify import VECTORS
+
+    rng = random.Random(seed)  # noqa: S311 - a reproducible workload
+    now = datetime.now(UTC).replace(microsecond=0)
+    owners = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(profiles)]
+    expected = ActionExpected()
+    records: list[Record] = []
+    for _ in range(events):
+        profile, vector = rng.choice(owners), rng.choice(VECTORS)
+        at = now - timedelta(minutes=rng.randint(0, 5000))  # arrival order is not time order
+        kind = rng.random()
+        event_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        doc = {"id": event_id,
+               "action_id": DRAFT_SKIP if kind < 0.1 else f"apply_{vector}",
+               "profile_id": profile, "source": "dashboard", "vector": vector,
+               "selected_at": at.isoformat(),
+               "completed_at": (at + timedelta(minutes=3)).isoformat() if kind > 0.4 else None,
+               "duration": rng.choice([None, 12.6, 300]), "mode": "self_guided"}
+        records.append((profile.encode(), orjson.dumps(doc)))
+        expected.ids.add(event_id)
+        state = expected.progress.setdefault((profile, vector), [0, None])
+        if doc["action_id"] == DRAFT_SKIP:
+            state[1] = at if state[1] is None else min(state[1], at)
+        elif doc["completed_at"] is not None:
+            state[0] += 1
+    originals = list(records)
+    records += rng.sample(originals, events // 10)  # duplicates, later
+    for key, value in rng.sample(originals, min(5, events)):  # conflicts
+        assert key is not None and value is not None
+        records.append((key, orjson.dumps({**orjson.loads(value), "source": "feed"})))
+    for i in range(events * 3 // 100):
+        key = rng.choice(owners).encode()
+        records.insert(rng.randrange(len(records)), (key, [
+            b"{not json", orjson.dumps({"id": "x", "profile_id": key.decode()}),
+            orjson.dumps({"id": str(uuid.uuid4()), "action_id": "a", "profile_id":
+                          str(uuid.uuid4()), "source": "s", "vector": "mind",
+                          "selected_at": now.isoformat()})][i % 3]))
+        expected.invalid += 1
+    return records, expected
+
+
 async def publish_records(settings: Settings, records: list[Record], topic: str | None = None,
                           progress: Callable[[int], None] | None = None) -> float:
     """Publish ``records`` in order to ``topic`` (default the XP topic) and wait for every ack.

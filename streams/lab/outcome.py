@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from streams.audit.dlq import count_dlq
 from streams.audit.reconcile import Mismatch, mismatched_students
 from streams.db.connect import connect, mapped_errors
-from streams.lab.loadgen import Expected
+from streams.lab.loadgen import ActionExpected, Expected
 from streams.settings import Settings
 
 
@@ -62,4 +62,40 @@ def read_outcome(settings: Settings, expected: Expected) -> Outcome:
     for sid in totals.keys() - expected.students.keys():
         out.expected_vs_totals.append(f"{sid}: unexpected totals row {totals[sid]}")
     out.dlq = asyncio.run(count_dlq(settings))
+    return out
+
+
+@dataclass
+class ActionOutcome:
+    """What the action ledger, vector progress and the action DLQ hold after a run."""
+
+    ledger_rows: int = 0
+    progress_rows: int = 0
+    dlq: int = 0
+    problems: list[str] = field(default_factory=list)
+    """Every way this differs from the expectation (empty: exact)."""
+
+
+def read_action_outcome(settings: Settings, expected: ActionExpected) -> ActionOutcome:
+    """Compare ``action_events``, the folded ``vector_progress`` rows and the action DLQ with
+    ``expected``."""
+    url = settings.database_url
+    out = ActionOutcome()
+    with connect(url) as conn, mapped_errors(url):
+        ids = {str(r[0]) for r in conn.execute("SELECT id FROM action_events")}
+        rows = conn.execute("SELECT profile_id, vector, step_index, draft_skipped_at "
+                            "FROM vector_progress WHERE version = 'v1' AND applied > 0").fetchall()
+    out.ledger_rows, out.progress_rows = len(ids), len(rows)
+    got = {(str(p), v): [step, skipped] for p, v, step, skipped in rows}
+    want = {k: list(v) for k, v in expected.progress.items()}
+    out.dlq = sum(asyncio.run(count_dlq(settings.with_(xp_topic=settings.action_topic))).values())
+    if ids != expected.ids:
+        out.problems.append(f"action ledger: {len(ids - expected.ids)} unexpected, "
+                            f"{len(expected.ids - ids)} missing events")
+    differ = [k for k in set(got) | set(want) if got.get(k) != want.get(k)]
+    if differ:
+        out.problems.append(f"{len(differ)} vector_progress rows differ from the expected "
+                            f"progress, e.g. {[(k, got.get(k), want.get(k)) for k in differ[:2]]}")
+    if out.dlq != expected.invalid:
+        out.problems.append(f"action DLQ holds {out.dlq}, expected {expected.invalid}")
     return out

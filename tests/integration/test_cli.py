@@ -76,10 +76,19 @@ def test_status_reports_lag_dlq_and_reconciliation(settings: Settings, tmp_path)
         pipeline.publish(records)
         pipeline.wait_caught_up()
         done = streams(["status", "--json"], settings)
+        table = streams(["status"], settings)
+        wide = streams(["status", "--partitions"], settings)
     finally:
         pipeline.stop()
     assert done.returncode == 0, done.stderr.decode()
+    assert table.returncode == wide.returncode == 0, table.stderr.decode()
+    compact = table.stdout.decode()
+    assert len(compact.splitlines()) <= 40, compact
+    for stage in ("fold worker", "ledger sink", "totals writer", "reconciliation"):
+        assert stage in compact, compact
+    assert "consumer group" in wide.stdout.decode() and len(wide.stdout.splitlines()) > 40
     status = orjson.loads(done.stdout)
+    assert status["last_commit_seconds"][settings.ledger_group] >= 0
     groups = {lag["group"] for lag in status["lags"]}
     assert groups == {settings.worker_group, settings.ledger_group, settings.totals_group,
                       settings.action_ledger_group, settings.progress_group}
@@ -87,3 +96,15 @@ def test_status_reports_lag_dlq_and_reconciliation(settings: Settings, tmp_path)
     assert status["dlq"] == expected.invalid
     assert status["mismatched_students"] == 0
     assert status["reconciliation"].startswith("ok")
+
+
+def test_status_without_a_broker_or_a_database_says_so_in_one_line(settings: Settings) -> None:
+    """An unreachable broker, then an unreachable database: one line each, exit 1."""
+    dead_port = free_port()
+    for env, expected in (
+            ({"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{dead_port}"}, "cannot reach the brokers"),
+            ({"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{dead_port}/x"}, "")):
+        done = streams(["status"], settings, **env)
+        err = done.stderr.decode().strip()
+        assert done.returncode == 1, err
+        assert len(err.splitlines()) == 1 and err.startswith("Error: ") and expected in err, err
