@@ -30,7 +30,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
@@ -408,8 +408,10 @@ class PostgresSink:
         if self._consumer is not None:
             try:  # for lag monitoring only: PostgreSQL holds the offsets that count
                 await self._consumer.commit(offsets)
-            except (CommitFailedError, IllegalStateError) as exc:
-                log.info("%s sink: Kafka commit skipped (%s)", self.writer.name, exc)
+            except (KafkaError, IllegalStateError) as exc:
+                # a rebalance, or the coordinator's node down (one of three killed): the
+                # next batch's commit carries these offsets too
+                log.info("%s sink: Kafka commit skipped (%r)", self.writer.name, exc)
 
     def reset_batch(self) -> None:
         """Forget the pending batch (its partitions were revoked; it will be read again)."""

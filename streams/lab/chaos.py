@@ -239,7 +239,12 @@ class Chaos:
         """Raise when a process exited that no fault stopped (a crash is a finding)."""
         dead = [n for n, p in self.procs.items() if n not in self.lost and not p.alive()]
         if dead:
-            raise RuntimeError(f"{', '.join(dead)} exited by itself; logs in {self.workdir}")
+            tails = "".join(
+                f"\n--- last lines of {n}.log ---\n" + "\n".join(
+                    self.procs[n].log_path.read_text(errors="replace").splitlines()[-15:])
+                for n in dead if self.procs[n].log_path.exists())
+            raise RuntimeError(f"{', '.join(dead)} exited by itself; logs in {self.workdir}"
+                               + tails)
 
     # ---- workload --------------------------------------------------------------------------
 
