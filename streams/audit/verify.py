@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streams.db.connect import connect, mapped_errors
+from streams.db.queries import query
 
 VECTORS = ("genius", "spirit", "mind", "emotions", "body")
 """The five vectors (docs/design.md, Contracts): every profile gets a ``v1`` row for each
@@ -21,10 +22,10 @@ after the backfill."""
 
 @dataclass
 class Check:
-    """One verification query and what it found."""
+    """One verification query (named in ``queries.sql``) and what it found."""
 
     name: str
-    sql: str
+    query_name: str
     anomalies: int = 0
     sample: list[tuple[object, ...]] = field(default_factory=list)
     """Up to 5 of the offending rows."""
@@ -39,27 +40,18 @@ def checks(with_backfill: bool = True) -> list[Check]:
     """The checks, in the plan's order; ``with_backfill`` adds the five-vectors check."""
     found = [
         Check("duplicate vector_progress keys (profile_id, vector, version)",
-              "SELECT profile_id, vector, version, count(*) FROM vector_progress "
-              "GROUP BY profile_id, vector, version HAVING count(*) > 1"),
+              "verify_duplicate_progress_keys"),
         Check("vector_progress rows without profile_id or vector",
-              "SELECT id, profile_id, vector FROM vector_progress "
-              "WHERE profile_id IS NULL OR vector IS NULL"),
+              "verify_progress_missing_fields"),
         Check("action_events rows without action_id or profile_id",
-              "SELECT id, action_id, profile_id FROM action_events "
-              "WHERE action_id IS NULL OR profile_id IS NULL"),
+              "verify_actions_missing_fields"),
         Check("xp_events rows without student_id, kind, delta or created_at",
-              "SELECT id FROM xp_events WHERE student_id IS NULL OR kind IS NULL "
-              "OR delta IS NULL OR created_at IS NULL"),
+              "verify_ledger_missing_fields"),
     ]
     if with_backfill:
-        vectors = ", ".join(f"'{v}'" for v in VECTORS)
         found.append(Check(
             "profiles without their five v1 vector rows (run streams backfill-vectors)",
-            "SELECT p.profile_id, count(DISTINCT v.vector) FROM ("
-            "  SELECT profile_id FROM action_events UNION SELECT profile_id FROM vector_progress"
-            ") p LEFT JOIN vector_progress v ON v.profile_id = p.profile_id "
-            f"AND v.version = 'v1' AND v.vector IN ({vectors}) "
-            f"GROUP BY p.profile_id HAVING count(DISTINCT v.vector) < {len(VECTORS)}"))
+            "verify_five_vectors"))
     return found
 
 
@@ -73,14 +65,14 @@ def verify(url: str, with_backfill: bool = True) -> tuple[list[Check], dict[str,
         DatabaseUnavailable: the database cannot be reached.
     """
     found = checks(with_backfill)
-    counts: dict[str, int] = {}
+    params = {"vectors": list(VECTORS)}
     with connect(url) as conn, mapped_errors(url):
         for check in found:
-            rows = conn.execute(check.sql.encode()).fetchall()
+            rows = conn.execute(query(check.query_name), params).fetchall()
             check.anomalies, check.sample = len(rows), [tuple(r) for r in rows[:5]]
-        for table in ("vector_progress", "action_events", "xp_events", "xp_totals"):
-            row = conn.execute(f"SELECT count(*) FROM {table}".encode()).fetchone()
-            counts[table] = row[0] if row else 0
+        row = conn.execute(query("verify_row_counts")).fetchone() or (0, 0, 0, 0)
+    counts = dict(zip(("vector_progress", "action_events", "xp_events", "xp_totals"), row,
+                      strict=True))
     return found, counts
 
 
@@ -89,10 +81,5 @@ def backfill_vectors(url: str) -> int:
     inserted. Safe to repeat (``ON CONFLICT DO NOTHING``); the progress writer replaces a
     seeded row once the profile's events fold into it (``applied`` 0 is below any folded row)."""
     with connect(url) as conn, mapped_errors(url), conn.transaction():
-        cur = conn.execute(
-            "INSERT INTO vector_progress (profile_id, vector, step_index, version) "
-            "SELECT p.profile_id, v.vector, 0, 'v1' FROM ("
-            "  SELECT profile_id FROM action_events UNION SELECT profile_id FROM vector_progress"
-            ") p CROSS JOIN unnest(%s::text[]) AS v(vector) "
-            "ON CONFLICT (profile_id, vector, version) DO NOTHING", (list(VECTORS),))
+        cur = conn.execute(query("backfill_vectors"), {"vectors": list(VECTORS)})
         return max(cur.rowcount, 0)

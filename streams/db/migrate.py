@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 
 from streams.db.connect import connect, mapped_errors
+from streams.db.queries import query
 from streams.errors import MigrationError
 
 SQL_DIR = Path(__file__).resolve().parent.parent.parent / "sql"
@@ -65,12 +66,8 @@ def discover(directory: Path = SQL_DIR) -> list[Migration]:
 
 
 def _locked(conn: psycopg.Connection) -> None:
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
-        " applied_at timestamptz NOT NULL DEFAULT now())"
-    )
-    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+    conn.execute(query("migrations_table"))
+    conn.execute(query("migrations_lock"), {"lock": _LOCK_ID})
 
 
 def migrate(url: str, directory: Path = SQL_DIR) -> list[str]:
@@ -89,7 +86,7 @@ def migrate(url: str, directory: Path = SQL_DIR) -> list[str]:
     with connect(url, autocommit=True) as conn, mapped_errors(url):
         _locked(conn)
         try:
-            rows = conn.execute("SELECT version, name, checksum FROM schema_migrations").fetchall()
+            rows = conn.execute(query("migrations_applied")).fetchall()
             applied = {v: (n, c) for v, n, c in rows}
             for mig in migrations:
                 if mig.version in applied:
@@ -103,18 +100,15 @@ def migrate(url: str, directory: Path = SQL_DIR) -> list[str]:
                 try:
                     with conn.transaction():
                         conn.execute(mig.sql.encode())
-                        conn.execute(
-                            "INSERT INTO schema_migrations (version, name, checksum)"
-                            " VALUES (%s, %s, %s)",
-                            (mig.version, mig.name, mig.checksum),
-                        )
+                        conn.execute(query("migration_record"), {
+                            "version": mig.version, "name": mig.name, "checksum": mig.checksum})
                 except psycopg.OperationalError:
                     raise  # unreachable database: mapped_errors turns it into DatabaseUnavailable
                 except psycopg.Error as exc:
                     raise MigrationError(f"{mig.name} failed: {exc}") from exc
                 applied_now.append(mig.name)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+            conn.execute(query("migrations_unlock"), {"lock": _LOCK_ID})
     return applied_now
 
 
@@ -134,8 +128,7 @@ def rollback(url: str, to_version: int, directory: Path = SQL_DIR) -> list[str]:
     with connect(url, autocommit=True) as conn, mapped_errors(url):
         _locked(conn)
         try:
-            rows = conn.execute("SELECT version, name FROM schema_migrations WHERE version > %s"
-                                " ORDER BY version DESC", (to_version,)).fetchall()
+            rows = conn.execute(query("migrations_newer"), {"version": to_version}).fetchall()
             missing = [n for _, n in rows if not (directory / "rollback" / n).exists()]
             if missing:
                 raise MigrationError(f"no rollback file for {', '.join(missing)} in "
@@ -145,13 +138,12 @@ def rollback(url: str, to_version: int, directory: Path = SQL_DIR) -> list[str]:
                 try:
                     with conn.transaction():
                         conn.execute(sql.encode())
-                        conn.execute("DELETE FROM schema_migrations WHERE version = %s",
-                                     (version,))
+                        conn.execute(query("migration_forget"), {"version": version})
                 except psycopg.OperationalError:
                     raise
                 except psycopg.Error as exc:
                     raise MigrationError(f"rollback of {name} failed: {exc}") from exc
                 undone.append(name)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+            conn.execute(query("migrations_unlock"), {"lock": _LOCK_ID})
     return undone

@@ -158,3 +158,59 @@ WHERE p.applied < EXCLUDED.applied;
 -- name: commit_ages
 SELECT consumer_group, extract(epoch FROM now() - max(updated_at))::float8
 FROM consumer_offsets GROUP BY consumer_group;
+
+-- name: verify_duplicate_progress_keys
+SELECT profile_id, vector, version, count(*) FROM vector_progress
+GROUP BY profile_id, vector, version HAVING count(*) > 1;
+
+-- name: verify_progress_missing_fields
+SELECT id, profile_id, vector FROM vector_progress WHERE profile_id IS NULL OR vector IS NULL;
+
+-- name: verify_actions_missing_fields
+SELECT id, action_id, profile_id FROM action_events
+WHERE action_id IS NULL OR profile_id IS NULL;
+
+-- name: verify_ledger_missing_fields
+SELECT id FROM xp_events
+WHERE student_id IS NULL OR kind IS NULL OR delta IS NULL OR created_at IS NULL;
+
+-- name: verify_five_vectors
+SELECT p.profile_id, count(DISTINCT v.vector) FROM (
+    SELECT profile_id FROM action_events UNION SELECT profile_id FROM vector_progress
+) p LEFT JOIN vector_progress v ON v.profile_id = p.profile_id
+    AND v.version = 'v1' AND v.vector = ANY(%(vectors)s::text[])
+GROUP BY p.profile_id HAVING count(DISTINCT v.vector) < cardinality(%(vectors)s::text[]);
+
+-- name: verify_row_counts
+SELECT (SELECT count(*) FROM vector_progress), (SELECT count(*) FROM action_events),
+       (SELECT count(*) FROM xp_events), (SELECT count(*) FROM xp_totals);
+
+-- name: backfill_vectors
+INSERT INTO vector_progress (profile_id, vector, step_index, version)
+SELECT p.profile_id, v.vector, 0, 'v1' FROM (
+    SELECT profile_id FROM action_events UNION SELECT profile_id FROM vector_progress
+) p CROSS JOIN unnest(%(vectors)s::text[]) AS v(vector)
+ON CONFLICT (profile_id, vector, version) DO NOTHING;
+
+-- name: migrations_table
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now());
+
+-- name: migrations_lock
+SELECT pg_advisory_lock(%(lock)s);
+
+-- name: migrations_unlock
+SELECT pg_advisory_unlock(%(lock)s);
+
+-- name: migrations_applied
+SELECT version, name, checksum FROM schema_migrations;
+
+-- name: migration_record
+INSERT INTO schema_migrations (version, name, checksum) VALUES (%(version)s, %(name)s, %(checksum)s);
+
+-- name: migrations_newer
+SELECT version, name FROM schema_migrations WHERE version > %(version)s ORDER BY version DESC;
+
+-- name: migration_forget
+DELETE FROM schema_migrations WHERE version = %(version)s;
