@@ -12,7 +12,8 @@ from streams.lab.loadgen import LoadSpec, generate, publish_records
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.sink import PostgresSink
-from streams.xp.ledger import LedgerRow, LedgerWriter
+from streams.sink import Row as LedgerRow
+from streams.xp.ledger import LedgerWriter
 
 pytestmark = pytest.mark.integration
 
