@@ -28,6 +28,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.dev.procs import free_port, stop_process, wait_for_port
+from streams.errors import StreamsError
 
 KAFKA_VERSION = "4.4.0"
 POM = Path(__file__).with_name("kafka") / "pom.xml"
@@ -56,8 +57,21 @@ Configuration:
 """
 
 
-class KafkaUnavailable(RuntimeError):
-    """Java or Maven is missing, the jars could not be fetched, or a node did not start."""
+class KafkaUnavailable(StreamsError):
+    """Java or Maven is missing, the jars could not be fetched, or a node did not start (the
+    message is one line; a node's ends with the last lines of its log)."""
+
+
+def log_tail(path: Path, lines: int = 5) -> str:
+    """The last ``lines`` lines of the log at ``path`` that say something (Java stack frames
+    left out), joined with `` | ``."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    said = [line.strip() for line in text.splitlines()
+            if line.strip() and not line.strip().startswith(("at ", "... "))]
+    return " | ".join(said[-lines:])
 
 
 def jars_dir() -> Path:
@@ -300,8 +314,8 @@ class KafkaCluster:
         try:
             wait_for_port(node.port, READY_TIMEOUT_S, node.proc)
         except RuntimeError as exc:
-            raise KafkaUnavailable(f"Kafka node {node.node_id} exited: see {node.log_path}") \
-                from exc
+            raise KafkaUnavailable(f"Kafka node {node.node_id} exited ({node.log_path}): "
+                                   f"{log_tail(node.log_path)}") from exc
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Poll the cluster's metadata with a client until it lists every node.
@@ -324,16 +338,18 @@ class KafkaCluster:
         while time.monotonic() < deadline:
             for node in self.nodes:
                 if node.proc is not None and node.proc.poll() is not None:
-                    raise KafkaUnavailable(f"Kafka node {node.node_id} exited with "
-                                           f"{node.proc.returncode}: see {node.log_path}")
+                    raise KafkaUnavailable(
+                        f"Kafka node {node.node_id} exited with {node.proc.returncode} "
+                        f"({node.log_path}): {log_tail(node.log_path)}")
             try:
                 if asyncio.run(brokers()) >= len(self.nodes):
                     return
             except Exception as exc:  # noqa: BLE001 - not up yet: poll again until the deadline
                 last = exc
             time.sleep(0.2)
+        tails = "; ".join(f"node {n.node_id}: {log_tail(n.log_path, 3)}" for n in self.nodes)
         raise TimeoutError(f"Kafka at {self.bootstrap_servers} not ready after {timeout_s} s "
-                           f"({last})")
+                           f"({last}); {tails}")
 
     def pids(self) -> list[int]:
         """Process ids of the running nodes."""
