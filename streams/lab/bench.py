@@ -13,6 +13,9 @@ duplicates and invalid records included), prints one table:
   events committed from its first commit seen to lag 0), both again on the same workload as
   batched records (``--batch`` events a record), the whole pipeline end to end (from the
   first publish to ledger and totals committed, checked against the loadgen expectation);
+- recovery: one worker killed -9 under the backlog a fast publish leaves, restarted at once
+  (static group membership), timed from the kill to lag 0 against the bar backlog / the
+  worker-alone rate + 20 s;
 - latency: events of ``--students`` fresh students in turn, offered at ``--rate`` events/s for
   ``--latency-seconds``; per event, from its publish acknowledgement to the first poll of
   ``xp_totals`` (every ``POLL_S`` seconds) whose ``version`` shows it applied: p50, p99, max;
@@ -104,7 +107,7 @@ BROKER_LIMIT = "raw consume (getmany + orjson)"
 DATABASE_LIMIT = "plain COPY, unindexed table"
 """Name of the database side's limit stage."""
 
-STAGES = frozenset({"baselines", "worker", "sink", "batched", "e2e"})
+STAGES = frozenset({"baselines", "worker", "sink", "recovery", "batched", "e2e"})
 """Stages that can be left out (``--skip``); the limits always run: ratios need them."""
 
 
@@ -284,6 +287,8 @@ class Bench:
             for command in ("worker", "sink"):
                 if command in self.stages:
                     self.alone(shared, records, command)
+            if "recovery" in self.stages:
+                self.recovery(records)
             if "batched" in self.stages:
                 self.batched(records)
             if "e2e" in self.stages:
@@ -416,6 +421,40 @@ class Bench:
             with connect(self.base.database_url, autocommit=True) as conn:
                 conn.execute("TRUNCATE xp_events, consumer_offsets")
 
+    def recovery(self, records: list[Record]) -> None:
+        """One worker process (static group membership: ``XP_WORKER_INSTANCE_ID``) on a fresh
+        topic; the workload is published faster than it folds, the worker is killed -9 with
+        the backlog the publish left, restarted at once, and timed from the kill until lag 0.
+        The bar (docs/design.md, Fold worker) is backlog / the worker-alone rate of this run
+        + 20 s."""
+        settings = self.scratch.variant("recovery").with_(
+            worker_instance_id=f"bench-recovery-{uuid.uuid4().hex[:8]}")
+        pair = [(settings.worker_group, settings.xp_topic)]
+        self.say("recovery: kill -9 of the worker under a backlog ...")
+        workers, self.workers = self.workers, 1
+        try:
+            with self.processes(settings, "worker") as procs:
+                probe = str(uuid.uuid4())
+                asyncio.run(publish_records(settings, [(probe.encode(), orjson.dumps({
+                    "id": str(uuid.uuid4()), "student_id": probe, "kind": "typing", "delta": 0,
+                    "created_at": datetime.now(UTC).isoformat()}))]))
+                self.wait(settings, pair, procs)
+                asyncio.run(publish_records(settings, records))
+                procs[0].kill()
+                killed = time.monotonic()
+                backlog = asyncio.run(_records_behind(settings, *pair[0]))
+                procs[0].start()
+                self.wait(settings, pair, procs)
+                seconds = time.monotonic() - killed
+        finally:
+            self.workers = workers
+        alone = next((s for s in self.report.stages if s.name.startswith("fold worker alone")
+                      and "batched" not in s.name), None)
+        bar = f"; bar {backlog / alone.rate + 20:.1f} s" if alone and alone.rate else ""
+        self.add(Stage(f"recovery: worker killed -9 under a {backlog:,}-record backlog, "
+                       "restarted, to lag 0", backlog, seconds, "",
+                       f"{seconds:.1f} s from the kill{bar}"))
+
     def batched(self, records: list[Record]) -> None:
         """Worker and sink alone on the same workload packed :attr:`batch` events a record."""
         packed = batch_records(records, self.batch, self.base.max_record_bytes)
@@ -479,6 +518,12 @@ class Bench:
                 "not_applied": len(seen.acks) - len(samples),
             }
         self.report.rss_mib = seen.rss_mib
+
+
+async def _records_behind(settings: Settings, group: str, topic: str) -> int:
+    """Records ``group`` has not committed on ``topic`` (all partitions)."""
+    async with kafka.OffsetReader(settings) as reader:
+        return sum(x.lag_records for x in await lag.read_lag(reader, group, topic))
 
 
 async def committed_rate(settings: Settings, group: str, topic: str, events_before: EventIndex,
