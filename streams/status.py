@@ -147,14 +147,14 @@ def render(status: Status, console: Console, partitions: bool = False) -> None:
     taken = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status.taken_at))
     console.print(f"[bold]XP Streams status at {taken}[/]")
     table = Table(title="stages")
-    for column in ("stage", "consumer group", "topic"):
+    for column in ("stage (topic)", "consumer group"):
         table.add_column(column)
     for column in ("lag (records)", "lag (s)", "records/s", "last commit (s ago)"):
         table.add_column(column, justify="right")
     for name, group, topic in status.stages:
         mine = [lag for lag in status.lags if (lag.group, lag.topic) == (group, topic)]
         age = status.last_commit_s.get(group)
-        table.add_row(name, group, topic, f"{sum(x.lag_records for x in mine):,}",
+        table.add_row(f"{name} ({topic})", group, f"{sum(x.lag_records for x in mine):,}",
                       f"{max((x.lag_seconds for x in mine), default=0.0):.1f}",
                       f"{status.stage_throughput.get(f'{group} {topic}', 0.0):,.0f}",
                       "-" if age is None else f"{age:,.0f}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import click
 
@@ -50,7 +51,7 @@ def status(as_json: bool, watch: float | None, partitions: bool) -> None:
 
     quiet_clients()
     settings = load_settings()
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
 
     def show(snapshot: Status) -> None:
         if as_json:
