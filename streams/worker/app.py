@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import Any
 
@@ -127,12 +128,29 @@ def run(settings: Settings, metrics: Metrics) -> None:
             await reader.stop()
             await super().on_stop()
 
+        def install_signal_handlers(self) -> None:
+            # Until start-up has finished (tables recovered), SIGTERM ends the process at once:
+            # nothing has been read, and Faust stopped halfway through its start crashed
+            # (its conductor subscribing to no topics) and exited 1.
+            super().install_signal_handlers()
+            self.loop.add_signal_handler(signal.SIGTERM, self.exit_during_startup)
+
+        def exit_during_startup(self) -> None:
+            log.info("SIGTERM during start-up: nothing read yet; exiting")
+            logging.shutdown()
+            os._exit(0)
+
+        async def on_startup_finished(self) -> None:
+            await super().on_startup_finished()
+            super().install_signal_handlers()  # from now on SIGTERM stops gracefully
+
         def on_worker_shutdown(self) -> None:
             # Shutdown has begun (the reader checkpoints in on_stop). Closing the loop would
             # put SIGTERM back to its default, so a SIGTERM repeated by a supervisor in that
             # moment ended the exit with status -15: drop the loop's handler and ignore it.
             self.loop.remove_signal_handler(signal.SIGTERM)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            super().on_worker_shutdown()
 
     try:
         Worker(app, loglevel="INFO", quiet=True, console_port=0).execute_from_commandline()

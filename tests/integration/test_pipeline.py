@@ -25,6 +25,16 @@ from tests.integration.conftest import Pipeline, metric, query_one, streams, wai
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def sigterm_disposition(pid: int) -> str:
+    """How process ``pid`` treats SIGTERM now: ``caught``, ``ignored`` or ``default``."""
+    fields = dict(line.split(":\t", 1) for line in
+                  Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+    bit = 1 << (signal.SIGTERM - 1)
+    if int(fields["SigIgn"], 16) & bit:
+        return "ignored"
+    return "caught" if int(fields["SigCgt"], 16) & bit else "default"
+
+
 def ledger_rows(pipeline: Pipeline) -> int:
     return int(query_one(pipeline.settings.database_url, "SELECT count(*) FROM xp_events")[0])  # type: ignore[call-overload]
 
@@ -136,12 +146,14 @@ def test_sigterm_mid_workload_commits_what_was_written_and_exits_0(pipeline: Pip
     pipeline.publish(records)
     wait_for(lambda: ledger_rows(pipeline) > 2000, 60, "the sink to write some rows", 0.05)
     procs = pipeline.procs.values()
+    dispositions = {p.command: sigterm_disposition(p.proc.pid) for p in procs if p.proc}
     for p in procs:
         assert p.proc is not None
         p.proc.send_signal(signal.SIGTERM)
     started = time.monotonic()
     codes = {p.command: p.stop(timeout_s=30) for p in procs}  # SIGKILL after 30 s: code -9
-    assert codes == {"worker": 0, "totals-writer": 0, "sink": 0}, codes
+    assert codes == {"worker": 0, "totals-writer": 0, "sink": 0}, (codes, dispositions, {
+        name: pipeline.logs(name)[-3000:] for name, code in codes.items() if code != 0})
     assert time.monotonic() - started < 30
     assert ledger_rows(pipeline) < expected.valid_unique, "stopped too late to prove anything"
 
