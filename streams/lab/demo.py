@@ -10,6 +10,7 @@ workloads' expectations; exits 1 on any mismatch.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 from rich.console import Console
@@ -31,7 +32,7 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
     Ctrl-C and SIGTERM stop every process it started before it exits.
     """
     interrupt_on_sigterm()
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     base = default_base_dir()
     stack = LocalStack(base, settings=Settings(topic_partitions=partitions))
     procs: list[PipelineProcess] = []
