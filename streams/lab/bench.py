@@ -106,6 +106,10 @@ BROKER_LIMIT = "raw consume (getmany + orjson)"
 """Name of the broker side's limit stage."""
 DATABASE_LIMIT = "plain COPY, unindexed table"
 """Name of the database side's limit stage."""
+PUBLISH_LIMIT = "publish (aiokafka, acks=all)"
+"""Name of the producer's limit stage."""
+LIMITS = frozenset({PUBLISH_LIMIT, BROKER_LIMIT, DATABASE_LIMIT})
+"""The stages that are limits (shown as such, never compared)."""
 
 STAGES = frozenset({"baselines", "worker", "sink", "recovery", "batched", "e2e"})
 """Stages that can be left out (``--skip``); the limits always run: ratios need them."""
@@ -307,7 +311,7 @@ class Bench:
         """Limit: the producer's rate, one send per record, every ack awaited."""
         self.say("publishing ...")
         seconds = asyncio.run(publish_records(settings, records))
-        self.add(Stage("publish (aiokafka, acks=all)", len(records), seconds))
+        self.add(Stage(PUBLISH_LIMIT, len(records), seconds))
 
     def raw_consume(self, settings: Settings, count: int) -> None:
         """Limit of the broker side: read every record, no group, and parse it with orjson."""
@@ -735,7 +739,7 @@ def render(report: Report) -> Any:
     for s in report.stages:
         ratio = report.ratio(s)
         table.add_row(s.name, f"{s.events:,}", f"{s.seconds:.2f}", f"{s.rate:,.0f}",
-                      "limit" if not s.limit else f"{ratio:.1%}" if ratio is not None else "",
+                      "limit" if s.name in LIMITS else f"{ratio:.1%}" if ratio is not None else "",
                       s.note)
     lat = report.latency_ms
     if lat:
