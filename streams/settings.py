@@ -120,8 +120,13 @@ class Settings:
     """XP_DEDUPE_HORIZON_SECONDS: how long an event id stays in the worker's dedupe table.
 
     An id older than this is checked against the ledger instead (docs/design.md, guarantee 8)."""
-    dedupe_expire_interval_seconds: float = 60.0
-    """XP_DEDUPE_EXPIRE_INTERVAL_SECONDS: how often the worker drops expired dedupe entries."""
+    dedupe_expire_interval_seconds: float = 1.0
+    """XP_DEDUPE_EXPIRE_INTERVAL_SECONDS: how often the worker reads one slice of its dedupe
+    table to drop entries past the horizon (seconds)."""
+    dedupe_expire_slice: int = 20_000
+    """XP_DEDUPE_EXPIRE_SLICE: dedupe entries read per expiry slice, shared by the held
+    partitions. Slice / interval is the scan rate (entries/s); keep it above the peak event
+    rate, or entries outlive the horizon (never wrong, only a larger table)."""
     max_record_bytes: int = 64 * 1024
     """XP_MAX_RECORD_BYTES: a record value larger than this goes to the DLQ as ``oversized``."""
     max_metadata_bytes: int = 4096
@@ -249,6 +254,7 @@ class Settings:
             dedupe_expire_interval_seconds=_float(
                 e, "XP_DEDUPE_EXPIRE_INTERVAL_SECONDS", d.dedupe_expire_interval_seconds, 0.1
             ),
+            dedupe_expire_slice=_int(e, "XP_DEDUPE_EXPIRE_SLICE", d.dedupe_expire_slice, 1),
             max_record_bytes=_int(e, "XP_MAX_RECORD_BYTES", d.max_record_bytes, 256),
             max_metadata_bytes=_int(e, "XP_MAX_METADATA_BYTES", d.max_metadata_bytes, 2),
             max_future_seconds=_float(e, "XP_MAX_FUTURE_SECONDS", d.max_future_seconds, 0.0),

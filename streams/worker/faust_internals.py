@@ -13,6 +13,7 @@ otherwise (:class:`FaustMismatch`), so an upgrade fails at start-up instead of c
 
 from __future__ import annotations
 
+import bisect
 import importlib.metadata
 import logging
 from collections.abc import Mapping
@@ -49,7 +50,7 @@ def _required() -> list[tuple[Any, str]]:
         (driver.AIOKafkaConsumerThread, "_create_worker_consumer"),
         (rocksdb.Store, "_db_for_partition"),
         (rocksdb.Store, "apply_changelog_batch"),
-        (rocksdb.Store, "_visible_items"),
+        (rocksdb.Store, "offset_key"),
         (Recovery, "on_recovery_completed"),
         (memory.Store, "_key_partition"),
     ]
@@ -213,14 +214,27 @@ def held_partitions(app: Any, changelog_topics: list[str]) -> set[int]:
     return held
 
 
-def store_items(table: Any, partition: int) -> list[tuple[bytes, bytes]]:
-    """Every key and value of ``partition`` in ``table``'s local store (Faust's bookkeeping
-    keys left out), as a list: the caller may change the store while it walks them."""
+def store_slice(table: Any, partition: int, after: bytes | None,
+                limit: int) -> list[tuple[bytes, bytes]]:
+    """Up to ``limit`` keys and values of ``partition`` in ``table``'s local store, in key
+    order, starting after the key ``after`` (None: from the first), Faust's bookkeeping key
+    left out. A list: the caller may change the store while it walks them. Costs O(limit) on
+    RocksDB (one seek), so a scan by slices never blocks the event loop for long."""
     store = table.data
     if _is_rocksdb(store):
-        return list(store._visible_items(store._db_for_partition(partition)))
-    return [(k, v) for k, v in store.data.items()
-            if store._key_partition.get(k) == partition]
+        db = store._db_for_partition(partition)
+        it = db.items(from_key=after) if after is not None else db.items()  # rocksdict.Rdict
+        out: list[tuple[bytes, bytes]] = []
+        for key, value in it:
+            if key == after or key == store.offset_key:
+                continue
+            out.append((key, value))
+            if len(out) >= limit:
+                break
+        return out
+    keys = sorted(k for k, p in store._key_partition.items() if p == partition)
+    start = 0 if after is None else bisect.bisect_right(keys, after)
+    return [(k, store.data[k]) for k in keys[start:start + limit]]
 
 
 def recovered_generation(app: Any) -> int | None:

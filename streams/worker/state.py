@@ -8,7 +8,7 @@ the position is durable) writes the local store (docs/design.md, "Fold worker: c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from streams import topics
@@ -64,10 +64,12 @@ class TableState(Generic[V]):
         for p in partitions:
             self.pending.pop(p, None)
 
-    def stored(self, partition: int) -> Iterator[tuple[bytes, V]]:
-        """Every key and value of ``partition`` in the local store (expiry scans)."""
-        for key, raw in faust_internals.store_items(self.table, partition):
-            yield key, self.decode(raw)
+    def scan(self, partition: int, after: bytes | None,
+             limit: int) -> list[tuple[bytes, V]]:
+        """Up to ``limit`` keys and values of ``partition`` in the local store, in key order,
+        after the key ``after`` (None: from the first): one slice of an expiry scan."""
+        return [(key, self.decode(raw))
+                for key, raw in faust_internals.store_slice(self.table, partition, after, limit)]
 
 
 def store_options(settings: Settings) -> dict[str, int]:

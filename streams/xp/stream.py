@@ -73,6 +73,8 @@ class XpStream:
         self.limits = settings.limits()
         self._conn: Any = None
         self._newest_created = 0.0
+        self._expiry_cursor: dict[int, bytes | None] = {}
+        """partition -> the last dedupe key the expiry scan read (None: start over)."""
 
     async def fold(self, partition: int, records: list[ConsumerRecord[bytes, bytes]],
                    checkpoint: Checkpoint, now: float) -> int:
@@ -145,18 +147,30 @@ class XpStream:
         return outcome
 
     def housekeeping(self, partitions: set[int], checkpoint: Checkpoint, now: float) -> None:
-        """Drop dedupe entries past the horizon in ``partitions`` (tombstones in the next
-        checkpoint)."""
+        """Drop dedupe entries past the horizon (tombstones in the next checkpoint), one slice
+        at a time: up to ``XP_DEDUPE_EXPIRE_SLICE`` entries per call, shared by ``partitions``,
+        each partition resuming after the last key its previous slice read and starting over
+        at its end. The event loop is held for one slice, never for a whole table
+        (docs/design.md, "Fold worker: checkpoints")."""
         horizon = self.settings.dedupe_horizon_seconds
+        for p in list(self._expiry_cursor):
+            if p not in partitions:
+                del self._expiry_cursor[p]
+        if not partitions:
+            return
+        share = max(1, self.settings.dedupe_expire_slice // len(partitions))
         dropped = 0
-        for p in partitions:
-            for key, sighting in self.seen.stored(p):
+        for p in sorted(partitions):
+            after = self._expiry_cursor.get(p)
+            entries = self.seen.scan(p, after, share)
+            for key, sighting in entries:
                 if expired(sighting, now, horizon) and self.seen.get(p, key) is not None:
                     self.seen.put(p, key, None)
                     dropped += 1
+            self._expiry_cursor[p] = entries[-1][0] if len(entries) == share else None
         if dropped:
             self.metrics.dedupe_expired.inc(dropped)
-            log.info("dedupe: expired %d entries past the horizon", dropped)
+            log.debug("dedupe: expired %d entries past the horizon", dropped)
 
     async def ledger_position(self, event_id: str) -> tuple[int, int, int, bytes] | None:
         """Return (partition, offset, record_index, fingerprint) of ``event_id`` in the
