@@ -13,9 +13,12 @@ import asyncio
 import logging
 import os
 import signal
+import sys
+import time
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
 from streams import kafka, topics, topology
 from streams.metrics import Metrics
@@ -124,6 +127,18 @@ def run(settings: Settings, metrics: Metrics) -> None:
     app, reader = build(settings, metrics)
 
     class Worker(faust.Worker):
+        started = False
+        """Set when Faust's start-up (group join, table recovery) has finished."""
+        start_error: BaseException | None = None
+        """What Faust's start raised (its bootstrap raises rather than crashing a service)."""
+
+        async def start(self) -> None:
+            try:
+                await super().start()
+            except Exception as exc:
+                self.start_error = exc
+                raise
+
         async def on_stop(self) -> None:
             await reader.stop()
             await super().on_stop()
@@ -141,6 +156,7 @@ def run(settings: Settings, metrics: Metrics) -> None:
             os._exit(0)
 
         async def on_startup_finished(self) -> None:
+            self.started = True
             await super().on_startup_finished()
             super().install_signal_handlers()  # from now on SIGTERM stops gracefully
 
@@ -152,7 +168,46 @@ def run(settings: Settings, metrics: Metrics) -> None:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             super().on_worker_shutdown()
 
+    worker = Worker(app, loglevel="INFO", quiet=True, console_port=0)
     try:
-        Worker(app, loglevel="INFO", quiet=True, console_port=0).execute_from_commandline()
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        reason = worker.crash_reason or worker.start_error
+        if exc.code and not worker.started and broker_lost(reason):
+            start_again(reason)
+        raise
     finally:  # as the sinks do (streams.cli.base.ignore_sigterm_from_now_on): exit with our status
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+START_ATTEMPT_ENV = "XP_WORKER_START_ATTEMPT"
+"""Environment variable counting the starts of this process image (internal, not a setting)."""
+
+MAX_START_ATTEMPTS = 5
+"""Starts in a row that may end with the broker lost before start-up finished."""
+
+
+def broker_lost(reason: BaseException | None) -> bool:
+    """True when Faust's start crashed because a broker went away (a Kafka client error or a
+    refused/reset connection), not because of a bug or a setting."""
+    return isinstance(reason, (KafkaError, ConnectionError, asyncio.TimeoutError))
+
+
+def start_again(reason: BaseException | None) -> None:
+    """Start the worker process again from scratch, keeping its PID, when a broker died while
+    Faust was starting: Faust cannot start twice in one process, and its bootstrap does not
+    retry (``KafkaConnectionError: Unable to bootstrap``). The new image waits for a broker as
+    every start does (``XP_BROKER_WAIT_SECONDS``). Returns (and the worker exits 1) after
+    :data:`MAX_START_ATTEMPTS` such starts in a row. Nothing was read before start-up finished,
+    so nothing is lost."""
+    attempt = int(os.environ.get(START_ATTEMPT_ENV, "1"))
+    if attempt >= MAX_START_ATTEMPTS:
+        log.critical("the broker went away during start-up %d times in a row; giving up",
+                     attempt)
+        return
+    log.warning("a broker went away while Faust was starting (%r): starting again (%d of %d)",
+                reason, attempt + 1, MAX_START_ATTEMPTS)
+    logging.shutdown()
+    os.environ[START_ATTEMPT_ENV] = str(attempt + 1)
+    time.sleep(min(2.0 ** attempt, 10.0))
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606 (our argv)

@@ -351,3 +351,40 @@ def test_the_pipeline_started_before_its_broker_starts_by_itself(settings, tmp_p
     finally:
         pipeline.stop()
         broker.stop()
+
+
+def test_a_broker_lost_while_faust_starts_costs_the_worker_a_restart_in_place(  # type: ignore[no-untyped-def]
+        settings, tmp_path) -> None:
+    """A broker that dies after the worker's wait for it but inside Faust's own start (whose
+    bootstrap does not retry) makes the worker start again in the same process (same PID, no
+    exit for a supervisor to see); once the broker is back the outcome is exact."""
+    port = free_port()
+    s = settings.with_(kafka_bootstrap_servers=f"127.0.0.1:{port}")
+    broker = TansuBroker(tmp_path / "broker.log", port=port)
+    pipeline = Pipeline(s, tmp_path)
+    log = tmp_path / "worker.log"
+    try:
+        broker.start()
+        asyncio.run(kafka.pipeline_topics(s))
+        pipeline.start("worker")
+        proc = pipeline.procs["worker"].proc
+        assert proc is not None
+        wait_for(lambda: log.exists() and "[^Worker]: Starting" in log.read_text(), 60,
+                 "Faust to start (after the worker's wait for a broker)", 0.01)
+        assert broker.proc is not None
+        broker.proc.kill()
+        wait_for(lambda: "starting again" in log.read_text(), 120,
+                 "the worker to start again after losing the broker")
+        broker.start()
+        asyncio.run(kafka.pipeline_topics(s))
+        pipeline.start("totals-writer", "sink")
+        records, expected = generate(LoadSpec(events=2000, students=50, seed=29,
+                                              max_record_bytes=s.max_record_bytes))
+        pipeline.publish(records)
+        pipeline.wait_caught_up()
+        pipeline.assert_exact(expected)
+        assert proc.poll() is None and pipeline.procs["worker"].proc is proc
+        assert pipeline.stop() == {"worker": 0, "totals-writer": 0, "sink": 0}
+    finally:
+        pipeline.stop()
+        broker.stop()
