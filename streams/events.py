@@ -40,9 +40,11 @@ REASONS = (
     "metadata_too_large",
     "timestamp_out_of_range",
     "total_overflow",
+    "unknown_time_zone",
 )
 """Every DLQ reason (DLQ header ``reason``, metrics label); all but ``total_overflow`` (the
-fold's, :func:`streams.xp.fold.fold`) come from this module."""
+fold's, :func:`streams.xp.fold.fold`) and ``unknown_time_zone`` (a claim's zone missing from
+the pinned tzdata, :mod:`streams.grant.decide`) come from this module."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,8 @@ class SchemaValidator:
 
 
 @cache
-def _validator(name: str) -> SchemaValidator:
+def schema_validator(name: str) -> SchemaValidator:
+    """The compiled validator of ``schemas/<name>`` (one per process)."""
     return SchemaValidator(load_schema(name))
 
 
@@ -226,7 +229,7 @@ def _event(doc: Any, key: bytes | None, position: tuple[int, int] | None, limits
     """Validate one parsed event against ``xp_event.v1.json`` and the rules a schema cannot
     express (see :func:`decode_record`)."""
     try:
-        _validator("xp_event.v1.json")(doc)
+        schema_validator("xp_event.v1.json")(doc)
     except fastjsonschema.JsonSchemaValueException as exc:
         if exc.name == "data.delta" and exc.rule == "minimum" and doc.get("kind") != "adjustment":
             raise InvalidEvent(
@@ -362,7 +365,7 @@ def decode_action(
     """
     limits, doc = _parse(value, limits)
     try:
-        _validator("action_event.v1.json")(doc)
+        schema_validator("action_event.v1.json")(doc)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise InvalidEvent("schema", exc.message) from None
     profile_id = doc["profile_id"].lower()
@@ -380,6 +383,29 @@ def decode_action(
         duration=None if duration is None else round(duration), mode=doc.get("mode"),
         metadata=metadata, fingerprint=fingerprint(doc),
     )
+
+
+def decode_document(schema: str, key_field: str, key: bytes | None, value: bytes | None,
+                    limits: Limits | int,
+                    position: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Decode and validate a record whose value follows ``schemas/<schema>`` and whose key is
+    the value's ``key_field``: size, JSON, schema, key, partition (as :func:`decode_record`).
+
+    Returns:
+        The parsed JSON object.
+
+    Raises:
+        InvalidEvent: ``oversized``, ``bad_json``, ``schema``, ``key_mismatch`` or
+            ``wrong_partition``.
+    """
+    _, doc = _parse(value, limits)
+    try:
+        schema_validator(schema)(doc)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise InvalidEvent("schema", exc.message) from None
+    _check_key(key, doc[key_field].lower(), key_field, position)
+    result: dict[str, Any] = doc
+    return result
 
 
 def encode_xp(event: dict[str, Any]) -> bytes:

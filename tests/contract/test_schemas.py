@@ -9,7 +9,9 @@ import orjson
 import pytest
 
 from streams.errors import InvalidEvent
-from streams.events import SCHEMA_DIR, decode_record, decode_xp, load_schema
+from streams.events import SCHEMA_DIR, decode_record, decode_xp, load_schema, schema_validator
+from streams.grant.decide import decode_claim
+from streams.grant.policy import Calendar, PolicyError, PolicyVersion
 
 EXAMPLES = SCHEMA_DIR / "examples"
 
@@ -56,3 +58,41 @@ def test_batch_schema_refers_to_the_event_schema_and_bounds_its_size() -> None:
 @pytest.mark.parametrize("path", examples("valid", "action"), ids=lambda p: p.name)
 def test_valid_action_examples_match_schema(path: Path) -> None:
     fastjsonschema.compile(load_schema("action_event.v1.json"))(orjson.loads(path.read_bytes()))
+
+
+@pytest.mark.parametrize("path", examples("valid", "claim"), ids=lambda p: p.name)
+def test_valid_claim_examples_decode(path: Path) -> None:
+    doc = orjson.loads(path.read_bytes())
+    claim = decode_claim(doc["student_id"].encode(), path.read_bytes(), 65536, 0, 0, 0)
+    assert (claim.id, claim.type) == (doc["id"], doc["type"])
+
+
+@pytest.mark.parametrize("path", examples("invalid", "claim"), ids=lambda p: p.name)
+def test_invalid_claim_examples_give_their_reason(path: Path) -> None:
+    case = orjson.loads(path.read_bytes())
+    key = case.get("key", case["event"]["student_id"]).encode()
+    with pytest.raises(InvalidEvent) as info:
+        decode_claim(key, orjson.dumps(case["event"]), 65536, 0, 0, 0)
+    assert info.value.reason == case["reason"]
+
+
+def _policy_record(doc: dict[str, object]) -> None:
+    """Validate a policies-topic record as ``streams policy validate`` does."""
+    schema_validator("xp_policy.v1.json")(doc)
+    if doc["kind"] == "policy":
+        PolicyVersion.from_record(doc)
+    else:
+        Calendar.from_record(doc)
+
+
+@pytest.mark.parametrize("path", examples("valid", "policy"), ids=lambda p: p.name)
+def test_valid_policy_examples_pass_schema_and_rules(path: Path) -> None:
+    _policy_record(orjson.loads(path.read_bytes()))
+
+
+@pytest.mark.parametrize("path", examples("invalid", "policy"), ids=lambda p: p.name)
+def test_invalid_policy_examples_fail_where_they_say(path: Path) -> None:
+    case = orjson.loads(path.read_bytes())
+    error = fastjsonschema.JsonSchemaValueException if case["reason"] == "schema" else PolicyError
+    with pytest.raises(error):
+        _policy_record(case["event"])
