@@ -245,7 +245,8 @@ async def changelog_topics(settings: Settings) -> None:
 async def pipeline_topics(settings: Settings) -> None:
     """Create every topic of the pipeline, all with ``topic_partitions`` partitions.
 
-    The input topics (XP, action events), their DLQs, and the worker's table changelogs
+    The input topics (XP, action events, claims), their DLQs, the grant stream's topics and
+    the worker's table changelogs
     (compacted). Creating the
     changelogs here, not on first use, keeps a consumer that reads one before the worker
     writes it from having the broker auto-create it with the wrong partition count.
@@ -253,7 +254,20 @@ async def pipeline_topics(settings: Settings) -> None:
     inputs = [settings.xp_topic, settings.dlq_topic, settings.action_topic,
               settings.action_dlq_topic]
     await ensure_topics(settings, inputs, settings.topic_partitions)
+    await grant_topics(settings)
     await changelog_topics(settings)
+
+
+async def grant_topics(settings: Settings) -> None:
+    """Create the grant stream's topics when they do not exist: claims, their DLQ and the
+    outcomes with ``topic_partitions`` each (claims and XP events are co-partitioned by
+    student), the policies with one partition, compacted (docs/design.md, "Grants"). The
+    worker calls it before it starts, as it does for its changelogs: its reader is assigned
+    every source topic of the topology."""
+    await ensure_topics(settings, [settings.claims_topic, settings.claims_dlq_topic,
+                                   settings.outcomes_topic], settings.topic_partitions)
+    await ensure_topics(settings, [settings.policies_topic], 1,
+                        {settings.policies_topic: {"cleanup.policy": "compact"}})
 
 
 async def topic_exists(settings: Settings, topic: str) -> bool:

@@ -59,6 +59,20 @@ class Metrics(_Exported):
         self.dedupe_expired = Counter(
             "xp_dedupe_expired_total", "Dedupe entries dropped past the horizon.", registry=r
         )
+        self.grant_claims = Counter(
+            "xp_grant_claims_total",
+            "Claims the grant stream decided, by type, outcome and reason (none: '').",
+            ["type", "outcome", "reason"], registry=r,
+        )
+        self.grant_policy_records = Counter(
+            "xp_grant_policy_records_total",
+            "Records of the policies topic the grant stream read, by result (applied, refused:"
+            " the reason).", ["result"], registry=r,
+        )
+        self.grant_policy_lag = Gauge(
+            "xp_grant_policy_lag_records",
+            "Records of the policies topic the grant stream has not read yet.", registry=r,
+        )
         self.sink_rows = Counter(
             "xp_sink_rows_total",
             "Rows a sink wrote, by sink and result (inserted, present = idempotent hit).",

@@ -101,6 +101,17 @@ class Settings:
     """XP_ACTION_LEDGER_GROUP: consumer group of the action ledger sink."""
     progress_group: str = topics.PROGRESS_WRITER_GROUP
     """XP_PROGRESS_GROUP: consumer group of the vector progress writer."""
+    claims_topic: str = topics.CLAIMS
+    """XP_CLAIMS_TOPIC: input topic of daily-login claims and reward-zone changes, key =
+    student_id, as many partitions as the XP topic (DLQ ``<topic>.dlq``)."""
+    policies_topic: str = topics.POLICIES
+    """XP_POLICIES_TOPIC: grant policy versions and the season calendar (one partition,
+    compacted)."""
+    outcomes_topic: str = topics.CLAIM_OUTCOMES
+    """XP_OUTCOMES_TOPIC: the grant stream's outcome of each claim, key = student_id."""
+    policy_min_lead_seconds: float = 3600.0
+    """XP_POLICY_MIN_LEAD_SECONDS: a policy version must be published this long before the
+    start of its effective_day at UTC+14 (seconds); a later one is refused."""
     topic_replication_factor: int = 1
     """XP_TOPIC_REPLICATION_FACTOR: replicas of each topic the pipeline creates (its topics, the
     DLQs and the worker's changelogs); 3 on a production cluster."""
@@ -239,6 +250,11 @@ class Settings:
             ledger_group=e.get("XP_LEDGER_GROUP", d.ledger_group),
             totals_group=e.get("XP_TOTALS_GROUP", d.totals_group),
             action_topic=e.get("XP_ACTION_TOPIC", d.action_topic),
+            claims_topic=e.get("XP_CLAIMS_TOPIC", d.claims_topic),
+            policies_topic=e.get("XP_POLICIES_TOPIC", d.policies_topic),
+            outcomes_topic=e.get("XP_OUTCOMES_TOPIC", d.outcomes_topic),
+            policy_min_lead_seconds=_float(e, "XP_POLICY_MIN_LEAD_SECONDS",
+                                           d.policy_min_lead_seconds, 0.0),
             action_ledger_group=e.get("XP_ACTION_LEDGER_GROUP", d.action_ledger_group),
             progress_group=e.get("XP_PROGRESS_GROUP", d.progress_group),
             topic_replication_factor=_int(e, "XP_TOPIC_REPLICATION_FACTOR",
@@ -297,6 +313,16 @@ class Settings:
     def action_dlq_topic(self) -> str:
         """The DLQ topic of :attr:`action_topic`."""
         return topics.dlq_topic(self.action_topic)
+
+    @property
+    def claims_dlq_topic(self) -> str:
+        """The DLQ topic of :attr:`claims_topic`."""
+        return topics.dlq_topic(self.claims_topic)
+
+    @property
+    def grant_changelog_topic(self) -> str:
+        """The changelog of the worker's grant state table (input of the grant writer)."""
+        return topics.changelog_topic(self.worker_group, topics.GRANT_TABLE)
 
     @property
     def progress_changelog_topic(self) -> str:

@@ -12,6 +12,16 @@ XP_EVENTS = "xp-events"
 ACTION_EVENTS = "action-events"
 """Input topic of action events, key = profile_id."""
 
+CLAIMS = "xp-claims"
+"""Input topic of daily-login claims and reward-zone changes, key = student_id."""
+
+POLICIES = "xp-policies"
+"""Grant policy versions and the season calendar: one partition, compacted, key
+``{policy_id}:{version}``."""
+
+CLAIM_OUTCOMES = "xp-claim-outcomes"
+"""One outcome per claim (the grant stream's answer), key = student_id."""
+
 WORKER_GROUP = "xp-streams-worker"
 """Consumer group of the dedupe/fold worker: its positions in the source topics are committed
 there (for lag monitoring), and its table changelogs are named after it."""
@@ -40,11 +50,15 @@ TOTALS_TABLE = "xp_totals"
 DEDUPE_TABLE = "xp_dedupe"
 """Faust table name of the dedupe state (event id -> first sighting)."""
 
+GRANT_TABLE = "xp_grant_state"
+"""Faust table name of the per-student grant state (reward zone, streak, last award)."""
+
 POSITIONS_TABLE = "xp_positions"
 """Faust table name of the worker's positions: source topic and partition -> next offset to
 read (docs/design.md, "Fold worker: checkpoints")."""
 
-WORKER_TABLES = (TOTALS_TABLE, DEDUPE_TABLE, PROGRESS_TABLE, ACTION_DEDUPE_TABLE, POSITIONS_TABLE)
+WORKER_TABLES = (TOTALS_TABLE, DEDUPE_TABLE, PROGRESS_TABLE, ACTION_DEDUPE_TABLE, GRANT_TABLE,
+                 POSITIONS_TABLE)
 """Every table of the worker (one changelog topic each)."""
 
 

@@ -56,6 +56,8 @@ def stages(settings: Settings) -> tuple[Stage, ...]:
               "streams.actions.ledger:ActionLedgerWriter"),
         Stage("progress writer", "progress-writer", s.progress_group,
               s.progress_changelog_topic, "streams.actions.progress:ProgressWriter"),
+        Stage("fold worker", "worker", s.worker_group, s.claims_topic,
+              stream="streams.grant.stream:GrantStream"),
     )
 
 

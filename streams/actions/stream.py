@@ -101,3 +101,6 @@ class ActionStream:
 
     def housekeeping(self, partitions: set[int], checkpoint: Checkpoint, now: float) -> None:
         """Nothing yet: action sightings are kept (no horizon)."""
+
+    async def close(self) -> None:
+        """Nothing to close."""

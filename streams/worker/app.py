@@ -117,10 +117,12 @@ def run(settings: Settings, metrics: Metrics) -> None:
     """Run the worker until SIGTERM/SIGINT: the reader checkpoints its batch in progress and
     closes before Faust leaves the group.
 
-    Waits first for a broker (:func:`streams.kafka.wait_for_brokers`) and creates the table
-    changelogs. Raises :class:`streams.errors.BrokerUnavailable` when none answers in time."""
+    Waits first for a broker (:func:`streams.kafka.wait_for_brokers`) and creates the grant
+    stream's topics and the table changelogs. Raises
+    :class:`streams.errors.BrokerUnavailable` when none answers in time."""
     async def prepare() -> None:
         await kafka.wait_for_brokers(settings, log)
+        await kafka.grant_topics(settings)
         await kafka.changelog_topics(settings)
 
     asyncio.run(prepare())

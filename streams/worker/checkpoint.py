@@ -2,16 +2,18 @@
 "Fold worker: checkpoints").
 
 1. **Fold**: the streams fold a fetched batch into the tables' overlays
-   (:class:`streams.worker.state.TableState`), collect DLQ records, and advance each source
+   (:class:`streams.worker.state.TableState`), collect DLQ records and output records (the
+   grant stream's awards and outcomes), and advance each source
    partition's position in memory (:meth:`Checkpoint.advance`). Nothing has left the process.
 2. **Produce**: each touched key once per table (its newest value) to the table's changelog,
-   one record batch per changelog partition, and the batch's DLQ records; await every
+   one record batch per changelog partition, and the batch's DLQ and output records; await every
    acknowledgement (acks=all). A record that fails for good raises: the process exits without
    step 3, and the batch is read again after the restart. Before steps 2 and 3 the worker checks
    that it still owns its partitions (:class:`FencedOut`).
 3. **Position**: only now the positions record of every advanced source partition (the next
    offset to read) to the positions table's changelog; await it. A durable position P means
-   the changelog and DLQ records of every source record before P are acknowledged (I1).
+   the changelog, DLQ and output records of every source record before P are acknowledged
+   (I1).
 4. **Store**: write the local store (RocksDB) with the acknowledged changelog offsets, so
    recovery after a crash reads the changelog from there.
 5. **Monitor**: commit the positions to the worker's consumer group, for lag monitoring only
@@ -131,8 +133,10 @@ class Checkpoint:
         self.positions = positions
         self._commit = commit
         self.metrics = metrics
-        self.dlq: dict[tuple[str, int], list[_Record]] = {}
-        """(DLQ topic, partition) -> records of this checkpoint."""
+        self.records: dict[tuple[str, int], list[_Record]] = {}
+        """(topic, partition) -> the records this checkpoint sends besides the changelogs: DLQ
+        records and the streams' outputs (a stream emits to partition p for source partition
+        p: its outputs are keyed like its source)."""
         self.advanced: dict[tuple[str, int], int] = {}
         """(source topic, partition) -> next offset to read, after this checkpoint."""
 
@@ -148,8 +152,13 @@ class Checkpoint:
             ("source_partition", str(record.partition).encode()),
             ("source_offset", str(record.offset).encode()),
         ]
-        self.dlq.setdefault((dlq_topic, record.partition), []).append(
+        self.records.setdefault((dlq_topic, record.partition), []).append(
             (record.key, record.value, headers))
+
+    def emit(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
+        """Queue an output record of source ``partition`` for ``topic`` (same partition), sent
+        in step 2 with the changelogs: durable before the source position moves past it."""
+        self.records.setdefault((topic, partition), []).append((key, value, []))
 
     def advance(self, topic: str, partition: int, next_offset: int) -> None:
         """Step 1's bookkeeping: ``partition`` of ``topic`` is folded up to ``next_offset``."""
@@ -160,22 +169,24 @@ class Checkpoint:
         """Drop what this checkpoint holds for ``partitions`` (revoked before step 2)."""
         for table in [*self.tables, self.positions]:
             table.discard(partitions)
-        self.dlq = {k: v for k, v in self.dlq.items() if k[1] not in partitions}
+        self.records = {k: v for k, v in self.records.items() if k[1] not in partitions}
         self.advanced = {k: v for k, v in self.advanced.items() if k[1] not in partitions}
 
     @property
     def empty(self) -> bool:
         """True when nothing was folded since the last checkpoint."""
-        return not self.advanced and not self.dlq and not any(t.pending for t in self.tables)
+        return (not self.advanced and not self.records
+                and not any(t.pending for t in self.tables))
 
     async def run(self) -> None:
         """Steps 2 to 5 (step 1 is the streams' folding). Raises what the producer raises:
         the caller must then exit without a later checkpoint (the batch is read again)."""
         started = time.monotonic()
         self._check_fence("changelog")
-        # 2. Produce every touched key once, and the DLQ records; await the acknowledgements.
+        # 2. Produce every touched key once, the DLQ records and the streams' outputs; await
+        # the acknowledgements.
         changes = [(t, t.take()) for t in self.tables]
-        out: dict[tuple[str, int], list[_Record]] = dict(self.dlq)
+        out: dict[tuple[str, int], list[_Record]] = dict(self.records)
         for table, parts in changes:
             for p, entries in parts.items():
                 out[(table.topic, p)] = [(k, v, []) for k, v in entries.items()]
@@ -196,7 +207,7 @@ class Checkpoint:
             faust_internals.store_write(self.positions.table, p, entries,
                                         acked_positions[(self.positions.topic, p)])
         # 5. Positions to the consumer group, for lag monitoring only.
-        advanced, self.advanced, self.dlq = self.advanced, {}, {}
+        advanced, self.advanced, self.records = self.advanced, {}, {}
         if advanced:
             try:
                 await self._commit(advanced)

@@ -59,6 +59,10 @@ class FoldStream(Protocol):
         """Periodic upkeep of the tables (e.g. dedupe expiry) for the held ``partitions``."""
         ...
 
+    async def close(self) -> None:
+        """Close the stream's own clients (a database connection, a feed) at shutdown."""
+        ...
+
 
 class DlqLimit:
     """Stops the worker when too many records are invalid (arroyo's ``DlqLimit``): over the
@@ -258,6 +262,8 @@ class SourceReader:
             for client in (self._consumer, self._producer):
                 if client is not None:
                     await client.stop()
+            for stream in self.streams.values():
+                await stream.close()
 
     async def _run(self) -> None:
         try:

@@ -172,6 +172,12 @@ class XpStream:
             self.metrics.dedupe_expired.inc(dropped)
             log.debug("dedupe: expired %d entries past the horizon", dropped)
 
+    async def close(self) -> None:
+        """Close the ledger-check connection."""
+        if self._conn is not None and not self._conn.closed:
+            await self._conn.close()
+        self._conn = None
+
     async def ledger_position(self, event_id: str) -> tuple[int, int, int, bytes] | None:
         """Return (partition, offset, record_index, fingerprint) of ``event_id`` in the
         ledger, or None. Retries with backoff while the database is unavailable (the reader

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -82,7 +83,8 @@ def settings(stack: LocalStack, tmp_path: Path, broker: str,
         database_url=url, xp_topic=f"xp-events-{n}", topic_partitions=4,
         worker_group=f"worker-{n}", ledger_group=f"ledger-{n}", totals_group=f"totals-{n}",
         action_topic=f"action-events-{n}", action_ledger_group=f"action-ledger-{n}",
-        progress_group=f"progress-{n}",
+        progress_group=f"progress-{n}", claims_topic=f"xp-claims-{n}",
+        policies_topic=f"xp-policies-{n}", outcomes_topic=f"xp-claim-outcomes-{n}",
         data_dir=str(tmp_path / "worker"), table_store="memory://", metrics_port=free_port(),
         sink_batch_records=500, sink_batch_seconds=0.2, db_retry_max_seconds=1.0,
     )
@@ -167,12 +169,23 @@ def query_one(url: str, sql: str, *params: object) -> tuple[object, ...]:
 
 
 def streams(
-    args: list[str], settings: Settings, stdin: bytes = b"", **env_overrides: str
+    args: list[str], settings: Settings, stdin: bytes = b"", timeout_s: float = 300,
+    **env_overrides: str,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run the ``streams`` console script with ``settings`` in its environment."""
+    """Run the ``streams`` console script with ``settings`` in its environment, in a process
+    group of its own: past ``timeout_s`` seconds the whole group (servers and workers it
+    started included) is killed -9 and ``subprocess.TimeoutExpired`` raised."""
     env = {**os.environ, **settings_env(settings), **env_overrides}
-    return subprocess.run([sys.executable, "-m", "streams", *args], input=stdin, env=env,
-                          capture_output=True, timeout=300, check=False)
+    cmd = [sys.executable, "-m", "streams", *args]
+    with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(stdin, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):  # type: ignore[no-untyped-def]

@@ -1,0 +1,123 @@
+"""The policy feed: the policies topic read to its end, then tailed, into
+:class:`streams.grant.policy.Policies` (docs/design.md, "Grants: policies").
+
+A plain aiokafka consumer with no group (one partition, assigned), not a Faust GlobalTable:
+every worker process reads the whole topic. Claims are decided only once the feed has reached
+the end the topic had when the batch was fetched, so a version published before a claim is
+applied to it. A record that breaks the schema or a policy rule, or arrives after its version's
+deadline, is refused, counted and logged, and never applied: every decider refuses the same
+records, so replay agrees.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import fastjsonschema
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from streams import kafka
+from streams.events import schema_validator
+from streams.grant.policy import Calendar, Policies, PolicyError, PolicyVersion, publish_deadline
+from streams.metrics import Metrics
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def refusal(record: dict[str, object], timestamp: datetime, lead_seconds: float,
+            policies: Policies) -> str | None:
+    """Why ``record`` (a parsed policies-topic value published at ``timestamp``) may not be
+    applied to ``policies``, or None: the schema, a policy rule, the publish deadline, a
+    started season changed. Shared by the feed and ``streams policy validate|publish``."""
+    try:
+        schema_validator("xp_policy.v1.json")(record)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return f"schema: {exc.message}"
+    try:
+        if record["kind"] == "policy":
+            version = PolicyVersion.from_record(record)
+            deadline = publish_deadline(version.effective_day, lead_seconds)
+            if timestamp > deadline:
+                return (f"policy_too_late: {version.policy_id} v{version.version} takes effect "
+                        f"{version.effective_day}; it had to be published by "
+                        f"{deadline.isoformat()}")
+            Policies({k: list(v) for k, v in policies.versions.items()}).add(version)
+        else:
+            calendar = Calendar.from_record(record)
+            changed = policies.calendar.changes_started(calendar, timestamp)
+            if changed:
+                return f"season_started: seasons {changed} have started and cannot change"
+    except PolicyError as exc:
+        return f"policy: {exc}"
+    return None
+
+
+def apply(record: dict[str, object], policies: Policies) -> None:
+    """Apply a record :func:`refusal` accepted."""
+    if record["kind"] == "policy":
+        policies.add(PolicyVersion.from_record(record))
+    else:
+        policies.calendar = Calendar.from_record(record)
+
+
+class PolicyFeed:
+    """The policies topic as the grant stream reads it.
+
+    Args:
+        settings: the policies topic, the publish lead, the brokers.
+        metrics: ``xp_grant_policy_records_total``, ``xp_grant_policy_lag_records``.
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.policies = Policies()
+        self._tp = TopicPartition(settings.policies_topic, 0)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._next = 0
+
+    async def catch_up(self) -> None:
+        """Read every record the topic holds now (started on first use). Raises what the
+        consumer raises (the reader then exits and the batch is read again)."""
+        if self._consumer is None:
+            self._consumer = kafka.consumer(self.settings, None, fetch_max_wait_ms=100)
+            await self._consumer.start()
+            self._consumer.assign([self._tp])
+            await self._consumer.seek_to_beginning(self._tp)
+        end = (await self._consumer.end_offsets([self._tp]))[self._tp]
+        while self._next < end:
+            batch = await self._consumer.getmany(self._tp, timeout_ms=500)
+            for record in batch.get(self._tp, []):
+                self._read(record)
+                self._next = record.offset + 1
+            if not batch:  # compacted away or a transaction marker: the position says
+                self._next = max(self._next, await self._consumer.position(self._tp))
+        self.metrics.grant_policy_lag.set(max(0, end - self._next))
+
+    def _read(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        if record.value is None:
+            return  # a tombstone: versions are immutable, nothing to undo
+        at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+        try:
+            value = orjson.loads(record.value)
+        except orjson.JSONDecodeError:
+            reason: str | None = "bad_json"
+        else:
+            reason = (refusal(value, at, self.settings.policy_min_lead_seconds, self.policies)
+                      if isinstance(value, dict) else "schema: not an object")
+        if reason is None:
+            apply(value, self.policies)
+            self.metrics.grant_policy_records.labels("applied").inc()
+            return
+        self.metrics.grant_policy_records.labels(reason.split(":", 1)[0]).inc()
+        log.error("policies topic offset %d refused: %s", record.offset, reason)
+
+    async def stop(self) -> None:
+        """Close the consumer."""
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None

@@ -1,0 +1,95 @@
+"""The grant stream of the fold worker: claims -> validate -> DLQ | decide -> award and outcome
+(docs/design.md, "Grants").
+
+It runs in the worker beside the XP and action streams, on the claims topic (key = student,
+co-partitioned with the XP topic), with one table partitioned like it: ``xp_grant_state``,
+student -> :class:`streams.grant.decide.GrantState` (its changelog feeds the grant writer).
+Each claim is decided by the pure :func:`streams.grant.decide.decide` under the policies the
+:class:`streams.grant.feed.PolicyFeed` has read to the topic's end; the award (an ordinary XP
+event of kind ``daily_login``, to partition p of the XP topic) and the outcome (to partition p
+of the outcomes topic) are output records of the checkpoint: acknowledged before the claim's
+position is durable.
+
+Crash safety is the other streams': the state remembers the position of the last record
+applied and the outputs of its last claims, so a record read again after a crash re-emits the
+same bytes (the award's id is its receipt; the XP stream's dedupe drops the copy).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka.structs import ConsumerRecord
+
+from streams import topics
+from streams.errors import InvalidEvent
+from streams.grant.decide import GrantState, decide, decode_claim
+from streams.grant.feed import PolicyFeed
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.worker.checkpoint import Checkpoint
+from streams.worker.state import TableState, new_table
+
+log = logging.getLogger(__name__)
+
+
+class GrantStream:
+    """The claims topic's fold (:class:`streams.worker.reader.FoldStream`).
+
+    Args:
+        app: the worker's Faust app (its table is created here).
+        settings: topics, limits, the policy feed's settings.
+        metrics: ``xp_records_total{stage="grant"}``, ``xp_grant_claims_total``.
+    """
+
+    stage = "grant"
+
+    def __init__(self, app: Any, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.topic = settings.claims_topic
+        self.dlq_topic = settings.claims_dlq_topic
+        self.state: TableState[GrantState] = TableState(
+            new_table(app, settings, topics.GRANT_TABLE), GrantState.to_json,
+            GrantState.from_json)
+        self.tables: list[TableState[Any]] = [self.state]
+        self.feed = PolicyFeed(settings, metrics)
+        self.limits = settings.limits()
+
+    async def fold(self, partition: int, records: list[ConsumerRecord[bytes, bytes]],
+                   checkpoint: Checkpoint, now: float) -> int:
+        """Decide ``records`` of ``partition`` in order, under every policy published before
+        them; queue each award and outcome for the checkpoint. Returns how many were invalid."""
+        await self.feed.catch_up()
+        invalid = 0
+        for record in records:
+            try:
+                claim = decode_claim(record.key, record.value, self.limits, record.timestamp,
+                                     partition, record.offset, self.settings.topic_partitions)
+            except InvalidEvent as exc:
+                checkpoint.dead_letter(self.dlq_topic, record, exc)
+                invalid += 1
+                continue
+            key = claim.student_id.encode()
+            decision = decide(self.state.get(partition, key) or GrantState(), claim,
+                              self.feed.policies)
+            self.state.put(partition, key, decision.state)
+            if decision.award is not None:
+                checkpoint.emit(self.settings.xp_topic, partition, key, decision.award)
+            if decision.outcome:
+                checkpoint.emit(self.settings.outcomes_topic, partition, key, decision.outcome)
+            if not decision.redelivered and decision.fields:
+                f = decision.fields
+                self.metrics.grant_claims.labels(f["type"], f["outcome"],
+                                                 f.get("reason") or "").inc()
+        self.metrics.records.labels(self.stage, "valid").inc(len(records) - invalid)
+        self.metrics.records.labels(self.stage, "invalid").inc(invalid)
+        return invalid
+
+    def housekeeping(self, partitions: set[int], checkpoint: Checkpoint, now: float) -> None:
+        """Nothing to expire: the state is bounded per student (docs/design.md, "Grants")."""
+
+    async def close(self) -> None:
+        """Stop the policy feed's consumer."""
+        await self.feed.stop()

@@ -1,0 +1,100 @@
+"""The grant stream on the real stack (docs/design.md, "Grants"): claims through the worker to
+awards in the ledger and the totals, outcomes on their topic, bad claims in the DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.structs import TopicPartition
+
+from streams import kafka
+from streams.settings import Settings
+
+from .conftest import Pipeline, query_one, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+POLICY = {"kind": "policy", "policy_id": "daily_login", "version": 1,
+          "effective_day": "2026-01-01",
+          "definition": {"base_xp": 10, "streak_curve": {"type": "table", "steps": [
+              {"from_day": 1, "pct": 100}, {"from_day": 3, "pct": 120}]}}}
+PUBLISHED = int(datetime(2025, 12, 1, tzinfo=UTC).timestamp() * 1000)
+
+
+async def _send(s: Settings, topic: str, records: list[tuple[bytes, dict[str, Any], int | None]],
+                producers: int = 1) -> None:
+    """Send (key, value, timestamp ms) records, spread over ``producers`` producers."""
+    clients = [kafka.producer(s) for _ in range(producers)]
+    for c in clients:
+        await c.start()
+    try:
+        futures = [await clients[i % producers].send(topic, orjson.dumps(v), key=k,
+                                                     timestamp_ms=ts)
+                   for i, (k, v, ts) in enumerate(records)]
+        await asyncio.gather(*futures)
+    finally:
+        for c in clients:
+            await c.stop()
+
+
+async def _read_all(s: Settings, topic: str, expected: int, timeout_s: float = 60
+                    ) -> list[dict[str, Any]]:
+    consumer = kafka.consumer(s, None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(s.topic_partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        while len(out) < expected and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                out += [orjson.loads(r.value) for r in records if r.value]
+        return out
+    finally:
+        await consumer.stop()
+
+
+def _claim(student: str, zone: str = "Europe/Stockholm", **extra: Any) -> dict[str, Any]:
+    return {"type": "daily_login_claim", "id": str(uuid.uuid4()), "student_id": student,
+            "client_tz": zone, **extra}
+
+
+def test_claims_become_one_award_per_day_in_ledger_and_totals(
+        settings: Settings, tmp_path: Any) -> None:
+    """I1 and I2: a claim flows to the ledger and the totals; 100 claims of one student and day
+    from 5 producers give one award, 99 already_claimed; an unknown zone goes to the DLQ."""
+    s = settings
+    pipeline = Pipeline(s, tmp_path)
+    try:
+        asyncio.run(_send(s, s.policies_topic, [(b"daily_login:1", POLICY, PUBLISHED)]))
+        pipeline.start()
+        alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
+        storm = [(alice.encode(), _claim(alice), None) for _ in range(100)]
+        asyncio.run(_send(s, s.claims_topic, [*storm, (bob.encode(), _claim(bob), None),
+                                              (bob.encode(), _claim(bob, "Mars/Olympus"), None)],
+                          producers=5))
+        outcomes = asyncio.run(_read_all(s, s.outcomes_topic, 101))
+        assert len(outcomes) == 101
+        by_student = Counter((o["student_id"], o["outcome"]) for o in outcomes)
+        assert by_student == {(alice, "awarded"): 1, (alice, "already_claimed"): 99,
+                              (bob, "awarded"): 1}
+        receipts = {o["receipt_id"] for o in outcomes if o["student_id"] == alice}
+        assert len(receipts) == 1
+        wait_for(lambda: query_one(s.database_url, "SELECT count(*) FROM xp_totals "
+                                   "WHERE student_id = ANY(%s::uuid[]) AND total_xp = 10",
+                                   [alice, bob])[0] == 2, 90, "both awards in the totals")
+        rows = query_one(s.database_url, "SELECT count(*), sum(delta) FROM xp_events "
+                         "WHERE kind = 'daily_login'")
+        assert rows == (2, 20)
+        dlq = asyncio.run(_read_all(s, s.claims_dlq_topic, 1))
+        assert [d["client_tz"] for d in dlq] == ["Mars/Olympus"]
+    finally:
+        pipeline.stop()
