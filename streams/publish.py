@@ -8,6 +8,7 @@ events stay in one partition, in order (docs/design.md, guarantee 7). The produc
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ from streams import kafka
 from streams.errors import PublishError
 from streams.settings import Settings
 
-KEY_FIELDS = {"xp": "student_id", "action": "profile_id"}
+KEY_FIELDS = {"xp": "student_id", "action": "profile_id", "claim": "student_id"}
 """Which field of each event type is the record key."""
 
 
@@ -27,7 +28,7 @@ class Publisher:
 
     def __init__(self, settings: Settings, topic: str | None = None, kind: str = "xp") -> None:
         self.settings = settings
-        self.topic = topic or settings.xp_topic
+        self.topic = topic or (settings.claims_topic if kind == "claim" else settings.xp_topic)
         self.key_field = KEY_FIELDS[kind]
         self._producer = kafka.producer(settings)
 
@@ -65,6 +66,43 @@ class Publisher:
             PublishError: missing key field, or the broker did not acknowledge.
         """
         await self.publish_many([event])
+
+    async def claim(self, student_id: str, client_tz: str, *, claim_id: str | None = None,
+                    segment: str | None = None, client_time: str | None = None,
+                    source: str | None = None) -> str:
+        """Publish a daily-login claim for ``student_id`` (the topic of a ``kind="claim"``
+        publisher) and wait for the acknowledgement; return its claim id (a new UUID unless
+        given: resend a claim with its id, the grant stream answers it once). The outcome comes
+        on the outcomes topic (docs/design.md, "Grants").
+
+        Raises:
+            PublishError: the claim breaks its schema (e.g. an unknown zone) or was not
+                acknowledged.
+        """
+        claim = {"type": "daily_login_claim", "id": claim_id or str(uuid.uuid4()),
+                 "student_id": student_id, "client_tz": client_tz, "segment": segment,
+                 "client_time": client_time, "source": source}
+        return await self._send_claim({k: v for k, v in claim.items() if v is not None})
+
+    async def change_reward_tz(self, student_id: str, reward_tz: str,
+                               requested_by: str = "learner") -> str:
+        """Publish a change of ``student_id``'s reward zone (effective at the end of their
+        current reward day, rate-limited); return its id. Raises :class:`PublishError`."""
+        return await self._send_claim({"type": "reward_tz_change", "id": str(uuid.uuid4()),
+                                       "student_id": student_id, "reward_tz": reward_tz,
+                                       "requested_by": requested_by})
+
+    async def _send_claim(self, value: dict[str, Any]) -> str:
+        from streams.errors import InvalidEvent
+        from streams.grant.decide import decode_claim
+
+        raw = orjson.dumps(value)
+        try:
+            decode_claim(value["student_id"].encode(), raw, self.settings.limits(), 0, 0, 0)
+        except InvalidEvent as exc:
+            raise PublishError(f"not a valid claim ({exc.reason}): {exc.detail}") from None
+        await wait_acks([await self.send_raw(value["student_id"].encode(), raw)], self.topic)
+        return str(value["id"])
 
     async def send_records(
         self, records: Iterable[tuple[bytes | None, bytes]],

@@ -17,7 +17,7 @@ from aiokafka.structs import TopicPartition
 from streams import kafka
 from streams.settings import Settings
 
-from .conftest import Pipeline, query_one, wait_for
+from .conftest import Pipeline, query_one, streams, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -98,3 +98,35 @@ def test_claims_become_one_award_per_day_in_ledger_and_totals(
         assert [d["client_tz"] for d in dlq] == ["Mars/Olympus"]
     finally:
         pipeline.stop()
+
+
+def test_policy_cli_refuses_in_one_line_and_publishes_a_version(
+        settings: Settings, tmp_path: Any) -> None:
+    """I6: an invalid file, a version published too late, an edit of a published version: one
+    line each, exit 1; a valid version is published and listed; ``streams claim`` publishes."""
+    s = settings
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(orjson.dumps({**POLICY, "definition": {"base_xp": 10}}))
+    late = tmp_path / "late.json"
+    late.write_bytes(orjson.dumps(POLICY))
+    good = tmp_path / "good.json"
+    good.write_bytes(orjson.dumps({**POLICY, "version": 2, "effective_day": "2099-01-01"}))
+    edited = tmp_path / "edited.json"
+    edited.write_bytes(orjson.dumps({**POLICY, "version": 2, "effective_day": "2099-01-02"}))
+    for path, expected in ((bad, "refused: schema"), (late, "refused: policy_too_late")):
+        result = streams(["policy", "publish", str(path)], s)
+        err = result.stderr.decode().strip()
+        assert result.returncode == 1 and expected in err and len(err.splitlines()) == 1, err
+    published = streams(["policy", "publish", str(good)], s)
+    assert published.returncode == 0, published.stderr.decode()
+    again = streams(["policy", "publish", str(edited)], s)
+    assert again.returncode == 1 and "is published" in again.stderr.decode()
+    listed = streams(["policy", "list"], s)
+    assert listed.returncode == 0 and "2099-01-01" in listed.stdout.decode()
+    student = str(uuid.uuid4())
+    sent = streams(["claim", student, "--tz", "Europe/Stockholm"], s)
+    assert sent.returncode == 0, sent.stderr.decode()
+    (claim,) = asyncio.run(_read_all(s, s.claims_topic, 1))
+    assert claim["id"] == sent.stdout.decode().strip() and claim["student_id"] == student
+    unknown = streams(["claim", student, "--tz", "Mars/Olympus"], s)
+    assert unknown.returncode == 1 and "unknown_time_zone" in unknown.stderr.decode()
