@@ -112,6 +112,10 @@ class Settings:
     policy_min_lead_seconds: float = 3600.0
     """XP_POLICY_MIN_LEAD_SECONDS: a policy version must be published this long before the
     start of its effective_day at UTC+14 (seconds); a later one is refused."""
+    award_group: str = topics.AWARD_SINK_GROUP
+    """XP_AWARD_GROUP: consumer group of the award sink."""
+    grant_group: str = topics.GRANT_WRITER_GROUP
+    """XP_GRANT_GROUP: consumer group of the grant writer (streaks and reward zones)."""
     topic_replication_factor: int = 1
     """XP_TOPIC_REPLICATION_FACTOR: replicas of each topic the pipeline creates (its topics, the
     DLQs and the worker's changelogs); 3 on a production cluster."""
@@ -251,6 +255,8 @@ class Settings:
             totals_group=e.get("XP_TOTALS_GROUP", d.totals_group),
             action_topic=e.get("XP_ACTION_TOPIC", d.action_topic),
             claims_topic=e.get("XP_CLAIMS_TOPIC", d.claims_topic),
+            award_group=e.get("XP_AWARD_GROUP", d.award_group),
+            grant_group=e.get("XP_GRANT_GROUP", d.grant_group),
             policies_topic=e.get("XP_POLICIES_TOPIC", d.policies_topic),
             outcomes_topic=e.get("XP_OUTCOMES_TOPIC", d.outcomes_topic),
             policy_min_lead_seconds=_float(e, "XP_POLICY_MIN_LEAD_SECONDS",

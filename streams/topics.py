@@ -38,6 +38,12 @@ ACTION_LEDGER_GROUP = "xp-action-ledger-sink"
 PROGRESS_WRITER_GROUP = "xp-progress-writer"
 """Consumer group of the progress writer (reads the vector progress changelog)."""
 
+AWARD_SINK_GROUP = "xp-award-sink"
+"""Consumer group of the award sink (outcomes -> ``xp_claim_outcomes``, ``xp_awards``)."""
+
+GRANT_WRITER_GROUP = "xp-grant-writer"
+"""Consumer group of the progress writer (reads the vector progress changelog)."""
+
 PROGRESS_TABLE = "vector_progress"
 """Faust table name of the per-(profile, vector, version) progress."""
 

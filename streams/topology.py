@@ -58,6 +58,10 @@ def stages(settings: Settings) -> tuple[Stage, ...]:
               s.progress_changelog_topic, "streams.actions.progress:ProgressWriter"),
         Stage("fold worker", "worker", s.worker_group, s.claims_topic,
               stream="streams.grant.stream:GrantStream"),
+        Stage("award sink", "award-sink", s.award_group, s.outcomes_topic,
+              "streams.grant.awards:AwardWriter"),
+        Stage("grant writer", "grant-writer", s.grant_group, s.grant_changelog_topic,
+              "streams.grant.streaks:GrantWriter"),
     )
 
 

@@ -65,3 +65,15 @@ def action_sink() -> None:
 def progress_writer() -> None:
     """Run the progress writer: the worker's vector progress changelog -> vector_progress."""
     _run_sink("progress-writer")
+
+
+@main.command("award-sink")
+def award_sink() -> None:
+    """Run the award sink: claim outcomes -> xp_claim_outcomes and xp_awards."""
+    _run_sink("award-sink")
+
+
+@main.command("grant-writer")
+def grant_writer() -> None:
+    """Run the grant writer: the worker's grant state changelog -> xp_streaks and xp_users."""
+    _run_sink("grant-writer")

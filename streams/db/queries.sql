@@ -214,3 +214,80 @@ SELECT version, name FROM schema_migrations WHERE version > %(version)s ORDER BY
 
 -- name: migration_forget
 DELETE FROM schema_migrations WHERE version = %(version)s;
+
+-- name: stage_outcomes
+CREATE TEMP TABLE IF NOT EXISTS xp_claim_outcomes_stage
+    (outcome_id uuid, claim_id uuid, user_id uuid, type text, outcome text, reason text,
+     decided_at timestamptz, receipt_id uuid, reward_day_id date, body jsonb, topic text,
+     "partition" integer, "offset" bigint, reward_tz text, xp integer, streak_day integer,
+     grace_consumed integer, policy_id text, policy_version integer, season_id text,
+     tzdata text) ON COMMIT DELETE ROWS;
+
+-- name: copy_outcomes
+COPY xp_claim_outcomes_stage (outcome_id, claim_id, user_id, type, outcome, reason, decided_at,
+                              receipt_id, reward_day_id, body, topic, "partition", "offset",
+                              reward_tz, xp, streak_day, grace_consumed, policy_id,
+                              policy_version, season_id, tzdata) FROM STDIN;
+
+-- name: insert_outcomes
+-- Idempotent by outcome id, and each award once (by receipt; one per learner and day).
+WITH awards AS (
+    INSERT INTO xp_awards (award_id, user_id, reward_day_id, reward_tz, xp_awarded, streak_day,
+                           grace_consumed, policy_id, policy_version, season_id, claim_id,
+                           claimed_at, tzdata)
+    SELECT receipt_id, user_id, reward_day_id, reward_tz, xp, streak_day, grace_consumed,
+           policy_id, policy_version, season_id, claim_id, decided_at, tzdata
+    FROM xp_claim_outcomes_stage WHERE outcome = 'awarded'
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+INSERT INTO xp_claim_outcomes (outcome_id, claim_id, user_id, type, outcome, reason, decided_at,
+                               receipt_id, reward_day_id, body, topic, "partition", "offset")
+SELECT outcome_id, claim_id, user_id, type, outcome, reason, decided_at, receipt_id,
+       reward_day_id, body, topic, "partition", "offset"
+FROM xp_claim_outcomes_stage
+ON CONFLICT (outcome_id) DO NOTHING;
+
+-- name: stage_grant
+CREATE TEMP TABLE IF NOT EXISTS xp_grant_stage
+    (user_id uuid, reward_tz text, segment text, pending_tz text, pending_from timestamptz,
+     current_streak integer, longest_streak integer, last_reward_day_id date,
+     grace_used integer, grace_tokens integer, model_state jsonb, version bigint)
+    ON COMMIT DELETE ROWS;
+
+-- name: copy_grant
+COPY xp_grant_stage (user_id, reward_tz, segment, pending_tz, pending_from, current_streak,
+                     longest_streak, last_reward_day_id, grace_used, grace_tokens, model_state,
+                     version) FROM STDIN;
+
+-- name: upsert_grant
+-- Never backwards: a row is replaced only by a state that applied more decisions.
+WITH users AS (
+    INSERT INTO xp_users AS u (user_id, reward_tz, segment, pending_tz, pending_from, version,
+                               updated_at)
+    SELECT user_id, reward_tz, segment, pending_tz, pending_from, version, now()
+    FROM xp_grant_stage
+    ON CONFLICT (user_id) DO UPDATE
+    SET reward_tz = EXCLUDED.reward_tz, segment = EXCLUDED.segment,
+        pending_tz = EXCLUDED.pending_tz, pending_from = EXCLUDED.pending_from,
+        version = EXCLUDED.version, updated_at = now()
+    WHERE u.version < EXCLUDED.version
+    RETURNING 1
+)
+INSERT INTO xp_streaks AS s (user_id, current_streak, longest_streak, last_reward_day_id,
+                             grace_used, grace_tokens, model_state, version, updated_at)
+SELECT user_id, current_streak, longest_streak, last_reward_day_id, grace_used, grace_tokens,
+       model_state, version, now()
+FROM xp_grant_stage
+ON CONFLICT (user_id) DO UPDATE
+SET current_streak = EXCLUDED.current_streak, longest_streak = EXCLUDED.longest_streak,
+    last_reward_day_id = EXCLUDED.last_reward_day_id, grace_used = EXCLUDED.grace_used,
+    grace_tokens = EXCLUDED.grace_tokens, model_state = EXCLUDED.model_state,
+    version = EXCLUDED.version, updated_at = now()
+WHERE s.version < EXCLUDED.version;
+
+-- name: awards_vs_ledger
+-- Awards without their ledger row, or with another amount (expected: none once lag is 0).
+SELECT count(*) FROM xp_awards a
+LEFT JOIN xp_events e ON e.id = a.award_id
+WHERE e.id IS NULL OR e.delta <> a.xp_awarded OR e.kind <> 'daily_login';

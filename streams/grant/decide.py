@@ -421,7 +421,8 @@ def _claim(state: GrantState, claim: Claim, t: int,
     return state, {**common, **_streak_fields(state), "outcome": "awarded", "reason": None,
                    "hints": hints, "xp": xp, "streak_day": c, "grace_consumed": consumed,
                    "receipt_id": award_id, "policy_id": POLICY_ID,
-                   "policy_version": version.version, "season_id": season}, award
+                   "policy_version": version.version, "season_id": season,
+                   "tzdata": tzdata_version()}, award
 
 
 def _streak_fields(state: GrantState) -> dict[str, Any]:

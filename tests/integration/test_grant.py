@@ -15,6 +15,7 @@ import pytest
 from aiokafka.structs import TopicPartition
 
 from streams import kafka
+from streams.db.queries import query
 from streams.settings import Settings
 
 from .conftest import Pipeline, query_one, streams, wait_for
@@ -72,7 +73,7 @@ def test_claims_become_one_award_per_day_in_ledger_and_totals(
     """I1 and I2: a claim flows to the ledger and the totals; 100 claims of one student and day
     from 5 producers give one award, 99 already_claimed; an unknown zone goes to the DLQ."""
     s = settings
-    pipeline = Pipeline(s, tmp_path)
+    pipeline = Pipeline(s, tmp_path, grants=True)
     try:
         asyncio.run(_send(s, s.policies_topic, [(b"daily_login:1", POLICY, PUBLISHED)]))
         pipeline.start()
@@ -96,6 +97,18 @@ def test_claims_become_one_award_per_day_in_ledger_and_totals(
         assert rows == (2, 20)
         dlq = asyncio.run(_read_all(s, s.claims_dlq_topic, 1))
         assert [d["client_tz"] for d in dlq] == ["Mars/Olympus"]
+        # the award sink and the grant writer: outcomes, awards, streaks, zones
+        wait_for(lambda: query_one(s.database_url, "SELECT count(*) FROM xp_claim_outcomes")[0]
+                 == 101, 60, "every outcome in xp_claim_outcomes")
+        awards = query_one(s.database_url, "SELECT count(*), sum(xp_awarded), "
+                           "count(DISTINCT user_id) FROM xp_awards")
+        assert awards == (2, 20, 2)
+        assert query_one(s.database_url, query("awards_vs_ledger")) == (0,)
+        wait_for(lambda: query_one(s.database_url, "SELECT count(*) FROM xp_streaks WHERE "
+                                   "current_streak = 1 AND longest_streak = 1 AND "
+                                   "grace_tokens = 1")[0] == 2, 60, "both streaks")
+        assert query_one(s.database_url, "SELECT reward_tz FROM xp_users WHERE user_id = %s",
+                         alice) == ("Europe/Stockholm",)
     finally:
         pipeline.stop()
 

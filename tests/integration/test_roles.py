@@ -163,3 +163,52 @@ def test_a_password_in_the_database_url_never_appears_in_messages(settings: Sett
         sink.stop()
     log = (tmp_path / "sink.log").read_text(errors="replace")
     assert "xp:***@127.0.0.1" in log and "pw-5ecret" not in log
+
+
+GRANT_TABLES = ["xp_claim_outcomes", "xp_awards", "xp_streaks", "xp_users"]
+
+
+@pytest.fixture
+def grant_url(url: str) -> str:
+    """``url`` with a row of learners A, B, C in every grant table."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for n, student in enumerate((A, B, C)):
+            claim = str(uuid.uuid4())
+            conn.execute(
+                "INSERT INTO xp_claim_outcomes (outcome_id, claim_id, user_id, type, outcome, "
+                "decided_at, body, topic, \"partition\", \"offset\") VALUES (gen_random_uuid(),"
+                " %s, %s, 'daily_login_claim', 'awarded', now(), '{}', 't', 0, %s)",
+                (claim, student, n))
+            conn.execute(
+                "INSERT INTO xp_awards (award_id, user_id, reward_day_id, reward_tz, xp_awarded,"
+                " streak_day, policy_id, policy_version, claim_id, claimed_at, tzdata) VALUES "
+                "(gen_random_uuid(), %s, current_date, 'UTC', 10, 1, 'daily_login', 1, %s, "
+                "now(), '2026a')", (student, claim))
+            conn.execute("INSERT INTO xp_streaks (user_id, model_state) VALUES (%s, '{}')",
+                         (student,))
+            conn.execute("INSERT INTO xp_users (user_id, reward_tz) VALUES (%s, 'UTC')",
+                         (student,))
+    return url
+
+
+@pytest.mark.parametrize("table", GRANT_TABLES)
+def test_grant_tables_show_each_role_only_its_rows(grant_url: str, table: str) -> None:
+    def users(conn: psycopg.Connection) -> set[str]:
+        return {str(r[0]) for r in conn.execute(f"SELECT user_id FROM {table}")}
+
+    with session(grant_url, "xp_learner", A) as learner:
+        assert users(learner) == {A}
+    with session(grant_url, "xp_parent", PARENT) as parent:
+        assert users(parent) == {A, B}
+    for group in ("xp_admin", "xp_reader", "xp_writer"):
+        with session(grant_url, group) as conn:
+            assert users(conn) == {A, B, C}
+    for group in ("xp_learner", "xp_parent", "xp_admin", "xp_reader"):
+        with session(grant_url, group, A) as conn:
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(f"UPDATE {table} SET user_id = user_id")
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(f"DELETE FROM {table}")
+    with session(grant_url, "xp_writer") as writer:
+        with pytest.raises(errors.InsufficientPrivilege):
+            writer.execute(f"DELETE FROM {table}")
