@@ -86,13 +86,17 @@ class Reconciliation:
     in_flight: int = 0
     """Students that differed at first and matched once the pipeline caught up."""
     rechecks: int = 0
+    awards_unmatched: int = 0
+    """Daily-login awards (``xp_awards``) whose ledger row is missing or differs, after the
+    ledger sink passed the XP topic's end (docs/design.md, "Grants")."""
     seconds: float = 0.0
     """Wall time of the whole reconciliation (seconds)."""
 
     @property
     def exit_code(self) -> int:
-        """0: consistent; 1: a confirmed mismatch; 3: differences left unconfirmed."""
-        return 1 if self.confirmed else 3 if self.unconfirmed else 0
+        """0: consistent; 1: a confirmed mismatch (students or awards); 3: differences left
+        unconfirmed."""
+        return 1 if self.confirmed or self.awards_unmatched else 3 if self.unconfirmed else 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -148,8 +152,29 @@ def reconcile(settings: Settings, wait_s: float = 60.0, rounds: int = 3) -> Reco
         result.unconfirmed = pending
     result.in_flight = first - len(pending)
     result.confirmed.sort()
+    result.awards_unmatched = awards_unmatched(settings, max(1.0, deadline - time.monotonic()))
     result.seconds = time.monotonic() - started
     return result
+
+
+def awards_unmatched(settings: Settings, wait_s: float) -> int:
+    """Awards in ``xp_awards`` without their ledger row (same id, kind and amount). An award
+    reaches the ledger through the XP topic, so a difference is re-checked once the ledger sink
+    has passed that topic's current end (at most ``wait_s`` seconds).
+
+    Raises:
+        DatabaseUnavailable: the database cannot be reached.
+    """
+    def count() -> int:
+        with connect(settings.database_url) as conn, mapped_errors(settings.database_url):
+            row = conn.execute(query("awards_vs_ledger")).fetchone()
+        return int(row[0]) if row else 0
+
+    found = count()
+    if found and asyncio.run(lag.wait_past(settings, [([settings.ledger_group],
+                                                       settings.xp_topic)], wait_s)):
+        found = count()
+    return found
 
 
 def render(result: Reconciliation, console: Any, limit: int = 20) -> None:
@@ -159,7 +184,9 @@ def render(result: Reconciliation, console: Any, limit: int = 20) -> None:
     console.print(f"reconciled in {result.seconds:.1f} s: {len(result.confirmed):,} mismatched, "
                   f"{len(result.unconfirmed):,} unconfirmed (pipeline lagging), "
                   f"{result.in_flight:,} explained by events in flight "
-                  f"({result.rechecks} re-checks)")
+                  f"({result.rechecks} re-checks)"
+                  + (f"; {result.awards_unmatched:,} awards missing from the ledger"
+                     if result.awards_unmatched else ""))
     for title, rows in (("mismatched", result.confirmed), ("unconfirmed", result.unconfirmed)):
         if not rows:
             continue

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from aiokafka.structs import TopicPartition
 
@@ -109,6 +110,14 @@ def test_claims_become_one_award_per_day_in_ledger_and_totals(
                                    "grace_tokens = 1")[0] == 2, 60, "both streaks")
         assert query_one(s.database_url, "SELECT reward_tz FROM xp_users WHERE user_id = %s",
                          alice) == ("Europe/Stockholm",)
+        pipeline.wait_caught_up()
+        done = streams(["reconcile", "--json"], s)
+        assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+        assert orjson.loads(done.stdout)["awards_unmatched"] == 0
+        with psycopg.connect(s.database_url, autocommit=True) as conn:  # a lost ledger row
+            conn.execute("DELETE FROM xp_events WHERE student_id = %s", (alice,))
+        lost = streams(["reconcile", "--json"], s)
+        assert lost.returncode == 1 and orjson.loads(lost.stdout)["awards_unmatched"] == 1
     finally:
         pipeline.stop()
 
