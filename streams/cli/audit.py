@@ -328,3 +328,31 @@ def compare_xp(users: tuple[str, ...], active_since: str | None, as_json: bool,
         click.echo(f"compared {result.compared:,} students: {result.matching:,} with delta 0, "
                   f"{len(result.differing):,} differing")
     sys.exit(1 if result.differing else 0)
+
+
+@main.command("replay-grants")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--wait", "wait_s", type=Duration(), default="60s", show_default=True,
+              help="How long to wait for the award sink to reach the outcomes topic's end.")
+def replay_grants_cmd(as_json: bool, wait_s: float) -> None:
+    """Decide the claims topic again from offset 0 and compare every outcome (byte for byte)
+    and award with PostgreSQL. Exit 1 on a difference, 3 when the award sink did not catch up
+    in time."""
+    import orjson
+
+    from streams.audit.grants import replay_grants
+
+    quiet_clients()
+    result = asyncio.run(replay_grants(load_settings(), wait_s))
+    if as_json:
+        click.echo(orjson.dumps(result.to_dict()).decode())
+    else:
+        click.echo(f"replayed {result.records:,} claims: {result.outcomes:,} outcomes, "
+                   f"{result.awards:,} awards, invalid {result.invalid or 'none'}; "
+                   + ("identical to PostgreSQL" if result.identical else
+                      f"differences: outcomes {len(result.outcomes_missing)} missing, "
+                      f"{len(result.outcomes_extra)} extra, "
+                      f"{len(result.outcomes_differing)} differing; awards "
+                      f"{len(result.awards_missing)} missing, {len(result.awards_extra)} "
+                      f"extra, {len(result.awards_differing)} differing"))
+    sys.exit(0 if result.identical else 3 if not result.caught_up else 1)

@@ -11,7 +11,9 @@ records, so replay agrees.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 
 import fastjsonschema
@@ -80,22 +82,37 @@ class PolicyFeed:
         self._consumer: AIOKafkaConsumer | None = None
         self._next = 0
 
-    async def catch_up(self) -> None:
-        """Read every record the topic holds now (started on first use). Raises what the
-        consumer raises (the reader then exits and the batch is read again)."""
+    async def catch_up(self, timeout_s: float = 30.0) -> None:
+        """Read every record up to the topic's high watermark as the last fetch response gave
+        it (aiokafka keeps fetching in the background, so that is current; started on first
+        use, when it waits for a first response). Cheap when nothing is new: no request.
+
+        Raises:
+            TimeoutError: the topic could not be read to its end within ``timeout_s``
+                seconds (the reader then exits and the batch is read again).
+        """
         if self._consumer is None:
             self._consumer = kafka.consumer(self.settings, None, fetch_max_wait_ms=100)
             await self._consumer.start()
             self._consumer.assign([self._tp])
             await self._consumer.seek_to_beginning(self._tp)
-        end = (await self._consumer.end_offsets([self._tp]))[self._tp]
-        while self._next < end:
-            batch = await self._consumer.getmany(self._tp, timeout_ms=500)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            batch = await self._consumer.getmany(self._tp, timeout_ms=0)
             for record in batch.get(self._tp, []):
                 self._read(record)
                 self._next = record.offset + 1
-            if not batch:  # compacted away or a transaction marker: the position says
+            end = self._consumer.highwater(self._tp)
+            if end is not None and self._next >= end:
+                break
+            if end is not None and not batch:  # compacted away or a marker: skip to position
                 self._next = max(self._next, await self._consumer.position(self._tp))
+                if self._next >= end:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the policies topic {self._tp.topic} was not read to its "
+                                   f"end within {timeout_s:.0f} s")
+            await asyncio.sleep(0.05)
         self.metrics.grant_policy_lag.set(max(0, end - self._next))
 
     def _read(self, record: ConsumerRecord[bytes, bytes]) -> None:

@@ -152,3 +152,42 @@ def test_policy_cli_refuses_in_one_line_and_publishes_a_version(
     assert claim["id"] == sent.stdout.decode().strip() and claim["student_id"] == student
     unknown = streams(["claim", student, "--tz", "Mars/Olympus"], s)
     assert unknown.returncode == 1 and "unknown_time_zone" in unknown.stderr.decode()
+
+
+def test_replay_of_the_claims_topic_reproduces_outcomes_and_awards(
+        settings: Settings, tmp_path: Any) -> None:
+    """Replay from offset 0 reproduces ``xp_claim_outcomes`` byte for byte and ``xp_awards``;
+    an award changed in PostgreSQL is reported (exit 1)."""
+    s = settings
+    pipeline = Pipeline(s, tmp_path, grants=True)
+    try:
+        asyncio.run(_send(s, s.policies_topic, [(b"daily_login:1", POLICY, PUBLISHED)]))
+        pipeline.start()
+        students = [str(uuid.uuid4()) for _ in range(5)]
+        records = []
+        for day in range(1, 9):  # days 1-8 of June 2026, a gap on day 5, several zones
+            at = int(datetime(2026, 6, day, 9, tzinfo=UTC).timestamp() * 1000)
+            for n, student in enumerate(students):
+                if day == 5 and n % 2:
+                    continue
+                zone = ("Europe/Stockholm", "America/New_York", "Pacific/Kiritimati")[n % 3]
+                records += [(student.encode(), _claim(student, zone), at + i) for i in range(2)]
+            if day == 3:
+                records.append((students[0].encode(),
+                                {"type": "reward_tz_change", "id": str(uuid.uuid4()),
+                                 "student_id": students[0], "reward_tz": "Asia/Kathmandu",
+                                 "requested_by": "learner"}, at + 5))
+        asyncio.run(_send(s, s.claims_topic, records))
+        wait_for(lambda: query_one(s.database_url, "SELECT count(*) FROM xp_claim_outcomes")[0]
+                 == len(records), 90, "every outcome in PostgreSQL")
+        done = streams(["replay-grants", "--json"], s)
+        report = orjson.loads(done.stdout)
+        assert done.returncode == 0 and report["identical"], done.stdout.decode()
+        assert report["outcomes"] == len(records) and report["awards"] == 5 * 8 - 2
+        with psycopg.connect(s.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE xp_awards SET xp_awarded = xp_awarded + 1 WHERE user_id = %s "
+                         "AND reward_day_id = '2026-06-02'", (students[1],))
+        changed = streams(["replay-grants", "--json"], s)
+        assert changed.returncode == 1 and len(orjson.loads(changed.stdout)["awards_differing"]) == 1
+    finally:
+        pipeline.stop()

@@ -1,0 +1,154 @@
+"""``streams replay-grants``: decide the whole claims topic again, from offset 0 and empty
+state, with the pure rule the worker runs (:func:`streams.grant.decide.decide`), and compare
+the outcomes and awards with ``xp_claim_outcomes`` and ``xp_awards`` (docs/design.md, "Grants").
+
+Why a replay sees what the worker saw: every policy version had to be published before its
+first reward day began anywhere (UTC+14), so the version a claim got is the one the whole topic
+gives for its day; a season that contains a claim's time had started, and a started season is
+immutable. The claims topic must therefore be kept whole (infinite retention).
+
+Outcomes are compared byte for byte in their canonical form (sorted keys, as produced); awards
+by receipt, with their amount, day, streak day and policy version. Run it at lag 0: the award
+sink is waited for until it has passed the outcomes topic's end.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka.structs import TopicPartition
+
+from streams import kafka, lag
+from streams.db.connect import connect, mapped_errors
+from streams.errors import InvalidEvent
+from streams.grant.decide import GrantState, decide, decode_claim
+from streams.grant.feed import PolicyFeed
+from streams.metrics import Metrics
+from streams.settings import Settings
+
+
+@dataclass
+class GrantReplay:
+    """What a replay of the claims topic found (``--json`` form: :func:`dataclasses.asdict`)."""
+
+    records: int = 0
+    invalid: dict[str, int] = field(default_factory=dict)
+    """Invalid claims by DLQ reason (the worker dead-lettered them too)."""
+    outcomes: int = 0
+    awards: int = 0
+    outcomes_missing: list[str] = field(default_factory=list)
+    """Outcome ids the replay produced that PostgreSQL lacks."""
+    outcomes_extra: list[str] = field(default_factory=list)
+    """Outcome ids PostgreSQL holds that the replay did not produce."""
+    outcomes_differing: list[str] = field(default_factory=list)
+    awards_missing: list[str] = field(default_factory=list)
+    awards_extra: list[str] = field(default_factory=list)
+    awards_differing: list[str] = field(default_factory=list)
+    caught_up: bool = True
+    """False when the award sink did not pass the outcomes topic's end in time."""
+
+    @property
+    def identical(self) -> bool:
+        """True when PostgreSQL holds exactly what the replay produced."""
+        return not (self.outcomes_missing or self.outcomes_extra or self.outcomes_differing
+                    or self.awards_missing or self.awards_extra or self.awards_differing)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {**asdict(self), "identical": self.identical}
+
+
+def _award_key(award: dict[str, Any]) -> tuple[Any, ...]:
+    m = award["metadata"]
+    return (award["student_id"], m["reward_day_id"], award["delta"], m["streak_day"],
+            m["policy_version"], m["grace_consumed"], m["season_id"], m["claim_id"])
+
+
+async def replay_grants(settings: Settings, wait_s: float = 60.0,
+                        on_progress: Callable[[int, int], None] | None = None) -> GrantReplay:
+    """Replay every claim and compare (module docstring). ``on_progress(read, total)`` is
+    called after each fetched batch.
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL cannot be reached.
+        KafkaError: the brokers cannot be reached.
+    """
+    s = settings
+    result = GrantReplay()
+    result.caught_up = await lag.wait_past(s, [([s.award_group], s.outcomes_topic)], wait_s)
+    feed = PolicyFeed(s, Metrics())
+    try:
+        await feed.catch_up()
+    finally:
+        await feed.stop()
+    outcomes: dict[str, bytes] = {}
+    awards: dict[str, tuple[Any, ...]] = {}
+    invalid: Counter[str] = Counter()
+    states: dict[str, GrantState] = {}
+    client = kafka.consumer(s, None, fetch_max_wait_ms=100)
+    await client.start()
+    try:
+        parts = await kafka.partitions_for(client, s.claims_topic)
+        tps = [TopicPartition(s.claims_topic, p) for p in parts]
+        async with kafka.OffsetReader(s) as reader:  # corrects brokers' ListOffsets quirks
+            watermarks = await reader.high_watermarks(s.claims_topic)
+        ends = {tp: watermarks.get(tp.partition, 0) for tp in tps}
+        total = sum(ends.values())
+        client.assign(tps)
+        await client.seek_to_beginning(*tps)
+        todo = {tp for tp in tps if ends[tp] > 0}
+        while todo:
+            batch = await client.getmany(*todo, timeout_ms=1000)
+            for tp, records in batch.items():
+                for rec in records:
+                    if rec.offset >= ends[tp]:
+                        break
+                    if rec.offset + 1 >= ends[tp]:
+                        todo.discard(tp)
+                    result.records += 1
+                    try:
+                        claim = decode_claim(rec.key, rec.value, s.limits(), rec.timestamp,
+                                             tp.partition, rec.offset, len(parts))
+                    except InvalidEvent as exc:
+                        invalid[exc.reason] += 1
+                        continue
+                    decision = decide(states.get(claim.student_id, GrantState()), claim,
+                                      feed.policies)
+                    states[claim.student_id] = decision.state
+                    if decision.outcome:
+                        outcomes[decision.fields["id"]] = decision.outcome
+                    if decision.award is not None:
+                        award = orjson.loads(decision.award)
+                        awards[award["id"]] = _award_key(award)
+            if on_progress is not None:
+                on_progress(result.records, total)
+    finally:
+        await client.stop()
+    result.invalid = dict(invalid)
+    result.outcomes, result.awards = len(outcomes), len(awards)
+    _compare(s, outcomes, awards, result)
+    return result
+
+
+def _compare(s: Settings, outcomes: dict[str, bytes], awards: dict[str, tuple[Any, ...]],
+             result: GrantReplay) -> None:
+    with connect(s.database_url) as conn, mapped_errors(s.database_url):
+        stored = {str(i): orjson.dumps(body, option=orjson.OPT_SORT_KEYS) for i, body in
+                  conn.execute("SELECT outcome_id, body FROM xp_claim_outcomes")}
+        stored_awards = {
+            str(r[0]): (str(r[1]), r[2].isoformat(), r[3], r[4], r[5], r[6], r[7], str(r[8]))
+            for r in conn.execute(
+                "SELECT award_id, user_id, reward_day_id, xp_awarded, streak_day, "
+                "policy_version, grace_consumed, season_id, claim_id FROM xp_awards")}
+    result.outcomes_missing = sorted(set(outcomes) - set(stored))
+    result.outcomes_extra = sorted(set(stored) - set(outcomes))
+    result.outcomes_differing = sorted(i for i in set(outcomes) & set(stored)
+                                       if outcomes[i] != stored[i])
+    result.awards_missing = sorted(set(awards) - set(stored_awards))
+    result.awards_extra = sorted(set(stored_awards) - set(awards))
+    result.awards_differing = sorted(i for i in set(awards) & set(stored_awards)
+                                     if awards[i] != stored_awards[i])
