@@ -180,6 +180,11 @@ class Settings:
     of dead-lettering a bad producer deploy whole. 0 = off (the default)."""
     worker_dlq_window: int = 1000
     """XP_WORKER_DLQ_WINDOW: records over which ``XP_WORKER_DLQ_LIMIT`` takes the share."""
+    worker_recovery_timeout_seconds: float = 300.0
+    """XP_WORKER_RECOVERY_TIMEOUT_SECONDS: when Faust has not finished recovering the tables
+    of an assignment after this long (seconds), the worker starts again in place (same PID):
+    Faust's recovery can hang for good when a broker restarts during it. Keep it above the
+    longest legitimate recovery (the changelogs' size over the recovery rate)."""
     worker_instance_id: str = ""
     """XP_WORKER_INSTANCE_ID: this worker's static group membership id (Kafka's
     ``group.instance.id``), unique per worker, stable across its restarts (a StatefulSet pod
@@ -298,6 +303,8 @@ class Settings:
             worker_dlq_limit=_float(e, "XP_WORKER_DLQ_LIMIT", d.worker_dlq_limit, 0.0, 1.0),
             worker_dlq_window=_int(e, "XP_WORKER_DLQ_WINDOW", d.worker_dlq_window, 1),
             worker_instance_id=e.get("XP_WORKER_INSTANCE_ID", d.worker_instance_id),
+            worker_recovery_timeout_seconds=_float(
+                e, "XP_WORKER_RECOVERY_TIMEOUT_SECONDS", d.worker_recovery_timeout_seconds, 1.0),
             worker_failpoint=failpoint,
             producer_linger_ms=_int(e, "XP_PRODUCER_LINGER_MS", d.producer_linger_ms),
             fetch_max_wait_ms=_int(e, "XP_FETCH_MAX_WAIT_MS", d.fetch_max_wait_ms, 1),

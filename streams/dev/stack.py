@@ -156,6 +156,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "XP_DEDUPE_HORIZON_SECONDS": str(settings.dedupe_horizon_seconds),
         "XP_DEDUPE_EXPIRE_INTERVAL_SECONDS": str(settings.dedupe_expire_interval_seconds),
         "XP_DEDUPE_EXPIRE_SLICE": str(settings.dedupe_expire_slice),
+        "XP_WORKER_RECOVERY_TIMEOUT_SECONDS": str(settings.worker_recovery_timeout_seconds),
         "XP_MAX_RECORD_BYTES": str(settings.max_record_bytes),
         "XP_MAX_METADATA_BYTES": str(settings.max_metadata_bytes),
         "XP_MAX_FUTURE_SECONDS": str(settings.max_future_seconds),

@@ -13,12 +13,9 @@ import asyncio
 import logging
 import os
 import signal
-import sys
-import time
 from typing import Any
 
 import faust
-from aiokafka.errors import KafkaError
 
 from streams import kafka, topics, topology
 from streams.metrics import Metrics
@@ -26,6 +23,7 @@ from streams.settings import Settings
 from streams.worker import faust_internals
 from streams.worker.checkpoint import decode_position, encode_position
 from streams.worker.reader import SourceReader
+from streams.worker.restart import broker_lost, start_again
 from streams.worker.state import TableState, new_table
 
 log = logging.getLogger(__name__)
@@ -176,40 +174,7 @@ def run(settings: Settings, metrics: Metrics) -> None:
     except SystemExit as exc:
         reason = worker.crash_reason or worker.start_error
         if exc.code and not worker.started and broker_lost(reason):
-            start_again(reason)
+            start_again(f"a broker went away while Faust was starting ({reason!r})")
         raise
     finally:  # as the sinks do (streams.cli.base.ignore_sigterm_from_now_on): exit with our status
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-START_ATTEMPT_ENV = "XP_WORKER_START_ATTEMPT"
-"""Environment variable counting the starts of this process image (internal, not a setting)."""
-
-MAX_START_ATTEMPTS = 5
-"""Starts in a row that may end with the broker lost before start-up finished."""
-
-
-def broker_lost(reason: BaseException | None) -> bool:
-    """True when Faust's start crashed because a broker went away (a Kafka client error or a
-    refused/reset connection), not because of a bug or a setting."""
-    return isinstance(reason, (KafkaError, ConnectionError, asyncio.TimeoutError))
-
-
-def start_again(reason: BaseException | None) -> None:
-    """Start the worker process again from scratch, keeping its PID, when a broker died while
-    Faust was starting: Faust cannot start twice in one process, and its bootstrap does not
-    retry (``KafkaConnectionError: Unable to bootstrap``). The new image waits for a broker as
-    every start does (``XP_BROKER_WAIT_SECONDS``). Returns (and the worker exits 1) after
-    :data:`MAX_START_ATTEMPTS` such starts in a row. Nothing was read before start-up finished,
-    so nothing is lost."""
-    attempt = int(os.environ.get(START_ATTEMPT_ENV, "1"))
-    if attempt >= MAX_START_ATTEMPTS:
-        log.critical("the broker went away during start-up %d times in a row; giving up",
-                     attempt)
-        return
-    log.warning("a broker went away while Faust was starting (%r): starting again (%d of %d)",
-                reason, attempt + 1, MAX_START_ATTEMPTS)
-    logging.shutdown()
-    os.environ[START_ATTEMPT_ENV] = str(attempt + 1)
-    time.sleep(min(2.0 ** attempt, 10.0))
-    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606 (our argv)

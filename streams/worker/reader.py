@@ -32,6 +32,7 @@ from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.worker import faust_internals
 from streams.worker.checkpoint import Checkpoint, Failpoint, FencedOut, position_key
+from streams.worker.restart import START_ATTEMPT_ENV, start_again
 from streams.worker.state import TableState
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,9 @@ class SourceReader:
         """The generation of Faust's last assignment; None between a revoke and the next."""
         self._stalled_at = -1.0
         self._stall_limit = 0.8 * settings.broker_session_timeout
+        self._assigned_at: float | None = None
+        """When the assignment whose recovery is awaited came (monotonic seconds)."""
+        self._recovery_watch: asyncio.Task[None] | None = None
         """A stall of the event loop this long (seconds) may have cost the membership."""
 
     @property
@@ -189,7 +193,25 @@ class SourceReader:
         """Faust's group assigned this worker its partitions (a new generation); reading starts
         once their recovery for this generation completes (:meth:`on_recovered`)."""
         self._assigned_generation = app.consumer_generation_id
+        self._assigned_at = time.monotonic()
+        if self._recovery_watch is None:
+            self._recovery_watch = asyncio.ensure_future(self._watch_recovery())
         await self.on_recovered(app)
+
+    async def _watch_recovery(self) -> None:
+        """Start the worker again in place when the recovery of an assignment has not
+        completed within ``XP_WORKER_RECOVERY_TIMEOUT_SECONDS``: Faust's recovery can hang for
+        good when a broker restarts during it (seen on Apache Kafka: no error, no progress)."""
+        limit = self.settings.worker_recovery_timeout_seconds
+        while not self._stopping:
+            await asyncio.sleep(1.0)
+            since = self._assigned_at
+            if since is not None and time.monotonic() - since > limit:
+                start_again(f"the tables of generation {self._assigned_generation} are not "
+                            f"recovered {limit:.0f} s after their assignment")
+                log.critical("exiting for the supervisor to restart the worker")
+                logging.shutdown()
+                os._exit(70)
 
     async def on_recovered(self, app: Any) -> None:
         """After Faust recovered the tables: read partition p of every source topic for each
@@ -226,6 +248,8 @@ class SourceReader:
                 # else: the worker group's committed offset (the first start of this worker
                 # over an older one), else the log start (auto_offset_reset=earliest)
             self.held = held
+            self._assigned_at = None  # recovered: the watch is over until the next assignment
+            os.environ.pop(START_ATTEMPT_ENV, None)  # reading: starts in place count anew
             self._next_offset.clear()
             log.info("reading partitions %s from %s", sorted(held),
                      {f"{t}/{p}": o for (t, p), o in sought.items()}
@@ -246,6 +270,7 @@ class SourceReader:
         go of the source partitions until :meth:`on_recovered`."""
         self._ready.clear()
         self._assigned_generation = None
+        self._assigned_at = None
         async with self._lock:
             if self._consumer is not None:
                 self._consumer.assign([])
@@ -256,7 +281,7 @@ class SourceReader:
         self._stopping = True
         self._ready.set()
         async with self._lock:
-            for task in (self._task, self._watcher):
+            for task in (self._task, self._watcher, self._recovery_watch):
                 if task is not None:
                     task.cancel()
             for client in (self._consumer, self._producer):

@@ -193,3 +193,23 @@ def test_a_worker_paused_past_its_session_does_not_write_for_partitions_it_lost(
     finally:
         second.stop()
         pipeline.stop()
+
+
+def test_a_recovery_that_does_not_finish_starts_the_worker_again_in_place(
+        settings: Settings, tmp_path: Path) -> None:
+    """With XP_WORKER_RECOVERY_TIMEOUT_SECONDS shorter than a recovery takes (Tansu answers a
+    recovery step only after its fetch wait), the watch starts the worker again in place: the
+    same PID, a new process image (its start counted in the log). The give-up after 5 starts
+    in a row (exit 70) was checked by hand: 4 starts cost about 90 s of session timeouts."""
+    worker = extra_worker(settings, tmp_path, "stuck", worker_recovery_timeout_seconds=1.0)
+    worker.start()
+    try:
+        proc = worker.proc
+        assert proc is not None
+        wait_for(lambda: "not recovered 1 s after their assignment: starting again (2 of 5)"
+                 in log_of(worker), 90, "the first start in place", 0.2)
+        wait_for(lambda: log_of(worker).count("[^Worker]: Starting...") >= 2, 60,
+                 "the new process image to start Faust")
+        assert proc.poll() is None and worker.proc is proc
+    finally:
+        worker.stop()
