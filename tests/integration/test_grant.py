@@ -188,6 +188,7 @@ def test_replay_of_the_claims_topic_reproduces_outcomes_and_awards(
             conn.execute("UPDATE xp_awards SET xp_awarded = xp_awarded + 1 WHERE user_id = %s "
                          "AND reward_day_id = '2026-06-02'", (students[1],))
         changed = streams(["replay-grants", "--json"], s)
-        assert changed.returncode == 1 and len(orjson.loads(changed.stdout)["awards_differing"]) == 1
+        assert changed.returncode == 1
+        assert len(orjson.loads(changed.stdout)["awards_differing"]) == 1
     finally:
         pipeline.stop()
