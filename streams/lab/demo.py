@@ -4,7 +4,9 @@ Starts the broker and PostgreSQL, migrates, creates the topics, starts every sta
 topology (the worker, the ledger sink, the totals writer, the action ledger sink, the progress
 writer) and the monitor as separate processes, publishes an XP workload and an action workload,
 waits until every consumer group has lag 0, and prints a summary checked against both
-workloads' expectations; exits 1 on any mismatch.
+workloads' expectations; exits 1 on any mismatch. A claim workload (daily-login claims over
+40 days in zones with DST, several claims a day) goes through the grant stream: awards,
+streaks and the award XP in the ledger are checked against its own expectation.
 """
 
 from __future__ import annotations
@@ -13,17 +15,30 @@ import asyncio
 import sys
 import time
 
+import orjson
 from rich.console import Console
 from rich.table import Table
 
 from streams import topology
 from streams.dev.procs import free_port, interrupt_on_sigterm
 from streams.dev.stack import LocalStack, PipelineProcess, default_base_dir
-from streams.lab.loadgen import LoadSpec, generate, generate_actions, publish_records
-from streams.lab.outcome import read_action_outcome, read_outcome
+from streams.lab.loadgen import (
+    CLAIM_POLICY,
+    CLAIM_POLICY_PUBLISHED_MS,
+    LoadSpec,
+    generate,
+    generate_actions,
+    generate_claims,
+    publish_records,
+    publish_timed,
+)
+from streams.lab.outcome import read_action_outcome, read_grant_outcome, read_outcome
 from streams.lag import wait_caught_up
 from streams.settings import Settings
 from streams.status import collect, render
+
+CLAIM_DAYS = 40
+"""Days of the claim workload (ending yesterday: autumn DST changes in both hemispheres)."""
 
 
 def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> int:
@@ -43,8 +58,8 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
         console.print(f"starting {broker} and PostgreSQL 15, applying migrations ...")
         settings = stack.start()
         stack.create_topics()
-        for command in ("worker", "totals-writer", "sink", "action-sink", "progress-writer",
-                        "monitor"):
+        commands = dict.fromkeys(st.command for st in topology.stages(settings))
+        for command in (*commands, "monitor"):
             proc = PipelineProcess(command, settings, base / f"{command}.log", free_port())
             proc.start()
             procs.append(proc)
@@ -55,6 +70,10 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
                                               max_record_bytes=settings.max_record_bytes))
         actions, action_expected = generate_actions(max(events // 5, 100),
                                                     max(students // 10, 10), seed)
+        claims, claim_expected = generate_claims(max(students // 20, 20), CLAIM_DAYS, seed)
+        for student, awards in claim_expected.awards.items():  # awards are XP events too
+            expected.students[student] = [sum(xp for _, xp in awards), 0, None]
+        expected.valid_unique += claim_expected.award_count
         started = time.monotonic()
         publish_s = asyncio.run(publish_records(
             settings, records,
@@ -62,6 +81,11 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
         ))
         console.print(f"publishing {len(actions):,} action records ...")
         asyncio.run(publish_records(settings, actions, topic=settings.action_topic))
+        console.print(f"publishing the grant policy and {len(claims):,} daily-login claims of "
+                      f"{len(claim_expected.awards):,} learners over {CLAIM_DAYS} days ...")
+        asyncio.run(publish_timed(settings, settings.policies_topic, [
+            (b"daily_login:1", orjson.dumps(CLAIM_POLICY), CLAIM_POLICY_PUBLISHED_MS)]))
+        asyncio.run(publish_timed(settings, settings.claims_topic, claims))
 
         def progress(lags: dict[str, int]) -> None:
             dead = [p.command for p in procs if not p.alive()]
@@ -71,7 +95,7 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
             console.print(f"  waiting for lag 0: {shown}")
 
         async def catch_up() -> dict[str, tuple[float, float]]:
-            sources = {settings.xp_topic, settings.action_topic}
+            sources = {settings.xp_topic, settings.action_topic, settings.claims_topic}
             spans = await wait_caught_up(settings, [
                 (g, t) for g, t in topology.group_topics(settings) if t in sources
             ], timeout_s=1800, on_progress=progress, interval_s=2.0)
@@ -84,7 +108,8 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
         spans = asyncio.run(catch_up())
         outcome = read_outcome(settings, expected)
         action_outcome = read_action_outcome(settings, action_expected)
-        problems = outcome.problems(expected) + action_outcome.problems
+        grant_outcome = read_grant_outcome(settings, claim_expected)
+        problems = outcome.problems(expected) + action_outcome.problems + grant_outcome.problems
 
         table = Table(title="XP Streams demo summary")
         table.add_column("what")
@@ -114,6 +139,14 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
         table.add_row("vector_progress rows != expected progress",
                       f"{sum(1 for p in action_outcome.problems if 'vector_progress' in p)}",
                       "0")
+        table.add_row("daily-login claims published", f"{len(claims):,}",
+                      f"{claim_expected.claims:,}")
+        table.add_row("awards (xp_awards rows)", f"{grant_outcome.awards:,}",
+                      f"{claim_expected.award_count:,}")
+        table.add_row("award XP in the ledger (rows by receipt)", f"{grant_outcome.ledger_xp:,}",
+                      f"{sum(xp for a in claim_expected.awards.values() for _, xp in a):,}")
+        table.add_row("streaks != expected (current, longest, tokens)",
+                      f"{grant_outcome.streaks_differing:,}", "0")
         table.add_row("publish rate (records/s)", f"{len(records) / publish_s:,.0f}", "")
         for label, group, count in (
             ("worker (XP and action records)", settings.worker_group,
@@ -138,7 +171,8 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
             return 1
         console.print("[green]all checks passed[/]: ledger exact, totals = SUM(ledger), "
                       "totals = expected, DLQ = expected; action ledger exact, vector progress "
-                      "= expected, action DLQ = expected")
+                      "= expected, action DLQ = expected; awards, streaks and award XP = "
+                      "expected")
         return 0
     except KeyboardInterrupt:
         console.print("interrupted: stopping everything")

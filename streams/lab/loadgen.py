@@ -17,13 +17,14 @@ the latest created_at (ties: the later record).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -323,3 +324,126 @@ async def publish_records(settings: Settings, records: list[Record], topic: str 
     async with Publisher(settings, topic) as pub:
         await pub.send_records(records, progress)
     return time.monotonic() - started
+
+
+CLAIM_ZONES = ("America/New_York", "Europe/Stockholm", "Pacific/Kiritimati", "Asia/Kathmandu",
+               "Australia/Lord_Howe", "America/St_Johns", "UTC")
+"""Zones of the claim workload: unusual offsets, DST in both hemispheres."""
+
+CLAIM_POLICY: dict[str, Any] = {
+    "kind": "policy", "policy_id": "daily_login", "version": 1, "effective_day": "2000-01-01",
+    "definition": {
+        "base_xp": 10,
+        "streak_curve": {"type": "table", "steps": [{"from_day": 1, "pct": 100},
+                                                    {"from_day": 3, "pct": 120},
+                                                    {"from_day": 7, "pct": 150}]},
+        "milestones": [{"streak_day": 7, "bonus_xp": 50}, {"streak_day": 30, "bonus_xp": 200}],
+        "caps": {"max_award_xp": 100}}}
+"""The policy the claim workload is decided under (published long before its first day)."""
+
+CLAIM_POLICY_PUBLISHED_MS = int(datetime(1999, 12, 1, tzinfo=UTC).timestamp() * 1000)
+
+TimedRecord = tuple[bytes, bytes, int]
+"""(key, value, timestamp in milliseconds) of a record whose timestamp matters."""
+
+
+@dataclass
+class ClaimExpected:
+    """The expected outcome of a claim workload, computed without the grant rule's code: one
+    award per local date claimed, streaks and tokens by the rules for a fixed zone."""
+
+    claims: int = 0
+    awards: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    """student -> [(reward day, XP)] in day order."""
+    streaks: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    """student -> (current streak, longest streak, grace tokens) after the last award."""
+
+    @property
+    def award_count(self) -> int:
+        """Awards (= ledger rows of kind daily_login)."""
+        return sum(len(a) for a in self.awards.values())
+
+
+def _expected_xp(streak_day: int) -> int:
+    """XP of :data:`CLAIM_POLICY` at ``streak_day``: 10 XP x 100/120/150% + milestones, cap."""
+    pct = 150 if streak_day >= 7 else 120 if streak_day >= 3 else 100
+    bonus = {7: 50, 30: 200}.get(streak_day, 0)
+    return min(100, 10 * pct // 100 + bonus)
+
+
+def generate_claims(students: int, days: int, seed: int,
+                    last_day: date | None = None) -> tuple[list[TimedRecord], ClaimExpected]:
+    """Daily-login claims of ``students`` learners over the ``days`` days ending ``last_day``
+    (default: yesterday, UTC), each learner in one zone of :data:`CLAIM_ZONES`: on 80% of the
+    days 1 to 3 claims (several producers) at random local times, DST changes included.
+    Records are in time order per learner; their timestamps are the claims' instants."""
+    from zoneinfo import ZoneInfo
+
+    rng = random.Random(f"claims-{seed}")  # noqa: S311 - reproducible, not the XP workload's ids
+    end = last_day or (datetime.now(UTC).date() - timedelta(days=1))
+    first = end - timedelta(days=days - 1)
+    expected = ClaimExpected()
+    records: list[TimedRecord] = []
+    for _ in range(students):
+        student = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        zone = rng.choice(CLAIM_ZONES)
+        instants: list[datetime] = []
+        for n in range(days):
+            if rng.random() >= 0.8:
+                continue
+            day = first + timedelta(days=n)
+            for _ in range(rng.randint(1, 3)):
+                local = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(zone)) + \
+                    timedelta(seconds=rng.randint(0, 86_399))
+                instants.append(local.astimezone(UTC))
+        instants.sort()
+        dates = sorted({i.astimezone(ZoneInfo(zone)).date() for i in instants})
+        for at in instants:
+            claim = {"type": "daily_login_claim", "id": str(uuid.UUID(int=rng.getrandbits(128),
+                                                                       version=4)),
+                     "student_id": student, "client_tz": zone, "source": "loadgen"}
+            records.append((student.encode(), orjson.dumps(claim),
+                            int(at.timestamp() * 1000)))
+        c = longest = k = 0
+        last: date | None = None
+        awards = []
+        for d in dates:
+            before = c
+            if last is None:
+                c, k = 1, 1
+            else:
+                gap = (d - last).days - 1
+                if gap == 0:
+                    c += 1
+                elif gap <= k:
+                    k, c = k - gap, c + 1
+                else:
+                    c = 1
+            if c // 7 > before // 7 and c > before:
+                k = min(k + 1, 2)
+            longest = max(longest, c)
+            awards.append((d.isoformat(), _expected_xp(c)))
+            last = d
+        if awards:
+            expected.awards[student] = awards
+            expected.streaks[student] = (c, longest, k)
+        expected.claims += len(instants)
+    return records, expected
+
+
+async def publish_timed(settings: Settings, topic: str, records: list[TimedRecord]) -> None:
+    """Publish ``records`` in order with their own timestamps and wait for every ack.
+
+    Raises:
+        KafkaError: the brokers cannot be reached or did not acknowledge.
+    """
+    from streams import kafka
+
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key, timestamp_ms=ts)
+                   for key, value, ts in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()

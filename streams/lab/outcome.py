@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from streams.audit.dlq import count_dlq
 from streams.audit.reconcile import Mismatch, mismatched_students
 from streams.db.connect import connect, mapped_errors
-from streams.lab.loadgen import ActionExpected, Expected
+from streams.lab.loadgen import ActionExpected, ClaimExpected, Expected
 from streams.settings import Settings
 
 
@@ -98,4 +98,48 @@ def read_action_outcome(settings: Settings, expected: ActionExpected) -> ActionO
                             f"progress, e.g. {[(k, got.get(k), want.get(k)) for k in differ[:2]]}")
     if out.dlq != expected.invalid:
         out.problems.append(f"action DLQ holds {out.dlq}, expected {expected.invalid}")
+    return out
+
+
+@dataclass
+class GrantOutcome:
+    """What ``xp_awards``, ``xp_streaks`` and the ledger rows of the awards hold after a run."""
+
+    awards: int = 0
+    ledger_xp: int = 0
+    streaks_differing: int = 0
+    problems: list[str] = field(default_factory=list)
+    """Every way this differs from the expectation (empty: exact)."""
+
+
+def read_grant_outcome(settings: Settings, expected: ClaimExpected) -> GrantOutcome:
+    """Compare the awards (per learner: days and XP), the streaks and the awards' ledger rows
+    (by receipt) with ``expected``."""
+    url = settings.database_url
+    out = GrantOutcome()
+    with connect(url) as conn, mapped_errors(url):
+        got: dict[str, list[tuple[str, int]]] = {}
+        for sid, day, xp in conn.execute("SELECT user_id, reward_day_id, xp_awarded FROM "
+                                         "xp_awards ORDER BY user_id, reward_day_id"):
+            got.setdefault(str(sid), []).append((day.isoformat(), xp))
+        streaks = {str(r[0]): tuple(r[1:]) for r in conn.execute(
+            "SELECT user_id, current_streak, longest_streak, grace_tokens FROM xp_streaks "
+            "WHERE last_reward_day_id IS NOT NULL")}
+        row = conn.execute("SELECT coalesce(sum(e.delta), 0) FROM xp_events e "
+                           "JOIN xp_awards a ON a.award_id = e.id "
+                           "WHERE e.kind = 'daily_login'").fetchone()
+    out.awards = sum(len(a) for a in got.values())
+    out.ledger_xp = int(row[0]) if row else 0
+    if got != expected.awards:
+        differ = [s for s in set(got) | set(expected.awards)
+                  if got.get(s) != expected.awards.get(s)]
+        out.problems.append(f"{len(differ)} learners' awards differ from the expectation, e.g. "
+                            f"{[(s, got.get(s), expected.awards.get(s)) for s in differ[:1]]}")
+    out.streaks_differing = sum(1 for s in set(streaks) | set(expected.streaks)
+                                if streaks.get(s) != expected.streaks.get(s))
+    if out.streaks_differing:
+        out.problems.append(f"{out.streaks_differing} streaks differ from the expectation")
+    want_xp = sum(xp for awards in expected.awards.values() for _, xp in awards)
+    if out.ledger_xp != want_xp:
+        out.problems.append(f"the ledger holds {out.ledger_xp} daily_login XP, expected {want_xp}")
     return out

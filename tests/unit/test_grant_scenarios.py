@@ -273,3 +273,29 @@ def test_the_receipt_depends_on_student_policy_and_day_only() -> None:
     assert receipt(sid, "daily_login", day) == receipt(sid, "daily_login", day)
     assert receipt(sid, "daily_login", day) != receipt(sid, "daily_login",
                                                        datetime(2026, 5, 6).date())
+
+
+def test_the_claim_workload_model_and_the_rule_agree() -> None:
+    """loadgen's expectation (computed without the rule's code) = ``decide`` over the same
+    claims: 60 learners, 40 days across the autumn DST changes of both hemispheres."""
+    from datetime import date
+
+    from streams.grant.decide import decode_claim
+    from streams.lab.loadgen import CLAIM_POLICY, generate_claims
+
+    records, expected = generate_claims(60, 40, seed=5, last_day=date(2026, 11, 20))
+    pol = Policies()
+    pol.add(PolicyVersion.from_record(CLAIM_POLICY))
+    states: dict[str, GrantState] = {}
+    awards: dict[str, list[tuple[str, int]]] = {}
+    for offset, (key, value, ts) in enumerate(records):
+        claim = decode_claim(key, value, 65536, ts, 0, offset)
+        decision = decide(states.get(claim.student_id, GrantState()), claim, pol)
+        states[claim.student_id] = decision.state
+        if decision.award is not None:
+            award = orjson.loads(decision.award)
+            awards.setdefault(claim.student_id, []).append(
+                (award["metadata"]["reward_day_id"], award["delta"]))
+    assert awards == expected.awards
+    assert {sid: (s.current_streak, s.longest_streak, s.grace_tokens)
+            for sid, s in states.items() if s.last_day} == expected.streaks
