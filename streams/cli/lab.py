@@ -235,8 +235,11 @@ def chaos(events: int, students: int, partitions: int, workers: int, rate: int, 
     console.print(f"chaos logs in {workdir}")
     try:
         if local:
-            stack = LocalStack(default_base_dir(),
-                               settings=Settings(topic_partitions=partitions))
+            # The throwaway stack's own servers; the worker's recovery watch as configured
+            # (a broker-restart fault can hang Faust's recovery: docs/design.md, Fold worker).
+            recovery = load_settings().worker_recovery_timeout_seconds
+            stack = LocalStack(default_base_dir(), settings=Settings(
+                topic_partitions=partitions, worker_recovery_timeout_seconds=recovery))
             try:
                 report = run(stack.start(), stack)
             finally:
