@@ -141,10 +141,10 @@ class SourceReader:
         """The generation of Faust's last assignment; None between a revoke and the next."""
         self._stalled_at = -1.0
         self._stall_limit = 0.8 * settings.broker_session_timeout
+        """A stall of the event loop this long (seconds) may have cost the membership."""
         self._assigned_at: float | None = None
         """When the assignment whose recovery is awaited came (monotonic seconds)."""
         self._recovery_watch: asyncio.Task[None] | None = None
-        """A stall of the event loop this long (seconds) may have cost the membership."""
 
     @property
     def changelog_topics(self) -> list[str]:
