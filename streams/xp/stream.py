@@ -35,7 +35,7 @@ from streams.dedupe import (
     classify,
     decode_sighting,
     encode_sighting,
-    expired,
+    expired_encoded,
     from_ledger,
 )
 from streams.errors import DatabaseUnavailable, InvalidEvent
@@ -163,8 +163,8 @@ class XpStream:
         for p in sorted(partitions):
             after = self._expiry_cursor.get(p)
             entries = self.seen.scan(p, after, share)
-            for key, sighting in entries:
-                if expired(sighting, now, horizon) and self.seen.get(p, key) is not None:
+            for key, raw in entries:
+                if expired_encoded(raw, now, horizon) and self.seen.get(p, key) is not None:
                     self.seen.put(p, key, None)
                     dropped += 1
             self._expiry_cursor[p] = entries[-1][0] if len(entries) == share else None

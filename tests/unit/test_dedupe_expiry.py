@@ -80,3 +80,15 @@ def test_expiry_forgets_the_cursor_of_a_revoked_partition(tmp_path: Path) -> Non
     assert set(stream._expiry_cursor) == {0, 1}
     _tombstoned_after(stream, {1})
     assert set(stream._expiry_cursor) == {1}
+
+
+@pytest.mark.parametrize("seen_at,created_at", [(NOW - 2 * HORIZON, NOW - 2 * HORIZON),
+                                                (NOW - 2 * HORIZON, NOW), (NOW, NOW - 2 * HORIZON),
+                                                (NOW, NOW), (NOW - HORIZON, NOW - HORIZON)])
+def test_the_scan_reads_expiry_from_the_encoded_sighting_as_the_rule_does(
+        seen_at: float, created_at: float) -> None:
+    from streams.dedupe import expired, expired_encoded
+
+    sighting = Sighting(b"\x01" * 8, 3, 7, seen_at, created_at, 2)
+    assert expired_encoded(encode_sighting(sighting), NOW, HORIZON) == expired(sighting, NOW,
+                                                                                HORIZON)
