@@ -325,7 +325,7 @@ def decide(state: GrantState, claim: Claim, policies: Policies) -> Decision:
         UnknownTimeZone: not for a claim built by :meth:`Claim.from_json`, which checked its
             zones.
     """
-    if (claim.partition, claim.offset) <= state.position and state.position != (-1, -1):
+    if (claim.partition, claim.offset) <= state.position:  # (-1, -1) before any record
         return _stored(state, claim, redelivered=True)
     for claim_id, _, _ in state.recent:
         if claim_id == claim.id:
