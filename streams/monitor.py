@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from streams import topology
 from streams.audit.reconcile import mismatched_students
 from streams.errors import DatabaseUnavailable
-from streams.kafka import OffsetReader
+from streams.kafka import OffsetReader, wait_for_brokers
 from streams.lag import PartitionLag, read_lag
 from streams.metrics import MonitorMetrics
 from streams.settings import Settings
@@ -84,7 +84,13 @@ class Monitor:
         self.metrics.last_reconcile.set_to_current_time()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Sample every :attr:`interval` seconds until ``stop`` is set."""
+        """Sample every :attr:`interval` seconds until ``stop`` is set. Waits for a broker
+        first, as the worker and the sinks do.
+
+        Raises:
+            BrokerUnavailable: no broker answered within ``XP_BROKER_WAIT_SECONDS``."""
+        if not await wait_for_brokers(self.settings, log, stop):
+            return
         async with OffsetReader(self.settings) as reader:
             while not stop.is_set():
                 try:

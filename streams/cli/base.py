@@ -37,26 +37,22 @@ def quiet_clients() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
-def exit_on_sigterm_until_started() -> None:
-    """Until the process's own SIGTERM handling is in place (the event loop's, installed once
-    start-up is done: imports, settings, Faust's app), a SIGTERM exits at once with status 0:
-    nothing has been read, so there is nothing to finish. Without this the default action ends
-    the process with status -15, as a supervisor stopping a slow starter saw."""
-
-    def _exit(signum: int, frame: object) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, _exit)
-
-
 def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run coroutine function ``main(stop_event)`` until it returns; SIGTERM/SIGINT set stop."""
 
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            stop.set()
+            # Closing the loop would put SIGTERM back to its default (terminate): a repeated
+            # SIGTERM in that moment ended a graceful stop with status -15.
+            loop.remove_signal_handler(signal.SIGTERM)
+            ignore_sigterm_from_now_on()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         await main(stop)
 
     try:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from streams.cli.base import (
-    exit_on_sigterm_until_started,
     load_settings,
     main,
     run_until_signal,
@@ -16,7 +15,6 @@ from streams.cli.base import (
 def worker() -> None:
     """Run the fold worker: validate, DLQ, dedupe, fold XP into the totals table and action
     events into vector progress (Faust tables, batch reader)."""
-    exit_on_sigterm_until_started()
     from streams.metrics import Metrics
     from streams.worker.app import run
 
@@ -28,7 +26,6 @@ def worker() -> None:
 
 def _run_sink(command: str) -> None:
     """Run the sink stage of ``command`` (:func:`streams.topology.sink`) until SIGTERM."""
-    exit_on_sigterm_until_started()
     from streams import topology
     from streams.metrics import Metrics
     from streams.sink import PostgresSink

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import orjson
 import pytest
 
+from streams.__main__ import PIPELINE_COMMANDS
 from streams.dev.procs import free_port
 from streams.settings import Settings
-from tests.integration.conftest import streams
+from tests.integration.conftest import settings_env, streams, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +49,7 @@ def test_publish_to_an_unreachable_broker_fails_clearly(settings: Settings) -> N
     assert err.startswith("Error: cannot reach the brokers") and "\n" not in err
 
 
-@pytest.mark.parametrize("command", ["worker", "sink"])
+@pytest.mark.parametrize("command", ["worker", "sink", "monitor"])
 def test_worker_and_sink_give_up_on_an_unreachable_broker_in_one_line(
         settings: Settings, command: str) -> None:
     """After XP_BROKER_WAIT_SECONDS of retries (each logged), exit 1 with one line."""
@@ -109,3 +116,32 @@ def test_status_without_a_broker_or_a_database_says_so_in_one_line(settings: Set
         err = done.stderr.decode().strip()
         assert done.returncode == 1, err
         assert len(err.splitlines()) == 1 and err.startswith("Error: ") and expected in err, err
+
+
+@pytest.mark.parametrize("command", sorted(PIPELINE_COMMANDS))
+def test_a_process_still_starting_exits_0_on_sigterm_even_when_it_is_repeated(
+        settings: Settings, command: str, tmp_path: Path) -> None:
+    """A supervisor stopping a process that waits for its broker sees exit status 0, also when
+    it repeats SIGTERM every millisecond until the process is gone (a repeat used to land
+    while Python finalized, after it had put SIGTERM back to its default: status -15)."""
+    dead = settings.with_(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+                          database_url=f"postgresql://xp@127.0.0.1:{free_port()}/xp")
+    env = {**os.environ, **settings_env(dead), "XP_BROKER_WAIT_SECONDS": "60",
+           "XP_METRICS_PORT": "0"}
+    log = tmp_path / "stderr.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "streams", command], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:  # its first log line: imports done, it is waiting for a broker
+        wait_for(lambda: proc.poll() is not None or log.stat().st_size > 0, 60,
+                 f"{command} to log that it waits")
+        assert proc.poll() is None, log.read_text()
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.001)
+        assert proc.wait(5) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
