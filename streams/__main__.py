@@ -11,7 +11,8 @@ import signal
 import sys
 
 PIPELINE_COMMANDS = frozenset({"worker", "sink", "totals-writer", "action-sink",
-                               "progress-writer", "award-sink", "grant-writer", "monitor"})
+                               "progress-writer", "award-sink", "grant-writer", "rules-sink",
+                               "monitor"})
 """Commands that run until stopped (the worker, every sink stage of :mod:`streams.topology`,
 the monitor); every other command keeps the default SIGTERM action."""
 

@@ -116,6 +116,8 @@ class Settings:
     """XP_AWARD_GROUP: consumer group of the award sink."""
     grant_group: str = topics.GRANT_WRITER_GROUP
     """XP_GRANT_GROUP: consumer group of the grant writer (streaks and reward zones)."""
+    rules_group: str = topics.RULES_SINK_GROUP
+    """XP_RULES_GROUP: consumer group of the rules sink (policy versions and seasons)."""
     topic_replication_factor: int = 1
     """XP_TOPIC_REPLICATION_FACTOR: replicas of each topic the pipeline creates (its topics, the
     DLQs and the worker's changelogs); 3 on a production cluster."""
@@ -263,6 +265,7 @@ class Settings:
             claims_topic=e.get("XP_CLAIMS_TOPIC", d.claims_topic),
             award_group=e.get("XP_AWARD_GROUP", d.award_group),
             grant_group=e.get("XP_GRANT_GROUP", d.grant_group),
+            rules_group=e.get("XP_RULES_GROUP", d.rules_group),
             policies_topic=e.get("XP_POLICIES_TOPIC", d.policies_topic),
             outcomes_topic=e.get("XP_OUTCOMES_TOPIC", d.outcomes_topic),
             policy_min_lead_seconds=_float(e, "XP_POLICY_MIN_LEAD_SECONDS",

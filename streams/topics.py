@@ -42,7 +42,10 @@ AWARD_SINK_GROUP = "xp-award-sink"
 """Consumer group of the award sink (outcomes -> ``xp_claim_outcomes``, ``xp_awards``)."""
 
 GRANT_WRITER_GROUP = "xp-grant-writer"
-"""Consumer group of the progress writer (reads the vector progress changelog)."""
+"""Consumer group of the grant writer (reads the grant state changelog)."""
+
+RULES_SINK_GROUP = "xp-rules-sink"
+"""Consumer group of the rules sink (policies topic -> ``xp_rules``, ``xp_seasons``)."""
 
 PROGRESS_TABLE = "vector_progress"
 """Faust table name of the per-(profile, vector, version) progress."""

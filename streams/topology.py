@@ -62,6 +62,8 @@ def stages(settings: Settings) -> tuple[Stage, ...]:
               "streams.grant.awards:AwardWriter"),
         Stage("grant writer", "grant-writer", s.grant_group, s.grant_changelog_topic,
               "streams.grant.streaks:GrantWriter"),
+        Stage("rules sink", "rules-sink", s.rules_group, s.policies_topic,
+              "streams.grant.rules:RulesWriter"),
     )
 
 

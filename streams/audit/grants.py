@@ -26,8 +26,8 @@ from streams import kafka, lag
 from streams.db.connect import connect, mapped_errors
 from streams.errors import InvalidEvent
 from streams.grant.decide import GrantState, decide, decode_claim
-from streams.grant.feed import PolicyFeed
 from streams.metrics import Metrics
+from streams.policy_feed import PolicyFeed
 from streams.settings import Settings
 
 

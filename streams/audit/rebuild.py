@@ -1,6 +1,7 @@
 """``streams rebuild-totals``: recompute ``xp_totals`` from the ledger, while the pipeline runs.
 
-Each student's ledger rows are folded with :func:`streams.xp.fold.fold` in partition order,
+Each student's ledger rows are folded with :func:`streams.xp.fold.fold` in partition order
+(each in the season ``xp_ledger`` gives it),
 the order the worker applied them, so a rebuilt row at version ``n`` (events applied) is exactly
 the worker's row at version ``n``: both are the fold of the first ``n`` events of the same
 deduplicated sequence (docs/design.md, guarantees 2 and 7).
@@ -28,6 +29,7 @@ import psycopg
 from streams.db.connect import connect, mapped_errors
 from streams.db.queries import query
 from streams.events import XpEvent
+from streams.policies import to_us
 from streams.xp.fold import Totals, fold
 from streams.xp.totals import totals_row
 
@@ -50,7 +52,8 @@ def _folded(rows: Iterator[tuple[object, ...]], now: float) -> Iterator[tuple[st
     current: str | None = None
     totals: Totals | None = None
     count = 0
-    for sid, eid, kind, delta, created_at, ws, hw, metadata, partition, offset, index in rows:
+    for (sid, eid, kind, delta, created_at, ws, hw, metadata, partition, offset, index,
+         season_id, season_start) in rows:
         student = str(sid)
         if student != current:
             if current is not None and totals is not None:
@@ -58,7 +61,8 @@ def _folded(rows: Iterator[tuple[object, ...]], now: float) -> Iterator[tuple[st
             current, totals, count = student, None, 0
         event = XpEvent(str(eid), student, kind, delta, created_at,  # type: ignore[arg-type]
                         ws and str(ws), hw and str(hw), metadata, b"")  # type: ignore[arg-type]
-        totals = fold(totals, event, partition, offset, now, index)  # type: ignore[arg-type]
+        season = None if season_id is None else (to_us(season_start), season_id)  # type: ignore[arg-type]
+        totals = fold(totals, event, partition, offset, now, index, season)  # type: ignore[arg-type]
         count += 1
     if current is not None and totals is not None:
         yield current, totals, count

@@ -89,14 +89,19 @@ class Reconciliation:
     awards_unmatched: int = 0
     """Daily-login awards (``xp_awards``) whose ledger row is missing or differs, after the
     ledger sink passed the XP topic's end (docs/design.md, "Grants")."""
+    seasons_unmatched: int = 0
+    """Learners whose ``xp_totals`` season and seasonal XP differ from the newest season of
+    their ledger rows and its sum (docs/design.md, "Grants: seasons")."""
     seconds: float = 0.0
     """Wall time of the whole reconciliation (seconds)."""
 
     @property
     def exit_code(self) -> int:
-        """0: consistent; 1: a confirmed mismatch (students or awards); 3: differences left
-        unconfirmed."""
-        return 1 if self.confirmed or self.awards_unmatched else 3 if self.unconfirmed else 0
+        """0: consistent; 1: a confirmed mismatch (students, awards or seasons); 3:
+        differences left unconfirmed."""
+        if self.confirmed or self.awards_unmatched or self.seasons_unmatched:
+            return 1
+        return 3 if self.unconfirmed else 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -153,6 +158,8 @@ def reconcile(settings: Settings, wait_s: float = 60.0, rounds: int = 3) -> Reco
     result.in_flight = first - len(pending)
     result.confirmed.sort()
     result.awards_unmatched = awards_unmatched(settings, max(1.0, deadline - time.monotonic()))
+    result.seasons_unmatched = seasons_unmatched(settings,
+                                                 max(1.0, deadline - time.monotonic()))
     result.seconds = time.monotonic() - started
     return result
 
@@ -177,6 +184,25 @@ def awards_unmatched(settings: Settings, wait_s: float) -> int:
     return found
 
 
+def seasons_unmatched(settings: Settings, wait_s: float) -> int:
+    """Learners whose seasonal XP or season differs from their ledger rows (``xp_ledger``,
+    seasons from ``xp_seasons``). A difference is re-checked once the worker, the ledger sink
+    and the totals writer have passed their topics' current ends (at most ``wait_s`` seconds).
+
+    Raises:
+        DatabaseUnavailable: the database cannot be reached.
+    """
+    def count() -> int:
+        with connect(settings.database_url) as conn, mapped_errors(settings.database_url):
+            row = conn.execute(query("seasons_vs_ledger")).fetchone()
+        return int(row[0]) if row else 0
+
+    found = count()
+    if found and asyncio.run(wait_past(settings, wait_s)):
+        found = count()
+    return found
+
+
 def render(result: Reconciliation, console: Any, limit: int = 20) -> None:
     """Print ``result`` on a ``rich.console.Console``: one line, then up to ``limit`` students."""
     from rich.table import Table
@@ -186,7 +212,9 @@ def render(result: Reconciliation, console: Any, limit: int = 20) -> None:
                   f"{result.in_flight:,} explained by events in flight "
                   f"({result.rechecks} re-checks)"
                   + (f"; {result.awards_unmatched:,} awards missing from the ledger"
-                     if result.awards_unmatched else ""))
+                     if result.awards_unmatched else "")
+                  + (f"; {result.seasons_unmatched:,} learners' seasonal XP differs from the "
+                     "ledger" if result.seasons_unmatched else ""))
     for title, rows in (("mismatched", result.confirmed), ("unconfirmed", result.unconfirmed)):
         if not rows:
             continue

@@ -32,8 +32,8 @@ def _read_record(source: click.utils.LazyFile) -> dict[str, Any]:
 
 async def _known() -> Any:
     """The policies as the grant stream sees them now (the topic read to its end)."""
-    from streams.grant.feed import PolicyFeed
     from streams.metrics import Metrics
+    from streams.policy_feed import PolicyFeed
 
     feed = PolicyFeed(load_settings(), Metrics())
     try:
@@ -44,7 +44,7 @@ async def _known() -> Any:
 
 
 def _check(record: dict[str, Any], policies: Any, at: datetime) -> None:
-    from streams.grant.feed import refusal
+    from streams.policy_feed import refusal
 
     reason = refusal(record, at, load_settings().policy_min_lead_seconds, policies)
     if reason is not None:
@@ -58,7 +58,7 @@ def _preview(record: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from streams.grant.policy import PolicyVersion
+    from streams.policies import PolicyVersion
 
     version = PolicyVersion.from_record(record)
     combos = version.combinations()
@@ -85,7 +85,7 @@ def policy_validate(source: click.utils.LazyFile, offline: bool) -> None:
     would now: schema, every merged season x segment combination, the publish deadline, the
     versions already published; print the XP of streak days 1-30. Exit 1 with one line when
     it would be refused."""
-    from streams.grant.policy import Policies
+    from streams.policies import Policies
 
     record = _read_record(source)
     quiet_clients()

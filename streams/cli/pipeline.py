@@ -70,6 +70,12 @@ def award_sink() -> None:
     _run_sink("award-sink")
 
 
+@main.command("rules-sink")
+def rules_sink() -> None:
+    """Run the rules sink: the policies topic -> xp_rules and xp_seasons (accepted records)."""
+    _run_sink("rules-sink")
+
+
 @main.command("grant-writer")
 def grant_writer() -> None:
     """Run the grant writer: the worker's grant state changelog -> xp_streaks and xp_users."""

@@ -4,14 +4,16 @@ CREATE TEMP TABLE IF NOT EXISTS xp_events_stage
 
 -- name: copy_ledger
 COPY xp_events_stage (id, student_id, kind, delta, word_set_id, homework_id, created_at,
-                      metadata, fingerprint, topic, "partition", "offset", record_index)
+                      metadata, fingerprint, topic, "partition", "offset", record_index,
+                      record_ts)
 FROM STDIN;
 
 -- name: insert_ledger
 INSERT INTO xp_events (id, student_id, kind, delta, word_set_id, homework_id, created_at,
-                       metadata, fingerprint, topic, "partition", "offset", record_index)
+                       metadata, fingerprint, topic, "partition", "offset", record_index,
+                       record_ts)
 SELECT id, student_id, kind, delta, word_set_id, homework_id, created_at,
-       metadata, fingerprint, topic, "partition", "offset", record_index
+       metadata, fingerprint, topic, "partition", "offset", record_index, record_ts
 FROM xp_events_stage
 ON CONFLICT (id) DO NOTHING;
 
@@ -21,12 +23,13 @@ CREATE TEMP TABLE IF NOT EXISTS xp_totals_stage
 
 -- name: copy_totals
 COPY xp_totals_stage (student_id, total_xp, games_played, last_game_type, last_game_at,
-                      updated_at, version) FROM STDIN;
+                      updated_at, version, seasonal_xp, season_id) FROM STDIN;
 
 -- name: upsert_totals
 INSERT INTO xp_totals AS t (student_id, total_xp, games_played, last_game_type, last_game_at,
-                            updated_at, version)
-SELECT student_id, total_xp, games_played, last_game_type, last_game_at, updated_at, version
+                            updated_at, version, seasonal_xp, season_id)
+SELECT student_id, total_xp, games_played, last_game_type, last_game_at, updated_at, version,
+       seasonal_xp, season_id
 FROM xp_totals_stage
 ON CONFLICT (student_id) DO UPDATE
 SET total_xp = EXCLUDED.total_xp,
@@ -34,15 +37,19 @@ SET total_xp = EXCLUDED.total_xp,
     last_game_type = EXCLUDED.last_game_type,
     last_game_at = EXCLUDED.last_game_at,
     updated_at = EXCLUDED.updated_at,
-    version = EXCLUDED.version
+    version = EXCLUDED.version,
+    seasonal_xp = EXCLUDED.seasonal_xp,
+    season_id = EXCLUDED.season_id
 -- Never backwards (the totals writer). streams rebuild-totals also replaces a row at the same
 -- version (a corrupted value) and, with force, one at a higher version (ahead of the ledger).
 WHERE (t.version < EXCLUDED.version
        OR (%(replace_equal)s AND t.version = EXCLUDED.version)
        OR %(force)s)
-  AND (t.total_xp, t.games_played, t.last_game_type, t.last_game_at, t.version)
+  AND (t.total_xp, t.games_played, t.last_game_type, t.last_game_at, t.version,
+       t.seasonal_xp, t.season_id)
       IS DISTINCT FROM (EXCLUDED.total_xp, EXCLUDED.games_played, EXCLUDED.last_game_type,
-                        EXCLUDED.last_game_at, EXCLUDED.version);
+                        EXCLUDED.last_game_at, EXCLUDED.version, EXCLUDED.seasonal_xp,
+                        EXCLUDED.season_id);
 
 -- name: store_offsets
 INSERT INTO consumer_offsets (consumer_group, topic, "partition", next_offset)
@@ -83,12 +90,13 @@ LEFT JOIN LATERAL (SELECT sum(delta) AS ledger_xp, nullif(count(*), 0) AS ledger
 LEFT JOIN xp_totals t ON t.student_id = s.student_id;
 
 -- name: ledger_history
--- A student's accepted events in the order the worker applied them (partition order).
-SELECT student_id, id, kind, delta, created_at, word_set_id, homework_id, metadata,
-       "partition", "offset", record_index
-FROM xp_events
-WHERE (%(students)s::uuid[] IS NULL OR student_id = ANY(%(students)s::uuid[]))
-ORDER BY student_id, "partition", "offset", record_index;
+-- A student's accepted events in the order the worker applied them (partition order), each
+-- with its season and the season's start.
+SELECT l.student_id, l.id, l.kind, l.delta, l.created_at, l.word_set_id, l.homework_id,
+       l.metadata, l."partition", l."offset", l.record_index, l.season_id, s.starts_at
+FROM xp_ledger l LEFT JOIN xp_seasons_current s USING (season_id)
+WHERE (%(students)s::uuid[] IS NULL OR l.student_id = ANY(%(students)s::uuid[]))
+ORDER BY l.student_id, l."partition", l."offset", l.record_index;
 
 -- name: totals_ahead_of_ledger
 SELECT count(*) FROM xp_totals_stage s JOIN xp_totals t USING (student_id)
@@ -291,3 +299,38 @@ WHERE s.version < EXCLUDED.version;
 SELECT count(*) FROM xp_awards a
 LEFT JOIN xp_events e ON e.id = a.award_id
 WHERE e.id IS NULL OR e.delta <> a.xp_awarded OR e.kind <> 'daily_login';
+
+-- name: rules
+SELECT policy_id, version, effective_day, definition FROM xp_rules ORDER BY policy_id, version;
+
+-- name: seasons
+SELECT season_id, starts_at, ends_at, calendar_version FROM xp_seasons_current
+ORDER BY starts_at;
+
+-- name: insert_rule
+INSERT INTO xp_rules (policy_id, version, effective_day, definition, sha256, published_at,
+                      topic, "partition", "offset")
+VALUES (%(policy_id)s, %(version)s, %(effective_day)s, %(definition)s::jsonb, %(sha256)s,
+        %(published_at)s, %(topic)s, %(partition)s, %(offset)s)
+ON CONFLICT DO NOTHING;
+
+-- name: insert_seasons
+-- A newer calendar version: its seasons (xp_seasons_current shows the newest version).
+INSERT INTO xp_seasons (calendar_version, season_id, starts_at, ends_at)
+SELECT %(version)s, id, s, e
+FROM unnest(%(ids)s::text[], %(starts)s::timestamptz[], %(ends)s::timestamptz[]) AS x(id, s, e)
+ON CONFLICT DO NOTHING;
+
+-- name: seasons_vs_ledger
+-- Learners whose seasonal XP differs from the ledger: the newest season among their ledger
+-- rows, and the sum of its deltas (expected: none once lag is 0).
+WITH per_season AS (
+    SELECT l.student_id, l.season_id, s.starts_at, sum(l.delta) AS xp
+    FROM xp_ledger l JOIN xp_seasons_current s USING (season_id)
+    GROUP BY l.student_id, l.season_id, s.starts_at
+), newest AS (
+    SELECT DISTINCT ON (student_id) student_id, season_id, xp
+    FROM per_season ORDER BY student_id, starts_at DESC
+)
+SELECT count(*) FROM xp_totals t FULL OUTER JOIN newest n USING (student_id)
+WHERE (t.season_id, t.seasonal_xp) IS DISTINCT FROM (n.season_id, coalesce(n.xp, 0));

@@ -144,6 +144,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "XP_CLAIMS_TOPIC": settings.claims_topic,
         "XP_AWARD_GROUP": settings.award_group,
         "XP_GRANT_GROUP": settings.grant_group,
+        "XP_RULES_GROUP": settings.rules_group,
         "XP_POLICIES_TOPIC": settings.policies_topic,
         "XP_OUTCOMES_TOPIC": settings.outcomes_topic,
         "XP_POLICY_MIN_LEAD_SECONDS": str(settings.policy_min_lead_seconds),

@@ -18,7 +18,7 @@ max(its timestamp, the student's previous ``t``), in microseconds since the epoc
   a token is earned every ``grace.earn_every_streak_days`` streak days up to
   ``grace.max_tokens``; a lost streak burns no tokens.
 - Amounts: the policy version for the reward day, merged for the season of ``t`` and the
-  claim's segment (:mod:`streams.grant.policy`).
+  claim's segment (:mod:`streams.policies`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import orjson
 
 from streams.errors import InvalidEvent
 from streams.events import Limits, decode_document
-from streams.grant.policy import DEFAULT_MAX_CHANGES_PER_30_DAYS, Policies
+from streams.policies import DEFAULT_MAX_CHANGES_PER_30_DAYS, Policies, to_us
 
 NS_GRANT = uuid.uuid5(uuid.NAMESPACE_URL, "https://xp-streams.example/grant")
 """Namespace of the grant's deterministic ids (receipts and outcome ids)."""
@@ -89,12 +89,6 @@ def tzdata_version() -> str:
 def to_datetime(us: int) -> datetime:
     """Microseconds since the epoch -> aware UTC datetime."""
     return _EPOCH + timedelta(microseconds=us)
-
-
-def to_us(instant: datetime) -> int:
-    """Aware datetime -> microseconds since the epoch."""
-    delta = instant - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def iso(us: int) -> str:

@@ -5,7 +5,7 @@ It runs in the worker beside the XP and action streams, on the claims topic (key
 co-partitioned with the XP topic), with one table partitioned like it: ``xp_grant_state``,
 student -> :class:`streams.grant.decide.GrantState` (its changelog feeds the grant writer).
 Each claim is decided by the pure :func:`streams.grant.decide.decide` under the policies the
-:class:`streams.grant.feed.PolicyFeed` has read to the topic's end; the award (an ordinary XP
+:class:`streams.policy_feed.PolicyFeed` has read to the topic's end; the award (an ordinary XP
 event of kind ``daily_login``, to partition p of the XP topic) and the outcome (to partition p
 of the outcomes topic) are output records of the checkpoint: acknowledged before the claim's
 position is durable.
@@ -25,8 +25,8 @@ from aiokafka.structs import ConsumerRecord
 from streams import topics
 from streams.errors import InvalidEvent
 from streams.grant.decide import GrantState, decide, decode_claim
-from streams.grant.feed import PolicyFeed
 from streams.metrics import Metrics
+from streams.policy_feed import PolicyFeed
 from streams.settings import Settings
 from streams.worker.checkpoint import Checkpoint
 from streams.worker.state import TableState, new_table

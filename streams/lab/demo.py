@@ -6,7 +6,9 @@ writer) and the monitor as separate processes, publishes an XP workload and an a
 waits until every consumer group has lag 0, and prints a summary checked against both
 workloads' expectations; exits 1 on any mismatch. A claim workload (daily-login claims over
 40 days in zones with DST, several claims a day) goes through the grant stream: awards,
-streaks and the award XP in the ledger are checked against its own expectation.
+streaks and the award XP in the ledger are checked against its own expectation. The policy
+and a season calendar (a rollover 14 days before the end) are published first; every
+learner's seasonal XP is checked against the expectation and the ledger.
 """
 
 from __future__ import annotations
@@ -26,14 +28,22 @@ from streams.lab.loadgen import (
     CLAIM_POLICY,
     CLAIM_POLICY_PUBLISHED_MS,
     LoadSpec,
+    claim_calendar,
     generate,
     generate_actions,
     generate_claims,
     publish_records,
     publish_timed,
+    workload_start,
 )
-from streams.lab.outcome import read_action_outcome, read_grant_outcome, read_outcome
+from streams.lab.outcome import (
+    read_action_outcome,
+    read_grant_outcome,
+    read_outcome,
+    read_season_outcome,
+)
 from streams.lag import wait_caught_up
+from streams.policies import Calendar
 from streams.settings import Settings
 from streams.status import collect, render
 
@@ -74,6 +84,18 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
         for student, awards in claim_expected.awards.items():  # awards are XP events too
             expected.students[student] = [sum(xp for _, xp in awards), 0, None]
         expected.valid_unique += claim_expected.award_count
+        calendar = claim_calendar()
+        seasons = Calendar.from_record(calendar)
+        xp_season = seasons.season_of(workload_start(events))
+        if xp_season != seasons.season_of(workload_start(0)):
+            raise ValueError(f"{events:,} events start before the demo's current season")
+        seasonal = {sid: (xp_season, row[0]) for sid, row in expected.students.items()
+                    if sid not in claim_expected.awards and xp_season is not None}
+        seasonal |= claim_expected.seasonal
+        console.print("publishing the grant policy and the season calendar ...")
+        asyncio.run(publish_timed(settings, settings.policies_topic, [
+            (b"daily_login:1", orjson.dumps(CLAIM_POLICY), CLAIM_POLICY_PUBLISHED_MS),
+            (b"seasons:1", orjson.dumps(calendar), CLAIM_POLICY_PUBLISHED_MS)]))
         started = time.monotonic()
         publish_s = asyncio.run(publish_records(
             settings, records,
@@ -81,10 +103,8 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
         ))
         console.print(f"publishing {len(actions):,} action records ...")
         asyncio.run(publish_records(settings, actions, topic=settings.action_topic))
-        console.print(f"publishing the grant policy and {len(claims):,} daily-login claims of "
+        console.print(f"publishing {len(claims):,} daily-login claims of "
                       f"{len(claim_expected.awards):,} learners over {CLAIM_DAYS} days ...")
-        asyncio.run(publish_timed(settings, settings.policies_topic, [
-            (b"daily_login:1", orjson.dumps(CLAIM_POLICY), CLAIM_POLICY_PUBLISHED_MS)]))
         asyncio.run(publish_timed(settings, settings.claims_topic, claims))
 
         def progress(lags: dict[str, int]) -> None:
@@ -109,7 +129,9 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
         outcome = read_outcome(settings, expected)
         action_outcome = read_action_outcome(settings, action_expected)
         grant_outcome = read_grant_outcome(settings, claim_expected)
-        problems = outcome.problems(expected) + action_outcome.problems + grant_outcome.problems
+        season_outcome = read_season_outcome(settings, seasonal)
+        problems = (outcome.problems(expected) + action_outcome.problems
+                    + grant_outcome.problems + season_outcome.problems)
 
         table = Table(title="XP Streams demo summary")
         table.add_column("what")
@@ -147,6 +169,13 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
                       f"{sum(xp for a in claim_expected.awards.values() for _, xp in a):,}")
         table.add_row("streaks != expected (current, longest, tokens)",
                       f"{grant_outcome.streaks_differing:,}", "0")
+        table.add_row("learners: seasonal XP != expected (season, XP)",
+                      f"{season_outcome.differing:,}", "0")
+        table.add_row("learners: seasonal XP != SUM(ledger delta) of the season",
+                      f"{season_outcome.ledger_differing:,}", "0")
+        table.add_row("seasonal XP of the current season (xp_balance)",
+                      f"{season_outcome.current_season_xp:,}",
+                      f"{sum(xp for s, xp in seasonal.values() if s == 'current'):,}")
         table.add_row("publish rate (records/s)", f"{len(records) / publish_s:,.0f}", "")
         for label, group, count in (
             ("worker (XP and action records)", settings.worker_group,
@@ -172,7 +201,7 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
         console.print("[green]all checks passed[/]: ledger exact, totals = SUM(ledger), "
                       "totals = expected, DLQ = expected; action ledger exact, vector progress "
                       "= expected, action DLQ = expected; awards, streaks and award XP = "
-                      "expected")
+                      "expected; seasonal XP = expected = SUM(ledger) per season")
         return 0
     except KeyboardInterrupt:
         console.print("interrupted: stopping everything")

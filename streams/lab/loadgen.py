@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from streams.events import NON_GAME_KINDS
+from streams.policies import Calendar
 from streams.settings import Settings
 
 KINDS: tuple[tuple[str, float, int, int], ...] = (
@@ -343,6 +344,24 @@ CLAIM_POLICY: dict[str, Any] = {
 
 CLAIM_POLICY_PUBLISHED_MS = int(datetime(1999, 12, 1, tzinfo=UTC).timestamp() * 1000)
 
+CLAIM_SEASON_DAYS = 14
+"""The current season of the claim workload's calendar began this many days before its last
+day (midnight UTC); the one before covers every earlier day."""
+
+
+def claim_calendar(last_day: date | None = None) -> dict[str, Any]:
+    """The season calendar of a claim workload ending ``last_day`` (default: yesterday, UTC):
+    season ``past`` up to :data:`CLAIM_SEASON_DAYS` days before it, then season ``current``
+    for a year, so the claims span a rollover. Published (like :data:`CLAIM_POLICY`) with
+    the timestamp :data:`CLAIM_POLICY_PUBLISHED_MS`, and before any XP record or claim."""
+    end = last_day or (datetime.now(UTC).date() - timedelta(days=1))
+    split = datetime.combine(end - timedelta(days=CLAIM_SEASON_DAYS), datetime.min.time(), UTC)
+    return {"kind": "season_calendar", "policy_id": "seasons", "version": 1, "seasons": [
+        {"season_id": "past", "starts_at": "2000-01-01T00:00:00Z",
+         "ends_at": split.isoformat().replace("+00:00", "Z")},
+        {"season_id": "current", "starts_at": split.isoformat().replace("+00:00", "Z"),
+         "ends_at": (split + timedelta(days=365)).isoformat().replace("+00:00", "Z")}]}
+
 TimedRecord = tuple[bytes, bytes, int]
 """(key, value, timestamp in milliseconds) of a record whose timestamp matters."""
 
@@ -357,6 +376,9 @@ class ClaimExpected:
     """student -> [(reward day, XP)] in day order."""
     streaks: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     """student -> (current streak, longest streak, grace tokens) after the last award."""
+    seasonal: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """student -> (newest season of an award, the XP of its awards) under
+    :func:`claim_calendar`: an award's season is the one holding its claim's instant."""
 
     @property
     def award_count(self) -> int:
@@ -382,6 +404,8 @@ def generate_claims(students: int, days: int, seed: int,
     rng = random.Random(f"claims-{seed}")  # noqa: S311 - reproducible, not the XP workload's ids
     end = last_day or (datetime.now(UTC).date() - timedelta(days=1))
     first = end - timedelta(days=days - 1)
+    calendar = Calendar.from_record(claim_calendar(end))
+    order = {s.season_id: i for i, s in enumerate(calendar.seasons)}
     expected = ClaimExpected()
     records: list[TimedRecord] = []
     for _ in range(students):
@@ -397,7 +421,10 @@ def generate_claims(students: int, days: int, seed: int,
                     timedelta(seconds=rng.randint(0, 86_399))
                 instants.append(local.astimezone(UTC))
         instants.sort()
-        dates = sorted({i.astimezone(ZoneInfo(zone)).date() for i in instants})
+        first_at: dict[date, datetime] = {}
+        for i in instants:  # in time order: the first claim of a local date is awarded
+            first_at.setdefault(i.astimezone(ZoneInfo(zone)).date(), i)
+        dates = sorted(first_at)
         for at in instants:
             claim = {"type": "daily_login_claim", "id": str(uuid.UUID(int=rng.getrandbits(128),
                                                                        version=4)),
@@ -427,6 +454,14 @@ def generate_claims(students: int, days: int, seed: int,
         if awards:
             expected.awards[student] = awards
             expected.streaks[student] = (c, longest, k)
+            by_season: dict[str, int] = {}
+            for d, (_, xp) in zip(dates, awards, strict=True):
+                season = calendar.season_of(first_at[d])
+                if season is not None:
+                    by_season[season] = by_season.get(season, 0) + xp
+            newest = max(by_season, key=order.__getitem__, default=None)
+            if newest is not None:
+                expected.seasonal[student] = (newest, by_season[newest])
         expected.claims += len(instants)
     return records, expected
 

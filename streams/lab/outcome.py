@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from streams.audit.dlq import count_dlq
 from streams.audit.reconcile import Mismatch, mismatched_students
 from streams.db.connect import connect, mapped_errors
+from streams.db.queries import query
 from streams.lab.loadgen import ActionExpected, ClaimExpected, Expected
 from streams.settings import Settings
 
@@ -142,4 +143,44 @@ def read_grant_outcome(settings: Settings, expected: ClaimExpected) -> GrantOutc
     want_xp = sum(xp for awards in expected.awards.values() for _, xp in awards)
     if out.ledger_xp != want_xp:
         out.problems.append(f"the ledger holds {out.ledger_xp} daily_login XP, expected {want_xp}")
+    return out
+
+
+@dataclass
+class SeasonOutcome:
+    """What ``xp_totals`` and ``xp_balance`` hold for seasons after a run."""
+
+    differing: int = 0
+    """Learners whose (season, seasonal XP) differs from the expectation."""
+    ledger_differing: int = 0
+    """Learners whose seasonal XP differs from their ledger rows (``seasons_vs_ledger``)."""
+    current_season_xp: int = 0
+    """The seasonal XP ``xp_balance`` shows, summed over learners (the current season's)."""
+    problems: list[str] = field(default_factory=list)
+    """Every way this differs from the expectation (empty: exact)."""
+
+
+def read_season_outcome(settings: Settings,
+                        expected: dict[str, tuple[str, int]]) -> SeasonOutcome:
+    """Compare every learner's season and seasonal XP in ``xp_totals`` with ``expected``
+    (student -> (season id, XP)), and with the ledger (docs/design.md, "Grants: seasons")."""
+    url = settings.database_url
+    out = SeasonOutcome()
+    with connect(url) as conn, mapped_errors(url):
+        got = {str(r[0]): (r[1], int(r[2])) for r in conn.execute(
+            "SELECT student_id, season_id, seasonal_xp FROM xp_totals "
+            "WHERE season_id IS NOT NULL")}
+        row = conn.execute(query("seasons_vs_ledger")).fetchone()
+        out.ledger_differing = int(row[0]) if row else 0
+        row = conn.execute("SELECT coalesce(sum(seasonal_xp), 0) FROM xp_balance").fetchone()
+        out.current_season_xp = int(row[0]) if row else 0
+    differ = [s for s in set(got) | set(expected) if got.get(s) != expected.get(s)]
+    out.differing = len(differ)
+    if differ:
+        example = [(s, got.get(s), expected.get(s)) for s in differ[:2]]
+        out.problems.append(f"{len(differ)} learners' seasonal XP differs from the "
+                            f"expectation, e.g. {example}")
+    if out.ledger_differing:
+        out.problems.append(f"{out.ledger_differing} learners' seasonal XP differs from "
+                            "their ledger rows")
     return out

@@ -12,6 +12,10 @@ Rules (the legacy ``apply_xp_event`` trigger, docs/design.md guarantee 7):
   carries a negative ``metadata.games_played`` (the legacy counts move to xp_totals);
 - ``version`` counts applied events: the totals writer's upsert never replaces a row by one with
   a lower version, so PostgreSQL never moves backwards;
+- ``seasonal_xp``/``season_id`` (docs/design.md, "Grants: seasons"): the event's season is the
+  season holding ``min(created_at, record timestamp)``; the same season adds ``delta``, a newer
+  one rolls over (``seasonal_xp = delta``), an older one or none leaves them alone, so
+  ``seasonal_xp`` is the ledger's sum over the stored season whatever the arrival order;
 - ``partition``/``offset``/``record_index`` is the source position of the last applied event
   (``record_index`` = its place in a batched record, 0 for a record of one event): a
   re-delivered event (Faust at-least-once after kill -9) at or before it is not applied again.
@@ -48,6 +52,16 @@ class Totals(NamedTuple):
     """Source offset of the last applied event."""
     record_index: int = 0
     """Place of that event in its record (batched records, ``xp_event_batch.v1.json``)."""
+    seasonal_xp: int = 0
+    """Sum of the deltas (XP) of the stored season's events."""
+    season_id: str | None = None
+    """The newest season an applied event fell in (None: none yet)."""
+    season_start_us: int | None = None
+    """Its start, microseconds since the Unix epoch (orders seasons; not in PostgreSQL)."""
+
+
+SeasonKey = tuple[int, str]
+"""A season as the fold sees it: (start in microseconds since the epoch, season id)."""
 
 
 CARRIES_GAMES = frozenset({"backfill", "adjustment"})
@@ -76,9 +90,9 @@ MAX_GAMES = 2**31 - 1
 
 
 def fold(totals: Totals | None, event: XpEvent, partition: int, offset: int, now: float,
-         index: int = 0) -> Totals:
+         index: int = 0, season: SeasonKey | None = None) -> Totals:
     """Return ``totals`` with ``event`` (read at ``partition``/``offset``, ``index`` in its
-    record) applied at ``now`` (seconds since the epoch).
+    record, falling in ``season``) applied at ``now`` (seconds since the epoch).
 
     The caller has already decided the event is new (see :mod:`streams.dedupe`).
 
@@ -101,7 +115,14 @@ def fold(totals: Totals | None, event: XpEvent, partition: int, offset: int, now
         if legacy_type and event.kind == "backfill" and (last_at is None or at_us >= last_at):
             last_type, last_at = legacy_type, at_us
     total = t.total_xp + event.delta
-    if not -MAX_TOTAL_XP - 1 <= total <= MAX_TOTAL_XP or not -MAX_GAMES - 1 <= games <= MAX_GAMES:
+    seasonal, season_id, season_start = t.seasonal_xp, t.season_id, t.season_start_us
+    if season is not None:
+        if season[1] == season_id:
+            seasonal += event.delta
+        elif season_start is None or season[0] > season_start:
+            seasonal, season_start, season_id = event.delta, *season
+    if not (-MAX_TOTAL_XP - 1 <= total <= MAX_TOTAL_XP and -MAX_GAMES - 1 <= games <= MAX_GAMES
+            and -MAX_TOTAL_XP - 1 <= seasonal <= MAX_TOTAL_XP):
         raise InvalidEvent("total_overflow", f"student {event.student_id}: total {total} XP, "
                            f"{games} games would overflow xp_totals")
     return Totals(
@@ -114,12 +135,16 @@ def fold(totals: Totals | None, event: XpEvent, partition: int, offset: int, now
         partition=partition,
         offset=offset,
         record_index=index,
+        seasonal_xp=seasonal,
+        season_id=season_id,
+        season_start_us=season_start,
     )
 
 
 def encode_totals(totals: Totals) -> bytes:
     """Serialise totals compactly for the table changelog (a JSON array; entries written
-    before ``record_index`` existed have one field less and decode with 0)."""
+    before ``record_index`` or the season fields existed are shorter and decode with their
+    defaults)."""
     return orjson.dumps(tuple(totals))
 
 

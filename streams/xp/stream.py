@@ -41,6 +41,8 @@ from streams.dedupe import (
 from streams.errors import DatabaseUnavailable, InvalidEvent
 from streams.events import XpEvent, decode_record
 from streams.metrics import Metrics
+from streams.policies import to_us
+from streams.policy_feed import PolicyFeed
 from streams.settings import Settings
 from streams.worker.checkpoint import Checkpoint
 from streams.worker.state import TableState, new_table
@@ -71,6 +73,8 @@ class XpStream:
             new_table(app, settings, topics.DEDUPE_TABLE), encode_sighting, decode_sighting)
         self.tables: list[TableState[Any]] = [self.totals, self.seen]
         self.limits = settings.limits()
+        self.feed = PolicyFeed(settings, metrics)
+        """The season calendar (docs/design.md, "Grants: seasons")."""
         self._conn: Any = None
         self._newest_created = 0.0
         self._expiry_cursor: dict[int, bytes | None] = {}
@@ -82,9 +86,11 @@ class XpStream:
 
         Per record: validate (invalid -> DLQ); per event in it (one, or a batched record's
         events in order): classify its event id (:mod:`.dedupe`), fold a new event into its
-        student's totals (:mod:`.fold`). Table writes go to the checkpoint's overlays: one
+        student's totals (:mod:`.fold`) and its season (the calendar read to the end of the
+        policies topic first). Table writes go to the checkpoint's overlays: one
         changelog record per student and per event id per checkpoint.
         """
+        await self.feed.catch_up()
         counts: Counter[str] = Counter()
         position = (partition, self.settings.topic_partitions)
         invalid = 0
@@ -136,7 +142,10 @@ class XpStream:
             assert current is not None
             self.totals.put(p, key, current)
         else:
-            self.totals.put(p, key, fold(current, ev, p, offset, now, index))
+            calendar = self.feed.policies.calendar
+            season = calendar.season_at_us(min(to_us(ev.created_at), record.timestamp * 1000)) \
+                if calendar.seasons else None
+            self.totals.put(p, key, fold(current, ev, p, offset, now, index, season))
             outcome = "valid"
         if sighting is None:
             sighting = Sighting(ev.fingerprint, p, offset, now, created, index)
@@ -173,10 +182,11 @@ class XpStream:
             log.debug("dedupe: expired %d entries past the horizon", dropped)
 
     async def close(self) -> None:
-        """Close the ledger-check connection."""
+        """Close the ledger-check connection and the policy feed's consumer."""
         if self._conn is not None and not self._conn.closed:
             await self._conn.close()
         self._conn = None
+        await self.feed.stop()
 
     async def ledger_position(self, event_id: str) -> tuple[int, int, int, bytes] | None:
         """Return (partition, offset, record_index, fingerprint) of ``event_id`` in the

@@ -15,7 +15,7 @@ def totals_row(student_id: str, t: Totals) -> Row:
     last_at = (None if t.last_game_at_us is None
                else datetime.fromtimestamp(t.last_game_at_us / 1e6, UTC))
     return (student_id, t.total_xp, t.games_played, t.last_game_type, last_at,
-            datetime.fromtimestamp(t.updated_at, UTC), t.version)
+            datetime.fromtimestamp(t.updated_at, UTC), t.version, t.seasonal_xp, t.season_id)
 
 
 class TotalsWriter(LatestPerKeyWriter[Totals]):

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2] / "streams"
 
 GROUND = {"streams.settings", "streams.topics", "streams.topology", "streams.errors",
           "streams.metrics", "streams.events", "streams.dedupe", "streams.xp.fold",
-          "streams.actions.fold", "streams.grant.decide", "streams.grant.policy"}
+          "streams.actions.fold", "streams.grant.decide", "streams.policies"}
 """Modules that decide and describe; they do no I/O."""
 IO_LIBRARIES = ("aiokafka", "psycopg", "faust", "mode", "socket", "subprocess", "asyncio",
                 "urllib.request", "http", "requests", "tenacity")

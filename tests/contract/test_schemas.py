@@ -11,7 +11,7 @@ import pytest
 from streams.errors import InvalidEvent
 from streams.events import SCHEMA_DIR, decode_record, decode_xp, load_schema, schema_validator
 from streams.grant.decide import decode_claim
-from streams.grant.policy import Calendar, PolicyError, PolicyVersion
+from streams.policies import Calendar, PolicyError, PolicyVersion
 
 EXAMPLES = SCHEMA_DIR / "examples"
 

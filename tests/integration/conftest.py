@@ -95,7 +95,7 @@ def settings(stack: LocalStack, tmp_path: Path, broker: str,
 class Pipeline:
     """The worker, totals writer and ledger sink of one test, as real child processes; with
     ``actions`` also the action ledger sink and the progress writer, with ``grants`` the award
-    sink and the grant writer."""
+    sink, the grant writer and the rules sink."""
 
     def __init__(self, settings: Settings, log_dir: Path, actions: bool = False,
                  grants: bool = False) -> None:
@@ -106,7 +106,8 @@ class Pipeline:
         if actions:
             ports |= {"action-sink": free_port(), "progress-writer": free_port()}
         if grants:
-            ports |= {"award-sink": free_port(), "grant-writer": free_port()}
+            ports |= {"award-sink": free_port(), "grant-writer": free_port(),
+                      "rules-sink": free_port()}
         self.procs = {name: PipelineProcess(name, settings, log_dir / f"{name}.log", port)
                       for name, port in ports.items()}
         self.killed: set[str] = set()

@@ -72,18 +72,19 @@ def test_action_events_fold_into_vector_progress_exactly(settings: Settings,
 
 def test_rollback_undoes_migrations_newest_first_and_migrate_reapplies(settings: Settings) -> None:
     url = settings.database_url
-    assert rollback(url, 2) == ["V005__xp_grant.sql", "V004__action_events.sql",
-                                "V003__roles_and_rls.sql"]
+    assert rollback(url, 2) == ["V006__seasons_and_rules.sql", "V005__xp_grant.sql",
+                                "V004__action_events.sql", "V003__roles_and_rls.sql"]
     with psycopg.connect(url) as conn:
         tables = {r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert {"action_events", "vector_progress", "xp_parent_links", "xp_awards",
-            "xp_claim_outcomes", "xp_streaks", "xp_users"}.isdisjoint(tables)
+            "xp_claim_outcomes", "xp_streaks", "xp_users", "xp_rules",
+            "xp_seasons"}.isdisjoint(tables)
     assert {"xp_events", "xp_totals"} <= tables
     refused = streams(["migrate", "--rollback", "1"], settings, stdin=b"n\n")
     assert refused.returncode == 1 and b"Aborted" in refused.stderr
     assert migrate(url) == ["V003__roles_and_rls.sql", "V004__action_events.sql",
-                            "V005__xp_grant.sql"]
+                            "V005__xp_grant.sql", "V006__seasons_and_rules.sql"]
     done = streams(["migrate", "--rollback", "0", "--yes"], settings)
     assert done.returncode == 0, done.stderr.decode()
     assert b"V001__init_schema.sql" in done.stdout

@@ -99,7 +99,7 @@ def test_status_reports_lag_dlq_and_reconciliation(settings: Settings, tmp_path)
     groups = {lag["group"] for lag in status["lags"]}
     assert groups == {settings.worker_group, settings.ledger_group, settings.totals_group,
                       settings.action_ledger_group, settings.progress_group,
-                      settings.award_group, settings.grant_group}
+                      settings.award_group, settings.grant_group, settings.rules_group}
     assert all(lag["lag_records"] == 0 for lag in status["lags"])
     assert status["dlq"] == expected.invalid
     assert status["mismatched_students"] == 0

@@ -7,7 +7,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -190,5 +190,76 @@ def test_replay_of_the_claims_topic_reproduces_outcomes_and_awards(
         changed = streams(["replay-grants", "--json"], s)
         assert changed.returncode == 1
         assert len(orjson.loads(changed.stdout)["awards_differing"]) == 1
+    finally:
+        pipeline.stop()
+
+
+def test_seasonal_xp_follows_the_calendar_and_matches_the_ledger(
+        settings: Settings, tmp_path: Any) -> None:
+    """Seasons (docs/design.md, "Grants: seasons"): the rules sink writes the policy and the
+    calendar; each event's season is that of min(created_at, record timestamp); a newer
+    season rolls seasonal XP over, an older one adds only to the lifetime total; reconcile
+    compares seasonal XP with the ledger, and rebuild-totals mends a corrupted value."""
+    s = settings
+    split = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=10)
+
+    def z(at: datetime) -> str:
+        return at.isoformat().replace("+00:00", "Z")
+
+    calendar = {"kind": "season_calendar", "policy_id": "seasons", "version": 1, "seasons": [
+        {"season_id": "S1", "starts_at": z(split - timedelta(days=20)), "ends_at": z(split)},
+        {"season_id": "S2", "starts_at": z(split), "ends_at": z(split + timedelta(days=300))}]}
+    a, b, c, d = (str(uuid.uuid4()) for _ in range(4))
+
+    def event(student: str, delta: int, at: datetime) -> dict[str, Any]:
+        return {"id": str(uuid.uuid4()), "student_id": student, "kind": "quiz", "delta": delta,
+                "created_at": z(at)}
+
+    def ms(at: datetime) -> int:
+        return int(at.timestamp() * 1000)
+
+    now = datetime.now(UTC)
+    xp = [(a.encode(), event(a, 5, now - timedelta(days=1)), None),        # S2
+          (a.encode(), event(a, 7, split - timedelta(days=5)), None),      # late S1: lifetime
+          (a.encode(), event(a, 3, now - timedelta(hours=1)), None),       # S2
+          (b.encode(), event(b, 4, split - timedelta(days=5)), None),      # S1
+          (b.encode(), event(b, 6, now - timedelta(hours=2)), None),       # S2: rollover
+          # created in S2, but its record is stamped in S1: the earlier time decides
+          (c.encode(), event(c, 9, split + timedelta(hours=1)), ms(split - timedelta(hours=1))),
+          (c.encode(), event(c, 2, split - timedelta(days=2)), None)]      # S1
+    pipeline = Pipeline(s, tmp_path, grants=True)
+    try:
+        asyncio.run(_send(s, s.policies_topic, [(b"daily_login:1", POLICY, PUBLISHED),
+                                                (b"seasons:1", calendar, PUBLISHED)]))
+        pipeline.start()
+        asyncio.run(_send(s, s.xp_topic, xp))
+        asyncio.run(_send(s, s.claims_topic, [(d.encode(), _claim(d), None)]))
+        want = {a: (15, "S2", 8), b: (10, "S2", 6), c: (11, "S1", 11), d: (10, "S2", 10)}
+
+        def totals() -> dict[str, tuple[int, str, int]]:
+            with psycopg.connect(s.database_url) as conn:
+                return {str(r[0]): tuple(r[1:]) for r in conn.execute(  # type: ignore[misc]
+                    "SELECT student_id, total_xp, season_id, seasonal_xp FROM xp_totals")}
+        wait_for(lambda: totals() == want, 90, f"seasonal totals {want}")
+        pipeline.wait_caught_up()
+        wait_for(lambda: query_one(s.database_url, "SELECT count(*) FROM xp_seasons_current")
+                 == (2,), 60, "the calendar in xp_seasons")
+        assert query_one(s.database_url, "SELECT policy_id, version, effective_day::text "
+                         "FROM xp_rules") == ("daily_login", 1, "2026-01-01")
+        assert query_one(s.database_url, "SELECT season_id FROM xp_ledger WHERE "
+                         "student_id = %s AND delta = 9", c) == ("S1",)
+        balances = {str(r[0]): r[1:] for r in psycopg.connect(s.database_url).execute(
+            "SELECT student_id, lifetime_xp, seasonal_xp, current_season_id FROM xp_balance")}
+        assert balances[a] == (15, 8, "S2") and balances[c] == (11, 0, "S2")
+        done = streams(["reconcile", "--json"], s)
+        assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+        assert orjson.loads(done.stdout)["seasons_unmatched"] == 0
+        with psycopg.connect(s.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE xp_totals SET seasonal_xp = 99 WHERE student_id = %s", (b,))
+        broken = streams(["reconcile", "--json", "--wait", "5"], s)
+        assert broken.returncode == 1 and orjson.loads(broken.stdout)["seasons_unmatched"] == 1
+        mended = streams(["rebuild-totals", "--user", b], s)
+        assert mended.returncode == 0, mended.stderr.decode()
+        assert totals() == want
     finally:
         pipeline.stop()

@@ -172,3 +172,46 @@ def test_a_total_beyond_the_bigint_column_is_refused() -> None:
     with pytest.raises(InvalidEvent) as info:
         fold(near, make(3, delta=5), 0, 2, 3.0)
     assert info.value.reason == "total_overflow"
+
+
+def test_seasonal_xp_adds_in_its_season_rolls_over_to_a_newer_one_and_ignores_an_older_one(
+        ) -> None:
+    s1, s2 = (1_000, "S1"), (2_000, "S2")
+    t = fold(None, make(1, delta=5), 0, 0, 1.0, season=s1)
+    t = fold(t, make(2, delta=7), 0, 1, 1.0, season=s1)
+    assert (t.seasonal_xp, t.season_id) == (12, "S1")
+    t = fold(t, make(3, delta=3), 0, 2, 1.0, season=s2)  # rollover
+    assert (t.seasonal_xp, t.season_id, t.total_xp) == (3, "S2", 15)
+    t = fold(t, make(4, delta=100), 0, 3, 1.0, season=s1)  # late, older season: lifetime only
+    t = fold(t, make(5, delta=50), 0, 4, 1.0)  # in no season (a gap): lifetime only
+    assert (t.seasonal_xp, t.season_id, t.total_xp) == (3, "S2", 165)
+    assert decode_totals(encode_totals(t)) == t
+
+
+season_events = st.lists(st.tuples(st.integers(-50, 500), st.sampled_from([None, 0, 1, 2])),
+                         min_size=1, max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=season_events, data=st.data())
+def test_seasonal_xp_is_the_ledger_sum_of_the_newest_season_in_any_order(events, data) -> None:  # type: ignore[no-untyped-def]
+    """Property P12 (docs/design.md, "Grants: seasons"): whatever order a learner's events
+    arrive in, ``seasonal_xp`` is the sum of the deltas of the newest season among them (the
+    ledger's sum for that season), and ``total_xp`` never drops at a rollover."""
+    seasons = [(1_000 * (i + 1), f"S{i}") for i in range(3)]
+    order = data.draw(st.permutations(range(len(events))))
+    t = None
+    for offset, i in enumerate(order):
+        delta, s = events[i]
+        before = t.total_xp if t else 0
+        ev = make(i, kind="adjustment" if delta < 0 else "typing", delta=delta)
+        t = fold(t, ev, 0, offset, 1.0, season=None if s is None else seasons[s])
+        assert t.total_xp == before + delta
+    in_seasons = [s for _, s in events if s is not None]
+    assert t is not None
+    if not in_seasons:
+        assert (t.season_id, t.seasonal_xp) == (None, 0)
+    else:
+        newest = max(in_seasons)
+        assert t.season_id == seasons[newest][1]
+        assert t.seasonal_xp == sum(d for d, s in events if s == newest)

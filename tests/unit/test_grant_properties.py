@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.grant.decide import Claim, GrantState, decide, iso, receipt, to_us
-from streams.grant.policy import Policies, PolicyError, PolicyVersion
+from streams.policies import Policies, PolicyError, PolicyVersion
 
 ZONES = ["America/New_York", "Europe/Stockholm", "Pacific/Kiritimati", "Pacific/Pago_Pago",
          "Etc/GMT+12", "Asia/Kathmandu", "Australia/Lord_Howe", "America/St_Johns",

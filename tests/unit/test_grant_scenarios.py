@@ -23,7 +23,8 @@ from streams.grant.decide import (
     receipt,
     to_us,
 )
-from streams.grant.policy import Policies, PolicyVersion, publish_deadline
+from streams.policies import Calendar, Policies, PolicyVersion, publish_deadline
+from streams.policy_feed import apply, refusal
 
 P: dict[str, Any] = {
     "base_xp": 10,
@@ -207,6 +208,40 @@ def test_13_a_version_published_too_late() -> None:
     assert datetime(2026, 9, 1, 9, 30, tzinfo=UTC) > deadline
 
 
+def test_a_season_is_added_or_changed_only_the_publish_lead_before_it_starts() -> None:
+    """docs/design.md, "Grants: seasons": a started season is immutable, and a season is
+    added, moved or dropped at least the lead before it starts (or an event could fall in a
+    season some decider does not know yet)."""
+    def calendar(version: int, *seasons: tuple[str, str, str]) -> dict[str, Any]:
+        return {"kind": "season_calendar", "policy_id": "seasons", "version": version,
+                "seasons": [{"season_id": i, "starts_at": a, "ends_at": b}
+                            for i, a, b in seasons]}
+    s1 = ("S1", "2026-01-01T00:00:00Z", "2026-07-01T00:00:00Z")
+    s2 = ("S2", "2026-07-01T00:00:00Z", "2027-01-01T00:00:00Z")
+    pol = Policies()
+    now = datetime(2026, 6, 30, 22, 0, tzinfo=UTC)  # S2 starts in 2 h, S1 has started
+    assert refusal(calendar(1, s1), now, 3600, pol) is not None  # S1 has started
+    assert refusal(calendar(1, s1), datetime(2025, 12, 1, tzinfo=UTC), 3600, pol) is None
+    apply(calendar(1, s1), pol)
+    assert refusal(calendar(2, s1, s2), now, 3600, pol) is None  # 2 h ahead, lead 1 h
+    late = refusal(calendar(2, s1, s2), now, 3 * 3600, pol)  # lead 3 h: too late
+    assert late is not None and late.startswith("season_too_late: seasons ['S2']")
+    moved = refusal(calendar(2, ("S1", "2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z")),
+                    now, 3600, pol)
+    assert moved is not None and "['S1']" in moved
+    past = refusal(calendar(2, s1, ("S0", "2025-01-01T00:00:00Z", "2025-06-01T00:00:00Z")),
+                   now, 3600, pol)  # a season added in the past would re-season old events
+    assert past is not None and "['S0']" in past
+    apply(calendar(2, s1, s2), pol)
+    assert refusal(calendar(2, s1, s2), now, 3600, pol) is None  # read again: the same
+    older = refusal(calendar(1, s1), now, 3600, pol)
+    assert older is not None and older.startswith("calendar_version: season calendar v1")
+    cal = Calendar.from_record(calendar(2, s1, s2))
+    assert cal.season_of(datetime(2026, 7, 1, tzinfo=UTC)) == "S2"  # half-open intervals
+    assert cal.season_of(datetime(2026, 6, 30, 23, 59, 59, 999999, tzinfo=UTC)) == "S1"
+    assert cal.season_of(datetime(2027, 1, 1, tzinfo=UTC)) is None
+
+
 def test_15_the_first_claim_sets_the_zone_and_a_mismatch_is_a_hint() -> None:
     o = Student()
     first = o.claim("2026-01-31T23:10:00Z", client_tz="Europe/Stockholm")
@@ -277,17 +312,23 @@ def test_the_receipt_depends_on_student_policy_and_day_only() -> None:
 
 def test_the_claim_workload_model_and_the_rule_agree() -> None:
     """loadgen's expectation (computed without the rule's code) = ``decide`` over the same
-    claims: 60 learners, 40 days across the autumn DST changes of both hemispheres."""
+    claims: 60 learners, 40 days across the autumn DST changes of both hemispheres; and its
+    seasonal XP = the fold of the awards under the workload's calendar (a rollover 14 days
+    before the end)."""
     from datetime import date
 
+    from streams.events import decode_xp
     from streams.grant.decide import decode_claim
-    from streams.lab.loadgen import CLAIM_POLICY, generate_claims
+    from streams.lab.loadgen import CLAIM_POLICY, claim_calendar, generate_claims
+    from streams.xp.fold import Totals, fold
 
     records, expected = generate_claims(60, 40, seed=5, last_day=date(2026, 11, 20))
     pol = Policies()
     pol.add(PolicyVersion.from_record(CLAIM_POLICY))
+    apply(claim_calendar(date(2026, 11, 20)), pol)
     states: dict[str, GrantState] = {}
     awards: dict[str, list[tuple[str, int]]] = {}
+    totals: dict[str, Totals] = {}
     for offset, (key, value, ts) in enumerate(records):
         claim = decode_claim(key, value, 65536, ts, 0, offset)
         decision = decide(states.get(claim.student_id, GrantState()), claim, pol)
@@ -296,6 +337,13 @@ def test_the_claim_workload_model_and_the_rule_agree() -> None:
             award = orjson.loads(decision.award)
             awards.setdefault(claim.student_id, []).append(
                 (award["metadata"]["reward_day_id"], award["delta"]))
+            event = decode_xp(key, decision.award, 65536)
+            season = pol.calendar.season_at_us(to_us(event.created_at))
+            assert (season[1] if season else None) == award["metadata"]["season_id"]
+            totals[claim.student_id] = fold(totals.get(claim.student_id), event, 0, offset,
+                                            1.0, season=season)
     assert awards == expected.awards
+    assert {sid: (t.season_id, t.seasonal_xp) for sid, t in totals.items()} == expected.seasonal
+    assert all(t.seasonal_xp < t.total_xp for t in totals.values())  # all rolled over
     assert {sid: (s.current_streak, s.longest_streak, s.grace_tokens)
             for sid, s in states.items() if s.last_day} == expected.streaks

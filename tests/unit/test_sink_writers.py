@@ -56,11 +56,12 @@ def test_the_ledger_writer_maps_each_event_to_its_row_with_provenance() -> None:
     rows = writer.take()
     assert len(rows) == 1
     event_id, student, kind, delta, word_set, homework, created, metadata, _fp, topic, \
-        partition, offset, index = rows[0]
+        partition, offset, index, record_ts = rows[0]
     assert (event_id, student, kind, delta) == (str(uuid.UUID(int=1, version=4)), STUDENT,
                                                 "typing", 7)
     assert (word_set, homework, metadata, created) == (None, None, None, CREATED)
     assert (topic, partition, offset, index) == ("xp-events", OWN, 41, 0)
+    assert record_ts == CREATED  # the record's timestamp: with created_at, it picks the season
     assert counted(metrics, "xp_records_total", stage="ledger", outcome="valid") == 2
     assert counted(metrics, "xp_records_total", stage="ledger", outcome="invalid") == 1
     assert writer.pending() == 0 and writer.take() == []
@@ -104,7 +105,7 @@ def test_the_totals_writer_keeps_the_highest_version_per_student_in_any_order() 
     latest = writer.take()
     assert set(latest) == {key} and latest[key].version == 5
     row = writer.row(key, latest[key])
-    assert row[:4] == (STUDENT, 50, 0, None) and row[-1] == 5
+    assert row[:4] == (STUDENT, 50, 0, None) and row[6] == 5 and row[7:] == (0, None)
 
 
 def test_the_progress_writer_keeps_the_row_with_the_most_events_folded() -> None:

@@ -1,5 +1,7 @@
-"""Grant policies as data: versions chosen by reward day, merge-patched overrides, integer
-amounts, the season calendar. Pure functions, no I/O (docs/design.md, "Grants: policies").
+"""The policies topic's records as data: grant policy versions (chosen by reward day,
+merge-patched overrides, integer amounts) and the season calendar. Pure functions, no I/O
+(docs/design.md, "Grants: policies" and "Grants: seasons"). A ground module: the grant stream
+decides amounts with it, the XP stream the season of an event.
 
 A policy version is an immutable JSON document (schema ``xp_policy.v1.json``). The version for
 reward day D is the one with the largest ``effective_day <= D``, so exactly one version applies
@@ -13,6 +15,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 DEFAULT_GRACE = {"initial_tokens": 1, "max_tokens": 2, "earn_every_streak_days": 7,
@@ -170,6 +173,15 @@ class PolicyVersion:
                     raise PolicyError(f"{where}: streak day {day} would award {xp} XP")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_us(instant: datetime) -> int:
+    """Aware datetime -> microseconds since the epoch (exact: no float on the way)."""
+    delta = instant - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 @dataclass(frozen=True)
 class Season:
     """A season: the half-open UTC interval [starts_at, ends_at)."""
@@ -205,18 +217,35 @@ class Calendar:
 
     def season_of(self, instant: datetime) -> str | None:
         """The season holding ``instant`` (None: before, after or between seasons)."""
-        starts = [s.starts_at for s in self.seasons]
-        i = bisect.bisect_right(starts, instant) - 1
-        if i >= 0 and instant < self.seasons[i].ends_at:
-            return self.seasons[i].season_id
+        found = self.season_at_us(to_us(instant))
+        return found[1] if found else None
+
+    @cached_property
+    def _starts_us(self) -> list[int]:
+        return [to_us(s.starts_at) for s in self.seasons]
+
+    @cached_property
+    def _ends_us(self) -> list[int]:
+        return [to_us(s.ends_at) for s in self.seasons]
+
+    def season_at_us(self, instant_us: int) -> tuple[int, str] | None:
+        """(start in microseconds since the epoch, season id) of the season holding
+        ``instant_us`` (microseconds since the epoch), or None. The start orders seasons:
+        they never overlap (docs/design.md, "Grants: seasons")."""
+        i = bisect.bisect_right(self._starts_us, instant_us) - 1
+        if i >= 0 and instant_us < self._ends_us[i]:
+            return self._starts_us[i], self.seasons[i].season_id
         return None
 
-    def changes_started(self, newer: Calendar, now: datetime) -> list[str]:
-        """Seasons of this calendar that started before ``now`` and that ``newer`` changes or
-        drops: a started season is immutable."""
-        kept = {s.season_id: s for s in newer.seasons}
-        return [s.season_id for s in self.seasons
-                if s.starts_at <= now and kept.get(s.season_id) != s]
+    def changes_before(self, newer: Calendar, instant: datetime) -> list[str]:
+        """Seasons that ``newer`` adds, changes or drops compared with this calendar and that
+        start (in either) before ``instant``: a season that has started is immutable, and a
+        season is changed or added at least the publish lead before it starts, so that every
+        decider has the calendar before an event can fall in it."""
+        old = {s.season_id: s for s in self.seasons}
+        new = {s.season_id: s for s in newer.seasons}
+        return sorted(sid for sid in old.keys() | new.keys() if old.get(sid) != new.get(sid)
+                      and min(s.starts_at for s in (old.get(sid), new.get(sid)) if s) < instant)
 
 
 @dataclass

@@ -1,12 +1,13 @@
 """The policy feed: the policies topic read to its end, then tailed, into
-:class:`streams.grant.policy.Policies` (docs/design.md, "Grants: policies").
+:class:`streams.policies.Policies` (docs/design.md, "Grants: policies").
 
 A plain aiokafka consumer with no group (one partition, assigned), not a Faust GlobalTable:
-every worker process reads the whole topic. Claims are decided only once the feed has reached
-the end the topic had when the batch was fetched, so a version published before a claim is
-applied to it. A record that breaks the schema or a policy rule, or arrives after its version's
-deadline, is refused, counted and logged, and never applied: every decider refuses the same
-records, so replay agrees.
+every worker process reads the whole topic (the grant stream for policy versions, the XP
+stream for the season calendar, one feed each). Claims are decided and XP events folded only
+once the feed has reached the end the topic had when the batch was fetched, so a version or
+calendar published before a record is applied to it. A record that breaks the schema or a
+policy rule, or arrives after its deadline, is refused, counted and logged, and never applied:
+every decider refuses the same records, so replay agrees.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import fastjsonschema
 import orjson
@@ -23,8 +24,8 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from streams import kafka
 from streams.events import schema_validator
-from streams.grant.policy import Calendar, Policies, PolicyError, PolicyVersion, publish_deadline
 from streams.metrics import Metrics
+from streams.policies import Calendar, Policies, PolicyError, PolicyVersion, publish_deadline
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,17 @@ def refusal(record: dict[str, object], timestamp: datetime, lead_seconds: float,
             Policies({k: list(v) for k, v in policies.versions.items()}).add(version)
         else:
             calendar = Calendar.from_record(record)
-            changed = policies.calendar.changes_started(calendar, timestamp)
+            current = policies.calendar
+            if calendar.version < current.version or (calendar.version == current.version
+                                                      and calendar != current):
+                return (f"calendar_version: season calendar v{calendar.version} is not newer "
+                        f"than v{current.version}")
+            deadline = timestamp + timedelta(seconds=lead_seconds)
+            changed = policies.calendar.changes_before(calendar, deadline)
             if changed:
-                return f"season_started: seasons {changed} have started and cannot change"
+                return (f"season_too_late: seasons {changed} start before {deadline.isoformat()}"
+                        f" (the publish lead of {lead_seconds:.0f} s from now); a season is "
+                        f"added or changed at least that long before it starts, never after")
     except PolicyError as exc:
         return f"policy: {exc}"
     return None
