@@ -42,6 +42,7 @@ class Scratch:
             action_topic=f"{self.prefix}-actions",
             action_ledger_group=f"{self.prefix}-action-ledger",
             progress_group=f"{self.prefix}-progress", data_dir=str(workdir / "worker"),
+            **self._grant_names(self.prefix),
         )
         """Settings of the run: its schema, topics and groups."""
         self.admin_url = settings.database_url
@@ -55,13 +56,22 @@ class Scratch:
                             ledger_group=f"{self.prefix}-{name}-ledger",
                             totals_group=f"{self.prefix}-{name}-totals",
                             action_topic=f"{self.prefix}-{name}-actions",
-                            data_dir=str(self.workdir / f"worker-{name}"))
+                            data_dir=str(self.workdir / f"worker-{name}"),
+                            **self._grant_names(f"{self.prefix}-{name}"))
         self.add_topics(s)
         return s
+
+    @staticmethod
+    def _grant_names(prefix: str) -> dict[str, str]:
+        """The grant stream's topics and groups of a run: never the broker's real ones."""
+        return {"claims_topic": f"{prefix}-claims", "policies_topic": f"{prefix}-policies",
+                "outcomes_topic": f"{prefix}-outcomes", "award_group": f"{prefix}-award",
+                "grant_group": f"{prefix}-grant", "rules_group": f"{prefix}-rules"}
 
     def add_topics(self, s: Settings) -> None:
         """Create the pipeline's topics of ``s`` and remember them for :meth:`cleanup`."""
         self.topics += [s.xp_topic, s.dlq_topic, s.action_topic, s.action_dlq_topic,
+                        s.claims_topic, s.claims_dlq_topic, s.outcomes_topic, s.policies_topic,
                         *(topics.changelog_topic(s.worker_group, t)
                           for t in topics.WORKER_TABLES)]
         asyncio.run(kafka.pipeline_topics(s))

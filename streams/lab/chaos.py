@@ -16,6 +16,9 @@ every ``--fault-interval`` seconds (the schedule cycles through the faults in a 
   ``pg-terminate``: every client connection terminated while a write runs (6);
 - ``duplicate-storm``: 1,000 already published valid records resent ``--storm-repeats`` times
   (guarantee 2); ``poison-burst``: ``--poison`` invalid records of every DLQ reason (5);
+- ``claim-storm``: 100 new learners each claim their daily login 5 times at one instant (one
+  claim id sent by 3 producers, another id twice), and a worker is killed -9 half way: each
+  learner must get exactly one award (one ledger row, total = the award's XP);
 - ``broker-restart`` (not in the default list): the broker restarted: every node of a local
   Apache Kafka killed -9 and started again on its log dirs, the local Tansu (in-memory storage)
   stopped and started, or ``--broker-restart-command``. A broker that comes back without the
@@ -41,6 +44,7 @@ import random
 import subprocess
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -57,14 +61,25 @@ from streams.dev.scratch import Scratch
 from streams.dev.stack import LocalStack, PipelineProcess
 from streams.errors import InvalidEvent
 from streams.events import decode_record
-from streams.lab.loadgen import Expected, LoadSpec, Record, batch_records, generate
+from streams.lab.loadgen import (
+    CLAIM_POLICY,
+    CLAIM_POLICY_PUBLISHED_MS,
+    CLAIM_ZONES,
+    Expected,
+    LoadSpec,
+    Record,
+    TimedRecord,
+    batch_records,
+    generate,
+    publish_timed,
+)
 from streams.lab.outcome import read_outcome
 from streams.publish import Publisher
 from streams.settings import Settings
 
 FAULTS = ("kill-worker", "kill-sink", "kill-totals-writer", "kill-in-commit",
           "kill-in-rebalance", "worker-lost", "pg-outage", "pg-terminate", "duplicate-storm",
-          "poison-burst", "broker-restart", "broker-kill")
+          "poison-burst", "claim-storm", "broker-restart", "broker-kill")
 """Every fault the runner knows, by name."""
 
 BROKER_FAULTS = ("broker-restart", "broker-kill")
@@ -76,6 +91,9 @@ records in memory and runs one node)."""
 
 STORM_RECORDS = 1_000
 """Distinct records a duplicate storm resends."""
+
+CLAIM_STORM_LEARNERS = 100
+"""Learners of one claim storm (each claims 5 times at the same instant)."""
 
 STORM_POOL = 100_000
 """The storm picks its records among this many of the latest published ones."""
@@ -467,6 +485,41 @@ class Chaos:
             self.report.duplicates_dropped += len(storm)
         return f"{len(chosen):,} published records resent {self.storm_repeats} times"
 
+    def fault_claim_storm(self) -> str:
+        rng = self.rng
+        at_ms = int(time.time() * 1000)
+        producers: list[list[TimedRecord]] = [[], [], []]
+        for _ in range(CLAIM_STORM_LEARNERS):
+            student = str(uuid.uuid4())  # not from rng: its seed is the workload's
+            zone = rng.choice(CLAIM_ZONES)
+
+            def claim(student: str = student, zone: str = zone) -> bytes:
+                return orjson.dumps({"type": "daily_login_claim", "student_id": student,
+                                     "id": str(uuid.uuid4()),
+                                     "client_tz": zone, "source": "chaos"})
+            resent, other = claim(), claim()
+            for i, value in enumerate((resent, resent, resent, other, other)):
+                producers[i % 3].append((student.encode(), value, at_ms))
+            with self.lock:  # one award each: 10 XP (streak day 1 of CLAIM_POLICY)
+                self.expected.students[student] = [10, 0, None]
+                self.expected.valid_unique += 1
+        victim = rng.choice(self.live("worker-"))
+
+        async def send(half: int) -> None:
+            await asyncio.gather(*(publish_timed(
+                self.settings, self.settings.claims_topic,
+                p[half * len(p) // 2:(half + 1) * len(p) // 2]) for p in producers))
+        asyncio.run(send(0))
+        self.procs[victim].kill()
+        asyncio.run(send(1))
+        pause = rng.uniform(0.2, 3.0)
+        time.sleep(pause)
+        self.procs[victim].start()
+        with self.lock:
+            self.report.records_published += sum(len(p) for p in producers)
+        return (f"{CLAIM_STORM_LEARNERS} learners x 5 claims at one instant from 3 producers; "
+                f"{victim} killed -9 half way, restarted after {pause:.1f} s")
+
     def fault_poison_burst(self) -> str:
         spec = LoadSpec(events=self.poison, students=100, invalid_ratio=1.0, duplicate_ratio=0.0,
                         conflict_ratio=0.0, seed=self.rng.randrange(1 << 30),
@@ -528,6 +581,8 @@ class Chaos:
         """Set up, run the workload under faults, wait for lag 0, check, clean up."""
         self.scratch.setup()
         self.scratch.add_topics(self.settings)
+        asyncio.run(publish_timed(self.settings, self.settings.policies_topic, [
+            (b"daily_login:1", orjson.dumps(CLAIM_POLICY), CLAIM_POLICY_PUBLISHED_MS)]))
         monitor = threading.Thread(target=self.monitor, name="chaos-monitor", daemon=True)
         published = threading.Event()
         errors: list[BaseException] = []
@@ -582,6 +637,9 @@ class Chaos:
         by itself fails the run)."""
         s = self.settings
         started = time.monotonic()
+        asyncio.run(lag.wait_caught_up(  # claims first: their awards go to the XP topic
+            s, [(s.worker_group, s.claims_topic)], CATCH_UP_TIMEOUT_S,
+            lambda _: self.check_alive(), 1.0))
         asyncio.run(lag.wait_caught_up(
             s, [(s.worker_group, s.xp_topic), (s.ledger_group, s.xp_topic)],
             CATCH_UP_TIMEOUT_S, lambda _: self.check_alive(), 1.0))
