@@ -76,14 +76,16 @@ def apply(record: dict[str, object], policies: Policies) -> None:
 
 
 class PolicyFeed:
-    """The policies topic as the grant stream reads it.
+    """The policies topic as a stream of the worker reads it.
 
     Args:
         settings: the policies topic, the publish lead, the brokers.
-        metrics: ``xp_grant_policy_records_total``, ``xp_grant_policy_lag_records``.
+        metrics: ``xp_grant_policy_records_total``, ``xp_grant_policy_lag_records``; None for
+            a second feed of the same worker (the XP stream's: the grant stream's feed exports
+            and logs what both read, once).
     """
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.policies = Policies()
@@ -122,7 +124,8 @@ class PolicyFeed:
                 raise TimeoutError(f"the policies topic {self._tp.topic} was not read to its "
                                    f"end within {timeout_s:.0f} s")
             await asyncio.sleep(0.05)
-        self.metrics.grant_policy_lag.set(max(0, end - self._next))
+        if self.metrics is not None:
+            self.metrics.grant_policy_lag.set(max(0, end - self._next))
 
     def _read(self, record: ConsumerRecord[bytes, bytes]) -> None:
         if record.value is None:
@@ -137,10 +140,12 @@ class PolicyFeed:
                       if isinstance(value, dict) else "schema: not an object")
         if reason is None:
             apply(value, self.policies)
-            self.metrics.grant_policy_records.labels("applied").inc()
+            if self.metrics is not None:
+                self.metrics.grant_policy_records.labels("applied").inc()
             return
-        self.metrics.grant_policy_records.labels(reason.split(":", 1)[0]).inc()
-        log.error("policies topic offset %d refused: %s", record.offset, reason)
+        if self.metrics is not None:
+            self.metrics.grant_policy_records.labels(reason.split(":", 1)[0]).inc()
+            log.error("policies topic offset %d refused: %s", record.offset, reason)
 
     async def stop(self) -> None:
         """Close the consumer."""

@@ -73,8 +73,9 @@ class XpStream:
             new_table(app, settings, topics.DEDUPE_TABLE), encode_sighting, decode_sighting)
         self.tables: list[TableState[Any]] = [self.totals, self.seen]
         self.limits = settings.limits()
-        self.feed = PolicyFeed(settings, metrics)
-        """The season calendar (docs/design.md, "Grants: seasons")."""
+        self.feed = PolicyFeed(settings, None)
+        """The season calendar (docs/design.md, "Grants: seasons"); the grant stream's feed
+        exports the policies topic's metrics."""
         self._conn: Any = None
         self._newest_created = 0.0
         self._expiry_cursor: dict[int, bytes | None] = {}
