@@ -59,7 +59,19 @@ from streams.dev.scratch import Scratch
 from streams.dev.stack import PipelineProcess
 from streams.errors import InvalidEvent
 from streams.events import decode_xp, partition_for
-from streams.lab.loadgen import Expected, LoadSpec, Record, batch_records, generate, publish_records
+from streams.lab.loadgen import (
+    CLAIM_POLICY,
+    CLAIM_POLICY_PUBLISHED_MS,
+    Expected,
+    LoadSpec,
+    Record,
+    batch_records,
+    claim_calendar,
+    generate,
+    generate_claims,
+    publish_records,
+    publish_timed,
+)
 from streams.lab.outcome import read_outcome
 from streams.settings import Settings
 from streams.xp.ledger import ledger_row
@@ -97,8 +109,9 @@ CREATE TRIGGER trig_apply AFTER INSERT ON trig_events FOR EACH ROW EXECUTE FUNCT
 
 INSERT_LEDGER = (
     "INSERT INTO {table} (id, student_id, kind, delta, word_set_id, homework_id, created_at, "
-    "metadata, fingerprint, topic, \"partition\", \"offset\", record_index) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+    "metadata, fingerprint, topic, \"partition\", \"offset\", record_index, record_ts) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (id) DO NOTHING"
 )
 
 
@@ -111,7 +124,7 @@ PUBLISH_LIMIT = "publish (aiokafka, acks=all)"
 LIMITS = frozenset({PUBLISH_LIMIT, BROKER_LIMIT, DATABASE_LIMIT})
 """The stages that are limits (shown as such, never compared)."""
 
-STAGES = frozenset({"baselines", "worker", "sink", "recovery", "batched", "e2e"})
+STAGES = frozenset({"baselines", "worker", "sink", "recovery", "batched", "claims", "e2e"})
 """Stages that can be left out (``--skip``); the limits always run: ratios need them."""
 
 
@@ -295,6 +308,8 @@ class Bench:
                 self.recovery(records)
             if "batched" in self.stages:
                 self.batched(records)
+            if "claims" in self.stages:
+                self.claims()
             if "e2e" in self.stages:
                 self.end_to_end(records, expected)
         finally:
@@ -348,7 +363,7 @@ class Bench:
             with conn.cursor() as cur, cur.copy(
                     "COPY copy_limit (id, student_id, kind, delta, word_set_id, homework_id, "
                     "created_at, metadata, fingerprint, topic, \"partition\", \"offset\", "
-                    "record_index) FROM STDIN") as copy:
+                    "record_index, record_ts) FROM STDIN") as copy:
                 copy.write(payload)
             conn.commit()
             seconds = time.perf_counter() - started
@@ -470,6 +485,31 @@ class Bench:
             if command in self.stages:
                 self.alone(settings, packed, command, label)
 
+    def claims(self) -> None:
+        """The grant stream: one worker process alone on a claim workload of about the
+        workload's size (learners over 40 days, 1-3 claims on 80% of the days, zones with
+        DST), the policy and a season calendar published first; claims decided per second,
+        from the first commit on the claims topic to lag 0 (the same worker folds the awards
+        it emits into the totals meanwhile)."""
+        settings = self.scratch.variant("claims")
+        claims, expected = generate_claims(max(20, self.spec.events // 64), 40, self.spec.seed)
+        asyncio.run(publish_timed(settings, settings.policies_topic, [
+            (b"daily_login:1", orjson.dumps(CLAIM_POLICY), CLAIM_POLICY_PUBLISHED_MS),
+            (b"seasons:1", orjson.dumps(claim_calendar()), CLAIM_POLICY_PUBLISHED_MS)]))
+        self.say(f"grant stream: publishing {len(claims):,} claims ...")
+        asyncio.run(publish_timed(settings, settings.claims_topic, claims))
+        workers, self.workers = self.workers, 1
+        try:
+            with self.processes(settings, "worker") as procs:
+                events, seconds = asyncio.run(committed_rate(
+                    settings, settings.worker_group, settings.claims_topic,
+                    event_index([(k, v) for k, v, _ in claims], settings.topic_partitions),
+                    procs))
+        finally:
+            self.workers = workers
+        self.add(Stage("grant stream alone (daily-login claims)", events, seconds,
+                       BROKER_LIMIT, f"first commit to lag 0; {expected.award_count:,} awards"))
+
     def end_to_end(self, records: list[Record], expected: Expected) -> None:
         """The whole pipeline on a fresh topic: publish while worker, sink and totals writer
         run; from the first publish until all three have lag 0; then the latency stage."""
@@ -587,7 +627,7 @@ def ledger_rows(records: list[Record], settings: Settings) -> list[tuple[Any, ..
         except InvalidEvent:
             continue
         partition = partition_for(key or b"", settings.topic_partitions)
-        rows.setdefault(ev.id, ledger_row(ev, settings.xp_topic, partition, offset, 0))
+        rows.setdefault(ev.id, ledger_row(ev, settings.xp_topic, partition, offset, 0, None))
     return list(rows.values())
 
 
