@@ -5,18 +5,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class _Exported:
-    """Metrics in their own registry, served over HTTP by :meth:`serve`."""
+    """Metrics in their own registry (served with the health endpoints by
+    :func:`streams.health.serve`)."""
 
     registry: CollectorRegistry
-
-    def serve(self, port: int) -> None:
-        """Serve ``/metrics`` on ``port`` (0 = do not serve)."""
-        if port:
-            start_http_server(port, registry=self.registry)
 
 
 class Metrics(_Exported):

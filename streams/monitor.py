@@ -43,6 +43,13 @@ class Monitor:
         self._last_committed: dict[str, int] = {}
         self._last_reconcile = 0.0
         self.last_mismatched: int | None = None
+        self._not_ready: str | None = "no sample of the consumer offsets yet"
+        """Why the monitor is not ready (:meth:`readiness`), None once a sample succeeded."""
+
+    def readiness(self) -> str | None:
+        """``/readyz`` (:mod:`streams.health`): None while the last sample of the brokers'
+        offsets succeeded, else why not."""
+        return self._not_ready
 
     async def sample(self, reader: OffsetReader) -> list[PartitionLag]:
         """Read every group's lag once and update the metrics."""
@@ -95,9 +102,11 @@ class Monitor:
             while not stop.is_set():
                 try:
                     lags = await self.sample(reader)
+                    self._not_ready = None
                     await asyncio.to_thread(self.maybe_reconcile, lags)
                 except KafkaError as exc:
                     self.metrics.sample_errors.labels("broker").inc()
+                    self._not_ready = f"reading offsets failed: {exc}"
                     log.warning("reading offsets failed: %s", exc)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=self.interval)

@@ -157,7 +157,7 @@ class Settings:
     """XP_MAX_PAST_SECONDS: ... or more than this before it (seconds; backfill events and
     their reversals exempt)."""
     metrics_port: int = 9400
-    """XP_METRICS_PORT: port of the process's Prometheus /metrics endpoint; 0 = off."""
+    """XP_METRICS_PORT: port of the process's /metrics, /healthz and /readyz endpoints; 0 = off."""
     data_dir: str = "var/worker"
     """XP_DATA_DIR: directory of the worker's local table store (RocksDB)."""
     table_store: str = "rocksdb://"

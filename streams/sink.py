@@ -44,6 +44,9 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+DB_PROBE_S = 5.0
+"""An idle sink checks PostgreSQL this often (seconds), for its readiness."""
+
 YIELD_EVERY_RECORDS = 100
 """Records added between two turns of the event loop (each turn lets the batch being written
 advance by one round trip to PostgreSQL)."""
@@ -284,6 +287,12 @@ class PostgresSink:
         # flushing (two transactions at once nest, and psycopg then refuses the commit).
         self._db_lock = asyncio.Lock()
         self._inflight: asyncio.Task[None] | None = None
+        self._db_down: str | None = None
+        """Why the last database operation failed (None: it succeeded)."""
+        self._db_seen = 0.0
+        """When a database operation last ended (monotonic seconds)."""
+        self._assigned = False
+        """Partitions assigned and their offsets loaded (between a revoke and the next: no)."""
         self.adding = asyncio.Lock()
         """Held while a fetch is added to the batch (which yields to the event loop): the
         rebalance listener takes it first, so no record of a revoked partition is added after
@@ -317,10 +326,39 @@ class PostgresSink:
             with attempt:
                 try:
                     await op()
-                except DatabaseUnavailable:
+                except DatabaseUnavailable as exc:
                     self.metrics.db_errors.labels(self.writer.name).inc()
+                    self._db_down, self._db_seen = str(exc), time.monotonic()
                     await self.drop_connection()
                     raise
+                self._db_down, self._db_seen = None, time.monotonic()
+
+    def readiness(self) -> str | None:
+        """``/readyz`` (:mod:`streams.health`): None while the sink has its partitions and
+        PostgreSQL answers, else why not."""
+        if self._consumer is None:
+            return "waiting for the broker and the topic"
+        if not self._assigned:
+            return "waiting for a partition assignment (joining the group or rebalancing)"
+        if self._db_down is not None:
+            return f"PostgreSQL unavailable: {self._db_down}"
+        return None
+
+    async def _probe_database(self) -> None:
+        """When no database operation ended for :data:`DB_PROBE_S` seconds and none runs, run
+        ``SELECT 1``: readiness must notice an outage of an idle sink too."""
+        if time.monotonic() - self._db_seen < DB_PROBE_S or self._db_lock.locked():
+            return
+        async with self._db_lock:
+            try:
+                conn = await self._connection()
+                with mapped_errors(self.settings.database_url):
+                    await conn.execute("SELECT 1")
+                self._db_down = None
+            except DatabaseUnavailable as exc:
+                self._db_down = str(exc)
+                await self.drop_connection()
+            self._db_seen = time.monotonic()
 
     async def load_offsets(self) -> dict[int, int]:
         """Return the offsets stored for this group and topic (partition -> next offset)."""
@@ -473,6 +511,7 @@ class PostgresSink:
                 if self._full() or due:
                     await self._hand_off()
                     batch_started = None
+                await self._probe_database()
             await self.flush()
         finally:
             if self._inflight is not None and not self._inflight.done():
@@ -492,6 +531,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.sink._assigned = False
         async with self.sink.adding:
             try:
                 await asyncio.wait_for(self.sink.flush(), timeout=10)
@@ -505,6 +545,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in assigned:
             if tp.partition in stored:
                 self.consumer.seek(tp, stored[tp.partition])
+        self.sink._assigned = True
         log.info("%s sink: assigned %s, resuming at %s", self.sink.writer.name,
                  sorted(tp.partition for tp in assigned),
                  {tp.partition: stored.get(tp.partition, "earliest") for tp in assigned})

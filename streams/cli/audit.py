@@ -155,11 +155,13 @@ def reconcile_cmd(as_json: bool, wait_s: float, every: float | None) -> None:
         sys.exit(result.exit_code)
     setup_logging()
     from streams.audit.reconcile import run_every
+    from streams.health import Health, serve
     from streams.metrics import ReconcileMetrics
 
-    metrics = ReconcileMetrics()
-    metrics.serve(settings.metrics_port)
-    run_until_signal(lambda stop: run_every(settings, metrics, every, wait_s, stop))
+    metrics, health = ReconcileMetrics(), Health()
+    health.set_readiness(lambda: None)
+    serve(settings.metrics_port, metrics.registry, health)
+    run_until_signal(lambda stop: run_every(settings, metrics, every, wait_s, stop), health)
 
 
 @main.command("rebuild-totals")

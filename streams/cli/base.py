@@ -8,12 +8,15 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from streams.errors import StreamsError
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.health import Health
 
 
 def load_settings() -> Settings:
@@ -37,12 +40,16 @@ def quiet_clients() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
-def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run coroutine function ``main(stop_event)`` until it returns; SIGTERM/SIGINT set stop."""
+def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]],
+                     health: Health | None = None) -> None:
+    """Run coroutine function ``main(stop_event)`` until it returns; SIGTERM/SIGINT set stop.
+    ``health`` (its ``/healthz``) watches the event loop."""
 
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        if health is not None:
+            health.watch(loop)
 
         def on_signal() -> None:
             stop.set()

@@ -25,14 +25,17 @@ from streams.settings import redact_url
               help="Seconds between reconciliations (run only when every group is at lag 0).")
 def monitor(interval: float, reconcile_every: float) -> None:
     """Export consumer lag (from the broker) and reconciliation results as Prometheus metrics."""
+    from streams.health import Health, serve
     from streams.metrics import MonitorMetrics
     from streams.monitor import Monitor
 
     setup_logging()
     settings = load_settings()
-    metrics = MonitorMetrics()
-    metrics.serve(settings.metrics_port)
-    run_until_signal(Monitor(settings, metrics, interval, reconcile_every).run)
+    metrics, health = MonitorMetrics(), Health()
+    monitor = Monitor(settings, metrics, interval, reconcile_every)
+    health.set_readiness(monitor.readiness)
+    serve(settings.metrics_port, metrics.registry, health)
+    run_until_signal(monitor.run, health)
 
 
 @main.command()

@@ -15,29 +15,32 @@ from streams.cli.base import (
 def worker() -> None:
     """Run the fold worker: validate, DLQ, dedupe, fold XP into the totals table and action
     events into vector progress (Faust tables, batch reader)."""
+    from streams.health import Health, serve
     from streams.metrics import Metrics
     from streams.worker.app import run
 
     settings = load_settings()
-    metrics = Metrics()
-    metrics.serve(settings.metrics_port)
-    run(settings, metrics)
+    metrics, health = Metrics(), Health()
+    serve(settings.metrics_port, metrics.registry, health)
+    run(settings, metrics, health)
 
 
 def _run_sink(command: str) -> None:
     """Run the sink stage of ``command`` (:func:`streams.topology.sink`) until SIGTERM."""
     from streams import topology
+    from streams.health import Health, serve
     from streams.metrics import Metrics
     from streams.sink import PostgresSink
 
     setup_logging()
     settings = load_settings()
-    metrics = Metrics()
+    metrics, health = Metrics(), Health()
     stage = topology.sink(settings, command)
     writer = topology.build_writer(stage, settings, metrics)
     sink = PostgresSink(settings, stage.topic, stage.group, writer, metrics)
-    metrics.serve(settings.metrics_port)
-    run_until_signal(sink.run)
+    health.set_readiness(sink.readiness)
+    serve(settings.metrics_port, metrics.registry, health)
+    run_until_signal(sink.run, health)
 
 
 @main.command()

@@ -18,6 +18,7 @@ from typing import Any
 import faust
 
 from streams import kafka, topics, topology
+from streams.health import Health
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.worker import faust_internals
@@ -111,9 +112,10 @@ def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, SourceReader
     return app, reader
 
 
-def run(settings: Settings, metrics: Metrics) -> None:
+def run(settings: Settings, metrics: Metrics, health: Health | None = None) -> None:
     """Run the worker until SIGTERM/SIGINT: the reader checkpoints its batch in progress and
-    closes before Faust leaves the group.
+    closes before Faust leaves the group. ``health`` watches Faust's event loop and asks the
+    reader whether it is ready (:meth:`streams.worker.reader.SourceReader.readiness`).
 
     Waits first for a broker (:func:`streams.kafka.wait_for_brokers`) and creates the grant
     stream's topics and the table changelogs. Raises
@@ -125,6 +127,8 @@ def run(settings: Settings, metrics: Metrics) -> None:
 
     asyncio.run(prepare())
     app, reader = build(settings, metrics)
+    if health is not None:
+        health.set_readiness(reader.readiness)
 
     class Worker(faust.Worker):
         started = False
@@ -138,6 +142,11 @@ def run(settings: Settings, metrics: Metrics) -> None:
             except Exception as exc:
                 self.start_error = exc
                 raise
+
+        async def on_first_start(self) -> None:
+            if health is not None:
+                health.watch(self.loop)
+            await super().on_first_start()
 
         async def on_stop(self) -> None:
             await reader.stop()

@@ -146,6 +146,21 @@ class SourceReader:
         """When the assignment whose recovery is awaited came (monotonic seconds)."""
         self._recovery_watch: asyncio.Task[None] | None = None
 
+    def readiness(self) -> str | None:
+        """``/readyz`` (:mod:`streams.health`): None while the reader reads its partitions
+        (or holds none in a group with more workers than partitions), else why not: it has no
+        assignment yet, its tables are recovering, or it stopped at the DLQ limit."""
+        if self.halted is not None:
+            return f"stopped at the DLQ limit: {self.halted}"
+        if self._stopping:
+            return "stopping"
+        if self._assigned_generation is None:
+            return "waiting for a partition assignment (joining the group or rebalancing)"
+        if self._assigned_at is not None:
+            return (f"recovering the tables of generation {self._assigned_generation} "
+                    f"({time.monotonic() - self._assigned_at:.0f} s so far)")
+        return None
+
     @property
     def changelog_topics(self) -> list[str]:
         """Every table's changelog topic, the positions table's included."""

@@ -8,6 +8,8 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -388,3 +390,52 @@ def test_a_broker_lost_while_faust_starts_costs_the_worker_a_restart_in_place(  
     finally:
         pipeline.stop()
         broker.stop()
+
+
+def probe(port: int, path: str) -> tuple[int, str]:
+    """(HTTP status, body) of ``path`` on a process's metrics port; (0, why) when it does
+    not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:  # noqa: S310
+            return r.status, r.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode().strip()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def not_ready(port: int) -> tuple[int, str] | None:
+    """The /readyz answer of a process when it is 503, else None."""
+    answer = probe(port, "/readyz")
+    return answer if answer[0] == 503 else None
+
+
+def test_health_endpoints_follow_start_up_and_a_database_outage(pipeline: Pipeline,
+                                                                 stack) -> None:  # type: ignore[no-untyped-def]
+    """/healthz answers 200 while a process runs; /readyz says 503 with its reason until the
+    worker has recovered its tables and the sinks have their partitions, 503 for the sinks
+    while PostgreSQL is down, and 200 again once it is back (docs/design.md, Operations)."""
+    records, expected = generate(LoadSpec(events=2000, students=100, seed=29,
+                                          max_record_bytes=pipeline.settings.max_record_bytes))
+    ports = {name: p.metrics_port for name, p in pipeline.procs.items()}
+    pipeline.start()
+    early = {name: probe(port, "/readyz") for name, port in ports.items()}
+    assert all(status in (0, 503) for status, _ in early.values()), early  # not ready yet
+    wait_for(lambda: all(probe(port, "/readyz")[0] == 200 for port in ports.values()), 120,
+             "every process ready")
+    assert all(probe(port, "/healthz") == (200, "ok") for port in ports.values())
+    pipeline.publish(records)
+    stack.postgres.stop(mode="immediate")
+    try:
+        for name in ("sink", "totals-writer"):
+            _, why = wait_for(lambda n=name: not_ready(ports[n]), 60,
+                              f"{name} not ready without PostgreSQL")
+            assert why.startswith("PostgreSQL unavailable"), why
+        assert probe(ports["worker"], "/readyz")[0] == 200  # the worker needs no database
+        assert all(probe(port, "/healthz") == (200, "ok") for port in ports.values())
+    finally:
+        stack.postgres.start()
+    wait_for(lambda: all(probe(port, "/readyz")[0] == 200 for port in ports.values()), 120,
+             "every process ready again")
+    pipeline.wait_caught_up()
+    pipeline.assert_exact(expected)
