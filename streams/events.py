@@ -22,8 +22,11 @@ from aiokafka.partitioner import murmur2
 
 from streams.errors import InvalidEvent
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
-"""Where the schema files live (repository checkout or editable install)."""
+_PACKAGE = Path(__file__).resolve().parent
+SCHEMA_DIR = (_PACKAGE / "schemas" if (_PACKAGE / "schemas").is_dir()
+              else _PACKAGE.parent / "schemas")
+"""The JSON Schemas: ``streams/schemas`` in an installed wheel (package data), else
+``schemas/`` of the source tree (a checkout or an editable install)."""
 
 NON_GAME_KINDS = frozenset({"daily_login", "adjustment", "backfill"})
 """Kinds that change total_xp but are not games: they do not count in games_played nor set

@@ -23,8 +23,10 @@ from streams.db.connect import connect, mapped_errors
 from streams.db.queries import query
 from streams.errors import MigrationError
 
-SQL_DIR = Path(__file__).resolve().parent.parent.parent / "sql"
-"""Where the migration files live (their rollback files in ``rollback/`` beneath)."""
+_PACKAGE = Path(__file__).resolve().parent.parent
+SQL_DIR = _PACKAGE / "sql" if (_PACKAGE / "sql").is_dir() else _PACKAGE.parent / "sql"
+"""Where the migration files live (their rollback files in ``rollback/`` beneath):
+``streams/sql`` in an installed wheel (package data), else ``sql/`` of the source tree."""
 
 _NAME = re.compile(r"^V(\d{3,})__([a-z0-9_]+)\.sql$")
 _LOCK_ID = 0x58505354  # "XPST": the advisory lock taken while migrating

@@ -122,3 +122,14 @@ def test_no_import_cycle_between_packages() -> None:
 
     cycles = sorted(p for p in list(edges) if reaches(p, p, {p}))
     assert not cycles, {p: sorted(edges[p]) for p in cycles}
+
+
+def test_the_wheel_lists_every_package() -> None:
+    """pyproject.toml names the packages (schemas/ and sql/ are mapped in as package data):
+    a package left out would be missing from the image."""
+    import tomllib
+
+    config = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {module_name(p) for p in ROOT.rglob("__init__.py")}
+    assert found | {"streams.schemas", "streams.sql"} == set(config["packages"])
+    assert config["package-dir"] == {"streams.schemas": "schemas", "streams.sql": "sql"}
