@@ -17,9 +17,11 @@ from aiokafka.structs import TopicPartition
 
 from streams import kafka
 from streams.db.queries import query
+from streams.dev.procs import free_port
+from streams.dev.stack import PipelineProcess
 from streams.settings import Settings
 
-from .conftest import Pipeline, query_one, streams, wait_for
+from .conftest import Pipeline, metric, query_one, streams, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -262,4 +264,52 @@ def test_seasonal_xp_follows_the_calendar_and_matches_the_ledger(
         assert mended.returncode == 0, mended.stderr.decode()
         assert totals() == want
     finally:
+        pipeline.stop()
+
+
+def test_two_deciders_of_the_same_claims_emit_identical_ids_and_no_conflict(
+        settings: Settings, tmp_path: Any) -> None:
+    """I4: a second fold worker in another consumer group (a zombie's view: it decides every
+    claim again) emits the same receipts and outcome ids with the same content, so the first
+    worker's dedupe sees duplicates, never a conflict, and PostgreSQL holds each award and
+    outcome once."""
+    s = settings
+    pipeline = Pipeline(s, tmp_path, grants=True)
+    twin = PipelineProcess("worker", s.with_(worker_group=f"{s.worker_group}-twin",
+                                             data_dir=str(tmp_path / "twin")),
+                           tmp_path / "twin.log", free_port())
+    try:
+        asyncio.run(_send(s, s.policies_topic, [(b"daily_login:1", POLICY, PUBLISHED)]))
+        pipeline.start()
+        twin.start()
+        students = [str(uuid.uuid4()) for _ in range(20)]
+        claims = []
+        for day in range(1, 4):
+            at = int(datetime(2026, 6, day, 12, tzinfo=UTC).timestamp() * 1000)
+            claims += [(sid.encode(), _claim(sid, "America/New_York"), at + i)
+                       for i, sid in enumerate(students) for _ in range(2)]
+        asyncio.run(_send(s, s.claims_topic, claims))
+        awards = len(students) * 3
+        outcomes = asyncio.run(_read_all(s, s.outcomes_topic, 2 * len(claims)))
+        assert len(outcomes) == 2 * len(claims)  # each claim decided by both
+        by_id: dict[str, set[bytes]] = {}
+        for o in outcomes:
+            by_id.setdefault(o["id"], set()).add(
+                orjson.dumps(o, option=orjson.OPT_SORT_KEYS))
+        assert len(by_id) == len(claims) and all(len(v) == 1 for v in by_id.values())
+        wait_for(lambda: metric(s.metrics_port, 'xp_records_total{outcome="duplicate",'
+                                                'stage="worker"}') >= awards, 90,
+                 "the first worker to see every award twice")
+        assert metric(s.metrics_port, 'xp_records_total{outcome="conflict",stage="worker"}') == 0
+        pipeline.wait_caught_up()
+        wait_for(lambda: query_one(s.database_url, "SELECT count(*) FROM xp_claim_outcomes")
+                 == (len(claims),), 60, "each outcome once in xp_claim_outcomes")
+        assert query_one(s.database_url, "SELECT count(*), count(DISTINCT award_id) FROM "
+                         "xp_awards") == (awards, awards)
+        assert query_one(s.database_url, "SELECT count(*) FROM xp_events WHERE kind = "
+                         "'daily_login'") == (awards,)
+        assert query_one(s.database_url, "SELECT count(*) FROM xp_totals WHERE total_xp = 32") \
+            == (len(students),)  # 10 + 10 + 12 XP: streak days 1-3
+    finally:
+        twin.stop()
         pipeline.stop()
