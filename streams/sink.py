@@ -32,6 +32,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+from psycopg.pq import TransactionStatus
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from streams import kafka
@@ -353,7 +354,10 @@ class PostgresSink:
             try:
                 conn = await self._connection()
                 with mapped_errors(self.settings.database_url):
-                    await conn.execute("SELECT 1")
+                    # In a transaction of its own: a bare execute would leave one open, and
+                    # every later write would nest in it as a savepoint, never committed.
+                    async with conn.transaction():
+                        await conn.execute("SELECT 1")
                 self._db_down = None
             except DatabaseUnavailable as exc:
                 self._db_down = str(exc)
@@ -428,6 +432,11 @@ class PostgresSink:
 
         async def op() -> None:
             conn = await self._connection()
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                # conn.transaction() would then be a savepoint, and the rows and offsets
+                # would never commit: stop rather than lose them.
+                raise RuntimeError(f"{self.writer.name} sink: a transaction is already open "
+                                   "on its connection; a batch written now would not commit")
             with mapped_errors(self.settings.database_url):
                 async with conn.transaction():
                     await self.writer.write(conn, taken.batch)
