@@ -83,3 +83,72 @@ def test_dashboard_covers_what_operators_watch() -> None:
                    "xp_newest_event_created_timestamp_seconds",
                    "xp_reconcile_mismatched_students"):
         assert needed in text, needed
+
+
+SETTING = re.compile(r'"((?:XP|KAFKA)_[A-Z0-9_]+|DATABASE_URL)"')
+
+
+def real_settings() -> set[str]:
+    """Every environment variable streams/settings.py reads."""
+    source = (DEPLOY.parent / "streams" / "settings.py").read_text()
+    return set(SETTING.findall(source))
+
+
+def compose() -> dict[str, object]:
+    loaded: dict[str, object] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    return loaded
+
+
+def streams_services() -> dict[str, dict[str, object]]:
+    """The compose services that run the xp-streams image."""
+    services: dict[str, dict[str, object]] = compose()["services"]  # type: ignore[assignment]
+    return {n: s for n, s in services.items() if s.get("image", "").startswith("xp-streams:")}
+
+
+def test_the_compose_file_is_valid_for_docker_compose(tmp_path: Path) -> None:
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.fail("docker-compose missing: `make test` installs Debian's docker-compose")
+    env = {"PATH": "/usr/bin:/bin", "XP_OWNER_DB_PASSWORD": "o", "XP_PIPELINE_DB_PASSWORD": "p",
+           "XP_GRAFANA_ADMIN_PASSWORD": "g"}
+    done = subprocess.run([tool, "-f", str(DEPLOY / "compose.yaml"), "config", "-q"],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    unset = subprocess.run([tool, "-f", str(DEPLOY / "compose.yaml"), "config", "-q"],
+                           capture_output=True, text=True, timeout=60,
+                           env={"PATH": "/usr/bin:/bin"}, check=False)
+    assert unset.returncode != 0 and "XP_OWNER_DB_PASSWORD" in unset.stderr  # no default
+
+
+def test_compose_runs_every_stage_with_real_commands_and_settings() -> None:
+    from click import Group
+
+    from streams import topology
+    from streams.cli import main
+    from streams.settings import Settings
+
+    assert isinstance(main, Group)
+    services = streams_services()
+    commands = {s["command"][0] for s in services.values()}  # type: ignore[index]
+    assert commands <= set(main.commands), commands - set(main.commands)
+    stages = {st.command for st in topology.stages(Settings())}
+    assert stages | {"monitor", "migrate", "create-topics"} == commands
+    settings = real_settings()
+    for name, service in services.items():
+        env = set(service.get("environment", {}))  # type: ignore[arg-type]
+        assert env <= settings, (name, env - settings)
+
+
+def test_compose_prometheus_scrapes_every_pipeline_process_and_passes_promtool(
+        tmp_path: Path) -> None:
+    config = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
+    targets = {t.split(":")[0] for job in config["scrape_configs"]
+               for sc in job["static_configs"] for t in sc["targets"]}
+    long_running = {n for n, s in streams_services().items()
+                    if s["command"][0] not in ("migrate", "create-topics")}  # type: ignore[index]
+    assert targets == long_running
+    shutil.copy(DEPLOY / "compose" / "prometheus.yml", tmp_path / "prometheus.yml")
+    shutil.copy(DEPLOY / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")  # as mounted
+    done = subprocess.run([promtool(), "check", "config", "prometheus.yml"], cwd=tmp_path,
+                          capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
