@@ -1,6 +1,7 @@
 # XP Streams: `make demo` runs the pipeline on the embedded local stack; `make test` runs the
 # tests. Both set themselves up: virtual environment, Python packages, and Debian packages
-# (PostgreSQL 15, kcat, Prometheus, Java and Maven) through apt-get when missing and we are root.
+# (PostgreSQL 15, kcat, Prometheus, Java, Maven, docker-compose) through apt-get when missing
+# and we are root.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -32,8 +33,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-# PostgreSQL's initdb/pg_ctl, kcat, promtool, and Java + Maven (Apache Kafka's jars come from
-# Maven Central, streams/dev/kafka_cluster.py) come from Debian; install them when absent.
+# PostgreSQL's initdb/pg_ctl, kcat, promtool, Java + Maven (Apache Kafka's jars come from
+# Maven Central, streams/dev/kafka_cluster.py) and docker-compose (`docker-compose config`
+# checks deploy/compose.yaml) come from Debian; install them when absent.
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || missing="$$missing postgresql"; \
