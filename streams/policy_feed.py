@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import fastjsonschema
 import orjson
@@ -65,6 +66,23 @@ def refusal(record: dict[str, object], timestamp: datetime, lead_seconds: float,
     except PolicyError as exc:
         return f"policy: {exc}"
     return None
+
+
+def judge(record: ConsumerRecord[bytes, bytes], lead_seconds: float,
+          policies: Policies) -> tuple[dict[str, Any] | None, str | None]:
+    """(parsed value, None) when the policies-topic ``record`` may be applied to ``policies``
+    now, else (value or None, why not); (None, None) for a tombstone (nothing to apply:
+    versions are immutable). Shared by every reader of the topic, so all refuse alike."""
+    if record.value is None:
+        return None, None
+    at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+    try:
+        value = orjson.loads(record.value)
+    except orjson.JSONDecodeError:
+        return None, "bad_json"
+    if not isinstance(value, dict):
+        return None, "schema: not an object"
+    return value, refusal(value, at, lead_seconds, policies)
 
 
 def apply(record: dict[str, object], policies: Policies) -> None:
@@ -128,17 +146,11 @@ class PolicyFeed:
             self.metrics.grant_policy_lag.set(max(0, end - self._next))
 
     def _read(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        if record.value is None:
-            return  # a tombstone: versions are immutable, nothing to undo
-        at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
-        try:
-            value = orjson.loads(record.value)
-        except orjson.JSONDecodeError:
-            reason: str | None = "bad_json"
-        else:
-            reason = (refusal(value, at, self.settings.policy_min_lead_seconds, self.policies)
-                      if isinstance(value, dict) else "schema: not an object")
+        value, reason = judge(record, self.settings.policy_min_lead_seconds, self.policies)
+        if value is None and reason is None:
+            return  # a tombstone
         if reason is None:
+            assert value is not None
             apply(value, self.policies)
             if self.metrics is not None:
                 self.metrics.grant_policy_records.labels("applied").inc()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
@@ -172,16 +173,8 @@ def awards_unmatched(settings: Settings, wait_s: float) -> int:
     Raises:
         DatabaseUnavailable: the database cannot be reached.
     """
-    def count() -> int:
-        with connect(settings.database_url) as conn, mapped_errors(settings.database_url):
-            row = conn.execute(query("awards_vs_ledger")).fetchone()
-        return int(row[0]) if row else 0
-
-    found = count()
-    if found and asyncio.run(lag.wait_past(settings, [([settings.ledger_group],
-                                                       settings.xp_topic)], wait_s)):
-        found = count()
-    return found
+    return _count_twice(settings, "awards_vs_ledger", lambda: lag.wait_past(
+        settings, [([settings.ledger_group], settings.xp_topic)], wait_s))
 
 
 def seasons_unmatched(settings: Settings, wait_s: float) -> int:
@@ -192,13 +185,20 @@ def seasons_unmatched(settings: Settings, wait_s: float) -> int:
     Raises:
         DatabaseUnavailable: the database cannot be reached.
     """
+    return _count_twice(settings, "seasons_vs_ledger", lambda: wait_past(settings, wait_s))
+
+
+def _count_twice(settings: Settings, name: str,
+                 caught_up: Callable[[], Coroutine[Any, Any, bool]]) -> int:
+    """Run the counting query ``name``; when it finds something, count again once
+    ``caught_up()`` says the pipeline passed what was in flight (the second count stands)."""
     def count() -> int:
         with connect(settings.database_url) as conn, mapped_errors(settings.database_url):
-            row = conn.execute(query("seasons_vs_ledger")).fetchone()
+            row = conn.execute(query(name)).fetchone()
         return int(row[0]) if row else 0
 
     found = count()
-    if found and asyncio.run(wait_past(settings, wait_s)):
+    if found and asyncio.run(caught_up()):
         found = count()
     return found
 

@@ -23,7 +23,7 @@ from aiokafka.structs import ConsumerRecord
 from streams.db.queries import query
 from streams.metrics import Metrics
 from streams.policies import Calendar, Policies, PolicyVersion, Season
-from streams.policy_feed import apply, refusal
+from streams.policy_feed import apply, judge
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,19 +73,11 @@ class RulesWriter:
         calendar_before = policies.calendar
         versions: list[tuple[PolicyVersion, ConsumerRecord[bytes, bytes], dict[str, Any]]] = []
         for record in records:
-            if record.value is None:
-                continue  # a tombstone: versions are immutable
-            at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
-            try:
-                value = orjson.loads(record.value)
-            except orjson.JSONDecodeError:
-                reason: str | None = "bad_json"
-            else:
-                reason = (refusal(value, at, self.lead_seconds, policies)
-                          if isinstance(value, dict) else "schema: not an object")
+            value, reason = judge(record, self.lead_seconds, policies)
             if reason is not None:
                 log.warning("policies topic offset %d not written: %s", record.offset, reason)
-                continue
+            if value is None or reason is not None:
+                continue  # a tombstone, or refused
             apply(value, policies)
             if value["kind"] == "policy":
                 versions.append((PolicyVersion.from_record(value), record, value))
