@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import (
+    KafkaConnectionError,
     KafkaError,
     NodeNotReadyError,
     RequestTimedOutError,
@@ -205,6 +206,11 @@ ADMIN_NODE_DOWN_RETRY_S = 60.0
 """How long an admin request is retried while the node it was sent to is down (seconds)."""
 
 
+class NodeLost(KafkaConnectionError):  # type: ignore[misc]
+    """The connection to a node closed under an admin request (the node died after the client
+    had bootstrapped): retried by :func:`with_admin` like a node not ready."""
+
+
 async def with_admin(settings: Settings,
                      op: Callable[[AIOKafkaAdminClient], Awaitable[T]]) -> T:
     """Run ``op`` with a started admin client, closed after.
@@ -212,12 +218,13 @@ async def with_admin(settings: Settings,
     The admin client sends each request to one node of its metadata (a random one, or the one
     named controller). A node that is down but still listed (a broker killed on a 3-node
     cluster stays in the metadata until the controller fences it, about 9 s) fails the request
-    with ``NodeNotReadyError``; the request is then retried on a new client, with backoff, for
-    up to :data:`ADMIN_NODE_DOWN_RETRY_S`. Unreachable bootstrap servers are not retried: they
-    fail at once (``KafkaConnectionError``).
+    with ``NodeNotReadyError``, and one killed under the request closes its connection
+    (:class:`NodeLost`); the request is then retried on a new client, with backoff, for up to
+    :data:`ADMIN_NODE_DOWN_RETRY_S`. Unreachable bootstrap servers are not retried: they fail
+    at once (``KafkaConnectionError``).
     """
     async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type((NodeNotReadyError, RequestTimedOutError)),
+        retry=retry_if_exception_type((NodeNotReadyError, RequestTimedOutError, NodeLost)),
         wait=wait_exponential_jitter(initial=0.2, max=2.0),
         stop=stop_after_delay(ADMIN_NODE_DOWN_RETRY_S), reraise=True,
     ):
@@ -226,6 +233,10 @@ async def with_admin(settings: Settings,
             await admin.start()
             try:
                 return await op(admin)
+            except NodeLost:
+                raise
+            except KafkaConnectionError as exc:  # bootstrapped, so a node went away under it
+                raise NodeLost(str(exc)) from exc
             finally:
                 await admin.close()
     raise AssertionError("unreachable: AsyncRetrying reraises")  # pragma: no cover
