@@ -334,3 +334,8 @@ WITH per_season AS (
 )
 SELECT count(*) FROM xp_totals t FULL OUTER JOIN newest n USING (student_id)
 WHERE (t.season_id, t.seasonal_xp) IS DISTINCT FROM (n.season_id, coalesce(n.xp, 0));
+
+-- name: ledger_positions
+-- The fold worker's look-up of a batch's event ids past the dedupe horizon.
+SELECT id, "partition", "offset", record_index, fingerprint FROM xp_events
+WHERE id = ANY(%(ids)s::uuid[]);

@@ -77,6 +77,8 @@ class XpStream:
         """The season calendar (docs/design.md, "Grants: seasons"); the grant stream's feed
         exports the policies topic's metrics."""
         self._conn: Any = None
+        self._ledger: dict[bytes, tuple[int, int, int, bytes] | None] = {}
+        """The batch's ledger look-ups: event id (16 bytes) -> its ledger position or None."""
         self._newest_created = 0.0
         self._expiry_cursor: dict[int, bytes | None] = {}
         """partition -> the last dedupe key the expiry scan read (None: start over)."""
@@ -95,20 +97,33 @@ class XpStream:
         counts: Counter[str] = Counter()
         position = (partition, self.settings.topic_partitions)
         invalid = 0
+        decoded: list[tuple[ConsumerRecord[bytes, bytes], list[XpEvent] | InvalidEvent]] = []
         for record in records:
             try:
-                events = decode_record(record.key, record.value, self.limits, position,
-                                       record.timestamp / 1000)
+                decoded.append((record, decode_record(record.key, record.value, self.limits,
+                                                      position, record.timestamp / 1000)))
             except InvalidEvent as exc:
-                checkpoint.dead_letter(self.dlq_topic, record, exc)
-                invalid += 1
-                continue
-            for index, event in enumerate(events):
-                try:
-                    counts[await self._take(record, event, index, now)] += 1
-                except InvalidEvent as exc:  # total_overflow: the ledger keeps it
-                    checkpoint.dead_letter(self.dlq_topic, record, exc)
+                decoded.append((record, exc))
+        # Events past the dedupe horizon with no sighting: one ledger query for the batch
+        old = now - self.settings.dedupe_horizon_seconds
+        self._ledger = await self.ledger_positions([
+            key for _, events in decoded if not isinstance(events, InvalidEvent)
+            for ev in events if ev.created_at.timestamp() < old
+            and self.seen.get(partition, key := uuid.UUID(ev.id).bytes) is None])
+        try:
+            for record, events in decoded:
+                if isinstance(events, InvalidEvent):
+                    checkpoint.dead_letter(self.dlq_topic, record, events)
                     invalid += 1
+                    continue
+                for index, event in enumerate(events):
+                    try:
+                        counts[await self._take(record, event, index, now)] += 1
+                    except InvalidEvent as exc:  # total_overflow: the ledger keeps it
+                        checkpoint.dead_letter(self.dlq_topic, record, exc)
+                        invalid += 1
+        finally:
+            self._ledger = {}
         counts["invalid"] += invalid
         for outcome, n in counts.items():
             if n:
@@ -126,8 +141,9 @@ class XpStream:
         verdict = classify(sighting, ev.fingerprint, p, offset, index)
         created = ev.created_at.timestamp()
         if verdict is Verdict.NEW and created < now - self.settings.dedupe_horizon_seconds:
-            verdict = from_ledger(await self.ledger_position(ev.id), ev.fingerprint, p, offset,
-                                  index)
+            found = (self._ledger[id_key] if id_key in self._ledger
+                     else await self.ledger_position(ev.id))
+            verdict = from_ledger(found, ev.fingerprint, p, offset, index)
             self.metrics.ledger_checks.labels(verdict.value).inc()
         if verdict is Verdict.CONFLICT:
             log.warning("conflict: event %s at %s/%s[%s] differs from its first sighting; "
@@ -189,11 +205,30 @@ class XpStream:
         self._conn = None
         await self.feed.stop()
 
+    async def ledger_positions(self, ids: list[bytes]
+                               ) -> dict[bytes, tuple[int, int, int, bytes] | None]:
+        """Look up the event ids ``ids`` (16 bytes each) in the ledger in one query: id ->
+        (partition, offset, record_index, fingerprint), or None when absent. Retries as
+        :meth:`ledger_position` does."""
+        if not ids:
+            return {}
+        found: dict[bytes, tuple[int, int, int, bytes] | None] = dict.fromkeys(ids)
+        rows = await self._query("ledger_positions", {"ids": [uuid.UUID(bytes=i) for i in ids]})
+        for event_id, p, o, i, fp in rows:
+            found[event_id.bytes] = (p, o, i, bytes(fp))
+        return found
+
     async def ledger_position(self, event_id: str) -> tuple[int, int, int, bytes] | None:
         """Return (partition, offset, record_index, fingerprint) of ``event_id`` in the
         ledger, or None. Retries with backoff while the database is unavailable (the reader
         waits; ``XP_DB_RETRY_MAX_SECONDS`` caps the backoff)."""
-        result: list[tuple[int, int, int, bytes]] = []
+        rows = await self._query("ledger_position", {"id": event_id})
+        return next(((p, o, i, bytes(fp)) for p, o, i, fp in rows), None)
+
+    async def _query(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Rows of the ledger query ``name``, retried with backoff while the database is
+        unavailable."""
+        rows: list[tuple[Any, ...]] = []
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(DatabaseUnavailable),
             wait=wait_exponential_jitter(initial=0.2, max=self.settings.db_retry_max_seconds),
@@ -204,9 +239,9 @@ class XpStream:
                     if self._conn is None or self._conn.closed:
                         self._conn = await aconnect(self.settings.database_url, autocommit=True)
                     with mapped_errors(self.settings.database_url):
-                        cur = await self._conn.execute(query("ledger_position"), {"id": event_id})
-                        result = [(p, o, i, bytes(fp)) for p, o, i, fp in await cur.fetchall()]
+                        cur = await self._conn.execute(query(name), params)
+                        rows = list(await cur.fetchall())
                 except DatabaseUnavailable:
                     self._conn = None
                     raise
-        return result[0] if result else None
+        return rows
