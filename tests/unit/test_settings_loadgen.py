@@ -45,3 +45,16 @@ def test_loadgen_is_deterministic_and_counts_add_up() -> None:
                                      "oversized"}
     assert sum(t[0] for t in expected.students.values()) != 0
     assert generate(LoadSpec(events=3000, students=50, seed=8))[0] != records
+
+
+def test_bench_skip_choices_are_its_stages() -> None:
+    """``streams bench --skip`` offers every stage the bench can leave out."""
+    import click
+
+    from streams.cli import main
+    from streams.lab.bench import STAGES
+
+    assert isinstance(main, click.Group)
+    skip = next(p for p in main.commands["bench"].params if p.name == "skip")
+    assert isinstance(skip.type, click.Choice)
+    assert set(skip.type.choices) == STAGES
