@@ -188,6 +188,11 @@ class Settings:
     of an assignment after this long (seconds), the worker starts again in place (same PID):
     Faust's recovery can hang for good when a broker restarts during it. Keep it above the
     longest legitimate recovery (the changelogs' size over the recovery rate)."""
+    worker_standby_replicas: int = 0
+    """XP_WORKER_STANDBY_REPLICAS: warm copies of each table partition kept by other worker
+    processes (Faust's standby replicas): a partition that moves after a worker is lost then
+    recovers from a nearly current local store instead of the whole changelog. 0 = none; it
+    helps only with more worker processes than one."""
     worker_instance_id: str = ""
     """XP_WORKER_INSTANCE_ID: this worker's static group membership id (Kafka's
     ``group.instance.id``), unique per worker, stable across its restarts (a StatefulSet pod
@@ -307,6 +312,8 @@ class Settings:
             worker_dlq_limit=_float(e, "XP_WORKER_DLQ_LIMIT", d.worker_dlq_limit, 0.0, 1.0),
             worker_dlq_window=_int(e, "XP_WORKER_DLQ_WINDOW", d.worker_dlq_window, 1),
             worker_instance_id=e.get("XP_WORKER_INSTANCE_ID", d.worker_instance_id),
+            worker_standby_replicas=_int(e, "XP_WORKER_STANDBY_REPLICAS",
+                                         d.worker_standby_replicas, 0),
             worker_recovery_timeout_seconds=_float(
                 e, "XP_WORKER_RECOVERY_TIMEOUT_SECONDS", d.worker_recovery_timeout_seconds, 1.0),
             worker_failpoint=failpoint,

@@ -152,6 +152,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "XP_PROGRESS_GROUP": settings.progress_group,
         "XP_SINK_BATCH_RECORDS": str(settings.sink_batch_records),
         "XP_SINK_BATCH_SECONDS": str(settings.sink_batch_seconds),
+        "XP_SINK_BATCH_BYTES": str(settings.sink_batch_bytes),
+        "XP_PRODUCER_LINGER_MS": str(settings.producer_linger_ms),
         "XP_DB_RETRY_MAX_SECONDS": str(settings.db_retry_max_seconds),
         "XP_BROKER_WAIT_SECONDS": str(settings.broker_wait_seconds),
         "XP_DEDUPE_HORIZON_SECONDS": str(settings.dedupe_horizon_seconds),
@@ -175,6 +177,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "XP_WORKER_DLQ_WINDOW": str(settings.worker_dlq_window),
         "XP_WORKER_FAILPOINT": settings.worker_failpoint,
         "XP_WORKER_INSTANCE_ID": settings.worker_instance_id,
+        "XP_WORKER_STANDBY_REPLICAS": str(settings.worker_standby_replicas),
         "XP_BROKER_SESSION_TIMEOUT": str(settings.broker_session_timeout),
         "XP_BROKER_REBALANCE_TIMEOUT": str(settings.broker_rebalance_timeout),
     }

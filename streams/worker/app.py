@@ -79,7 +79,7 @@ def create_app(settings: Settings) -> faust.App:
         # Kafka's default of 5 minutes a broker restart stalled the worker that long.
         consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         web_enabled=False,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.worker_standby_replicas,
     )
 
 

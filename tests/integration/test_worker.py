@@ -92,10 +92,16 @@ def test_rebalance_in_the_middle_of_a_checkpoint(settings: Settings, tmp_path: P
         pipeline.stop()
 
 
-def test_worker_joins_while_another_is_killed(settings: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("standbys", [0, 1])
+def test_worker_joins_while_another_is_killed(settings: Settings, tmp_path: Path,
+                                              standbys: int) -> None:
     """Two workers share the partitions; a third joins and one of the first two is killed -9
-    at once: the survivors recover its tables and positions; exact (guarantees 4, 9)."""
-    s = settings.with_(worker_batch_records=500)
+    at once: the survivors recover its tables and positions; exact (guarantees 4, 9). With a
+    standby replica of each table partition (RocksDB stores, as deployed on Kubernetes) the
+    partitions of the killed worker move to processes that already hold copies."""
+    s = settings.with_(worker_batch_records=500, worker_standby_replicas=standbys)
+    if standbys:
+        s = s.with_(table_store="rocksdb://")
     pipeline = Pipeline(s, tmp_path / "p")
     second = extra_worker(s, tmp_path, "worker-2")
     third = extra_worker(s, tmp_path, "worker-3")
@@ -114,6 +120,8 @@ def test_worker_joins_while_another_is_killed(settings: Settings, tmp_path: Path
         pipeline.wait_caught_up()
         pipeline.assert_exact(expected)
         assert second.alive() and third.alive()
+        if standbys:  # Faust kept copies: the setting reached the workers
+            assert "Starting standby partitions" in log_of(second) + log_of(third)
     finally:
         second.stop()
         third.stop()

@@ -26,6 +26,26 @@ def test_bad_values_raise_config_error(name: str, value: str) -> None:
         Settings.from_env({name: value})
 
 
+def test_child_processes_get_every_setting() -> None:
+    """The local stack starts pipeline processes with ``settings_env``: every setting the
+    environment can give reaches them (a missing one ran tests on the default silently)."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from streams.dev.stack import settings_env
+
+    source = Path(__file__).resolve().parents[2] / "streams" / "settings.py"
+    names = set(re.findall(r'"((?:XP|KAFKA)_[A-Z0-9_]+|DATABASE_URL)"', source.read_text()))
+    s = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="PLAIN",
+                 kafka_sasl_username="u", kafka_sasl_password="p", kafka_ssl_cafile="ca",
+                 kafka_ssl_certfile="c", kafka_ssl_keyfile="k", worker_standby_replicas=2,
+                 sink_batch_bytes=12345, producer_linger_ms=7)
+    env = settings_env(s)
+    assert names <= set(env), names - set(env)
+    assert dataclasses.asdict(Settings.from_env(env)) == dataclasses.asdict(s)
+
+
 def test_passwords_are_redacted() -> None:
     s = Settings(database_url="postgresql://writer:s3cret@db:5432/xp", kafka_sasl_password="pw")
     assert "s3cret" not in str(s.describe()) and "pw'" not in str(s.describe())
