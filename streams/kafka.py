@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -242,43 +243,75 @@ async def with_admin(settings: Settings,
     raise AssertionError("unreachable: AsyncRetrying reraises")  # pragma: no cover
 
 
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic of the pipeline as :func:`pipeline_topics` creates it (and as the Strimzi
+    ``KafkaTopic`` resources of ``deploy/k8s`` declare it: a contract test compares them)."""
+
+    name: str
+    partitions: int
+    configs: tuple[tuple[str, str], ...] = ()
+    """Topic configs, e.g. ``(("cleanup.policy", "compact"),)``."""
+
+
+COMPACT = (("cleanup.policy", "compact"),)
+
+
+def changelog_specs(settings: Settings) -> list[TopicSpec]:
+    """The worker's table changelogs: compacted, ``topic_partitions`` each."""
+    return [TopicSpec(topics.changelog_topic(settings.worker_group, t),
+                      settings.topic_partitions, COMPACT) for t in topics.WORKER_TABLES]
+
+
+def grant_specs(settings: Settings) -> list[TopicSpec]:
+    """The grant stream's topics: claims, their DLQ and the outcomes with ``topic_partitions``
+    each (claims and XP events are co-partitioned by student), the policies with one
+    partition, compacted (docs/design.md, "Grants")."""
+    return [*(TopicSpec(n, settings.topic_partitions) for n in (
+                settings.claims_topic, settings.claims_dlq_topic, settings.outcomes_topic)),
+            TopicSpec(settings.policies_topic, 1, COMPACT)]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic of the pipeline: the input topics (XP, action events) and their DLQs, the
+    grant stream's topics, the worker's table changelogs."""
+    inputs = (settings.xp_topic, settings.dlq_topic, settings.action_topic,
+              settings.action_dlq_topic)
+    return ([TopicSpec(n, settings.topic_partitions) for n in inputs]
+            + grant_specs(settings) + changelog_specs(settings))
+
+
+async def create_missing(settings: Settings, specs: Iterable[TopicSpec]) -> None:
+    """Create the topics of ``specs`` that do not exist (with
+    ``settings.topic_replication_factor`` replicas); existing topics are left as they are."""
+    groups: dict[int, list[TopicSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.partitions, []).append(spec)
+    for partitions, group in groups.items():
+        await ensure_topics(settings, [g.name for g in group], partitions,
+                            {g.name: dict(g.configs) for g in group if g.configs})
+
+
 async def changelog_topics(settings: Settings) -> None:
-    """Create the worker's table changelogs (compacted, ``topic_partitions`` each) when they
-    do not exist. The worker calls it before Faust starts: Faust itself declares no topic
-    (docs/design.md, "Local stack"), because its declaration asks the node the metadata names
-    as controller and crashes the worker when that node is down."""
-    changelogs = [topics.changelog_topic(settings.worker_group, t)
-                  for t in topics.WORKER_TABLES]
-    await ensure_topics(settings, changelogs, settings.topic_partitions,
-                        {c: {"cleanup.policy": "compact"} for c in changelogs})
+    """Create the worker's table changelogs (:func:`changelog_specs`) when they do not exist.
+    The worker calls it before Faust starts: Faust itself declares no topic (docs/design.md,
+    "Local stack"), because its declaration asks the node the metadata names as controller
+    and crashes the worker when that node is down."""
+    await create_missing(settings, changelog_specs(settings))
 
 
 async def pipeline_topics(settings: Settings) -> None:
-    """Create every topic of the pipeline, all with ``topic_partitions`` partitions.
-
-    The input topics (XP, action events, claims), their DLQs, the grant stream's topics and
-    the worker's table changelogs
-    (compacted). Creating the
-    changelogs here, not on first use, keeps a consumer that reads one before the worker
-    writes it from having the broker auto-create it with the wrong partition count.
-    """
-    inputs = [settings.xp_topic, settings.dlq_topic, settings.action_topic,
-              settings.action_dlq_topic]
-    await ensure_topics(settings, inputs, settings.topic_partitions)
-    await grant_topics(settings)
-    await changelog_topics(settings)
+    """Create every topic of the pipeline (:func:`topic_specs`) that does not exist. Creating
+    the changelogs here, not on first use, keeps a consumer that reads one before the worker
+    writes it from having the broker auto-create it with the wrong partition count."""
+    await create_missing(settings, topic_specs(settings))
 
 
 async def grant_topics(settings: Settings) -> None:
-    """Create the grant stream's topics when they do not exist: claims, their DLQ and the
-    outcomes with ``topic_partitions`` each (claims and XP events are co-partitioned by
-    student), the policies with one partition, compacted (docs/design.md, "Grants"). The
+    """Create the grant stream's topics (:func:`grant_specs`) when they do not exist. The
     worker calls it before it starts, as it does for its changelogs: its reader is assigned
     every source topic of the topology."""
-    await ensure_topics(settings, [settings.claims_topic, settings.claims_dlq_topic,
-                                   settings.outcomes_topic], settings.topic_partitions)
-    await ensure_topics(settings, [settings.policies_topic], 1,
-                        {settings.policies_topic: {"cleanup.policy": "compact"}})
+    await create_missing(settings, grant_specs(settings))
 
 
 async def topic_exists(settings: Settings, topic: str) -> bool:
