@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast bench system-deps venv lint clean
+.PHONY: demo test test-fast bench system-deps venv k8s-tools k8s-generate lint clean
 
 # BROKER=kafka (Apache Kafka 4.4, one node) or BROKER=kafka-3 (three nodes); default Tansu.
 BROKER ?= $(XP_LOCAL_BROKER)
@@ -16,7 +16,7 @@ BROKER ?= $(XP_LOCAL_BROKER)
 demo: venv system-deps
 	XP_LOCAL_BROKER=$(BROKER) $(BIN)/streams demo
 
-test: venv system-deps
+test: venv system-deps k8s-tools
 	$(BIN)/pytest
 
 test-fast: venv
@@ -52,6 +52,24 @@ system-deps:
 	    echo "missing Debian packages:$$missing (run: sudo apt-get install$$missing)"; exit 1; \
 	  fi; \
 	fi
+
+# deploy/k8s is checked offline (tests/contract/test_k8s.py): the operators' CRD schemas
+# (prometheus-operator and KEDA from the Go module proxy, Strimzi's generated from its Maven
+# Central jars) and a kustomize with components: kubectl's when it bundles kustomize v5, else
+# one built from the Go module proxy into the venv.
+KUSTOMIZE_VERSION := v5.7.1
+k8s-tools: venv
+	@tests/contract/k8s_schemas/fetch.sh .cache/k8s-schemas
+	@if [ ! -x $(BIN)/kustomize ] && ! kubectl version --client -o json 2>/dev/null \
+	    | grep -q '"kustomizeVersion": "v5'; then \
+	  echo "building kustomize $(KUSTOMIZE_VERSION) (kubectl has no kustomize v5)"; \
+	  GOBIN=$(abspath $(BIN)) GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); \
+	fi
+
+# Regenerate the manifests deploy/k8s derives from deploy/prometheus/alerts.yml and the
+# Grafana dashboard (a contract test fails while they are stale).
+k8s-generate: venv
+	$(BIN)/python deploy/k8s/generate.py
 
 lint: venv
 	$(BIN)/ruff check streams tests

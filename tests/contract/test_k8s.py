@@ -1,0 +1,294 @@
+"""deploy/k8s against the code and the published schemas, offline.
+
+Every overlay renders with kustomize; every rendered object is validated against the schema of
+its kind: Kubernetes' own kinds against the OpenAPI-derived schemas the kubernetes-validate
+package ships (strict: unknown fields fail), Strimzi, KEDA and prometheus-operator kinds against
+their CRDs' ``openAPIV3Schema`` (tests/contract/k8s_schemas/fetch.sh gets them; unknown fields
+fail unless the schema preserves them). Then the manifests against the code: real settings,
+real commands, the topics of ``streams.kafka.topic_specs``, the stages' groups and topics,
+the PrometheusRule equal to deploy/prometheus/alerts.yml.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = ("dev", "prod")
+SCHEMAS = ROOT / ".cache" / "k8s-schemas"
+KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
+"""The oldest and newest Kubernetes the manifests are checked against."""
+CORE_GROUPS = {"v1", "apps/v1", "batch/v1", "policy/v1", "networking.k8s.io/v1"}
+LONG_RUNNING = ("Deployment", "StatefulSet")
+
+Obj = dict[str, Any]
+
+
+def kustomize_command() -> list[str]:
+    """The venv's kustomize (`make test` installs it when kubectl has none), else kubectl's."""
+    local = ROOT / ".venv" / "bin" / "kustomize"
+    if local.exists():
+        return [str(local), "build"]
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("no kustomize: `make test` installs one (Makefile, k8s-tools)")
+    return [kubectl, "kustomize"]
+
+
+@functools.cache
+def render(path: str) -> tuple[Obj, ...]:
+    """The objects ``kustomize build deploy/k8s/<path>`` prints."""
+    done = subprocess.run([*kustomize_command(), str(K8S / path)], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return tuple(d for d in yaml.safe_load_all(done.stdout) if d)
+
+
+def of_kind(objs: tuple[Obj, ...], *kinds: str) -> list[Obj]:
+    return [o for o in objs if o["kind"] in kinds]
+
+
+def settings_env(objs: tuple[Obj, ...]) -> dict[str, str]:
+    """The data of the settings ConfigMap (its name carries kustomize's hash)."""
+    maps = [o for o in of_kind(objs, "ConfigMap")
+            if o["metadata"]["name"].startswith("xp-streams-settings")]
+    assert len(maps) == 1, [m["metadata"]["name"] for m in maps]
+    data: dict[str, str] = maps[0]["data"]
+    return data
+
+
+def container(obj: Obj) -> Obj:
+    containers = obj["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1, obj["metadata"]["name"]
+    c: Obj = containers[0]
+    return c
+
+
+# -- schemas -----------------------------------------------------------------------------------
+
+def strict(schema: Any) -> Any:
+    """A CRD schema made strict the way the API server's field validation is: an object with
+    ``properties`` and neither ``additionalProperties`` nor
+    ``x-kubernetes-preserve-unknown-fields`` accepts no other field."""
+    if isinstance(schema, dict):
+        out = {k: strict(v) for k, v in schema.items()}
+        if ("properties" in out and "additionalProperties" not in out
+                and not out.get("x-kubernetes-preserve-unknown-fields")):
+            out["additionalProperties"] = False
+        if out.get("x-kubernetes-int-or-string"):
+            out.pop("type", None)
+            out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        return out
+    if isinstance(schema, list):
+        return [strict(s) for s in schema]
+    return schema
+
+
+@functools.cache
+def crd_schemas() -> dict[tuple[str, str], Any]:
+    """(apiVersion, kind) -> the strict ``openAPIV3Schema`` of every fetched CRD version."""
+    if not SCHEMAS.is_dir():
+        pytest.fail(f"{SCHEMAS} missing: `make test` runs tests/contract/k8s_schemas/fetch.sh")
+    found: dict[tuple[str, str], Any] = {}
+    for path in sorted(SCHEMAS.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
+            found[(f"{group}/{version['name']}", kind)] = strict(schema)
+    return found
+
+
+def validate(obj: Obj) -> None:
+    """Validate one rendered object against the schema of its kind.
+
+    Raises:
+        AssertionError: no schema for its kind, or it does not conform.
+    """
+    name = f"{obj['kind']}/{obj['metadata']['name']}"
+    if obj["apiVersion"] in CORE_GROUPS:
+        for version in KUBERNETES_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                raise AssertionError(f"{name} (Kubernetes {version}): {exc.message} at "
+                                     f"{'.'.join(map(str, exc.path))}") from exc
+        return
+    schema = crd_schemas().get((obj["apiVersion"], obj["kind"]))
+    assert schema is not None, f"{name}: no published schema for {obj['apiVersion']}"
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(obj), key=str)
+    assert not errors, f"{name}: " + "; ".join(
+        f"{e.message} at {'.'.join(map(str, e.path))}" for e in errors)
+
+
+@pytest.mark.parametrize("path", ["base", *(f"overlays/{o}" for o in OVERLAYS)])
+def test_every_rendered_object_conforms_to_the_schema_of_its_kind(path: str) -> None:
+    objs = render(path)
+    assert objs
+    for obj in objs:
+        validate(obj)
+
+
+def test_the_base_needs_no_operator() -> None:
+    """A cluster without Strimzi, KEDA or prometheus-operator still applies the base."""
+    assert {o["apiVersion"] for o in render("base")} <= CORE_GROUPS
+
+
+def test_the_validation_rejects_what_the_api_server_would() -> None:
+    """The checks can fail: an unknown field, a wrong type, a missing required field."""
+    worker = copy.deepcopy(of_kind(render("overlays/prod"), "StatefulSet")[0])
+    container(worker)["imagePullPolcy"] = "Always"
+    with pytest.raises(AssertionError, match="imagePullPolcy"):
+        validate(worker)
+    topic = copy.deepcopy(of_kind(render("overlays/prod"), "KafkaTopic")[0])
+    topic["spec"]["partitions"] = "eight"
+    with pytest.raises(AssertionError, match="partitions"):
+        validate(topic)
+    scaled = copy.deepcopy(of_kind(render("overlays/prod"), "ScaledObject")[0])
+    del scaled["spec"]["scaleTargetRef"]
+    with pytest.raises(AssertionError, match="scaleTargetRef"):
+        validate(scaled)
+
+
+# -- the manifests against the code ------------------------------------------------------------
+
+def real_settings() -> set[str]:
+    from tests.contract.test_deploy import real_settings as names
+
+    return names()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_env_var_is_a_real_setting_and_no_secret_is_written(overlay: str) -> None:
+    objs = render(f"overlays/{overlay}")
+    assert not of_kind(objs, "Secret"), "a Secret in the manifests: credentials are created"
+    settings = real_settings()
+    assert set(settings_env(objs)) <= settings, set(settings_env(objs)) - settings
+    for obj in of_kind(objs, *LONG_RUNNING, "Job"):
+        for env in container(obj).get("env", []):
+            assert env["name"] in settings, (obj["metadata"]["name"], env["name"])
+            if any(word in env["name"] for word in ("PASSWORD", "DATABASE_URL")):
+                assert "value" not in env, f"{env['name']} written into a manifest"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_runs_a_real_command_and_every_stage_runs(overlay: str) -> None:
+    from click import Group
+
+    from streams import topology
+    from streams.cli import main
+    from streams.settings import Settings
+
+    assert isinstance(main, Group)
+    objs = render(f"overlays/{overlay}")
+    running = {container(o)["args"][0] for o in of_kind(objs, *LONG_RUNNING)}
+    jobs = {container(o)["args"][0] for o in of_kind(objs, "Job")}
+    assert running | jobs <= set(main.commands), (running | jobs) - set(main.commands)
+    assert running == {st.command for st in topology.stages(Settings())} | {"monitor"}
+    assert "migrate" in jobs
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_long_running_pods_are_probed_and_locked_down(overlay: str) -> None:
+    for obj in of_kind(render(f"overlays/{overlay}"), *LONG_RUNNING):
+        pod, c = obj["spec"]["template"]["spec"], container(obj)
+        name = obj["metadata"]["name"]
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+        assert {"name": "metrics", "containerPort": 9400} in c["ports"], name
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True, name
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False, name
+        assert pod["automountServiceAccountToken"] is False, name
+        assert "limits" in c["resources"] and "requests" in c["resources"], name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_worker_is_a_statefulset_with_no_more_replicas_than_partitions(
+        overlay: str) -> None:
+    objs = render(f"overlays/{overlay}")
+    (worker,) = of_kind(objs, "StatefulSet")
+    env = settings_env(objs)
+    assert container(worker)["args"] == ["worker"]
+    assert 1 <= worker["spec"]["replicas"] <= int(env["XP_TOPIC_PARTITIONS"])
+    mounts = {m["name"]: m["mountPath"] for m in container(worker)["volumeMounts"]}
+    assert env["XP_DATA_DIR"].startswith(mounts["data"] + "/")  # RocksDB on the volume
+    instance = [e for e in container(worker)["env"] if e["name"] == "XP_WORKER_INSTANCE_ID"]
+    assert instance[0]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert int(env["XP_WORKER_STANDBY_REPLICAS"]) < worker["spec"]["replicas"] or (
+        env["XP_WORKER_STANDBY_REPLICAS"] == "0")
+    disrupted = {p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+                 for p in of_kind(objs, "PodDisruptionBudget")}
+    assert {o["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+            for o in of_kind(objs, *LONG_RUNNING)} <= disrupted
+
+
+def test_strimzi_topics_are_the_pipelines_topics() -> None:
+    from streams.kafka import topic_specs
+    from streams.settings import Settings
+
+    objs = render("overlays/prod")
+    partitions = int(settings_env(objs)["XP_TOPIC_PARTITIONS"])
+    specs = {s.name: s for s in topic_specs(Settings().with_(topic_partitions=partitions))}
+    declared = {t["spec"]["topicName"]: t["spec"] for t in of_kind(objs, "KafkaTopic")}
+    assert set(declared) == set(specs)
+    replicas = int(settings_env(objs)["XP_TOPIC_REPLICATION_FACTOR"])
+    for name, spec in specs.items():
+        assert declared[name]["partitions"] == spec.partitions, name
+        assert declared[name]["replicas"] == replicas, name
+        assert dict(spec.configs).items() <= declared[name]["config"].items(), name
+    users = of_kind(objs, "KafkaUser")
+    assert [u["metadata"]["name"] for u in users] == [settings_env(objs)["KAFKA_SASL_USERNAME"]]
+    assert not [j for j in of_kind(objs, "Job") if container(j)["args"] == ["create-topics"]]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_keda_scales_each_sink_on_its_own_group_and_topic(overlay: str) -> None:
+    from streams import topology
+    from streams.settings import Settings
+
+    objs = render(f"overlays/{overlay}")
+    deployments = {d["metadata"]["name"]: container(d)["args"][0]
+                   for d in of_kind(objs, "Deployment")}
+    sinks = {st.command: st for st in topology.stages(Settings()) if st.writer}
+    scaled = of_kind(objs, "ScaledObject")
+    assert len(scaled) == len(sinks) - 1  # the rules sink reads one partition
+    for obj in scaled:
+        command = deployments[obj["spec"]["scaleTargetRef"]["name"]]
+        (trigger,) = obj["spec"]["triggers"]
+        meta = trigger["metadata"]
+        assert (meta["consumerGroup"], meta["topic"]) == (sinks[command].group,
+                                                          sinks[command].topic), command
+        assert meta["allowIdleConsumers"] == "false"  # never more replicas than partitions
+        assert meta["bootstrapServersFromEnv"] == "KAFKA_BOOTSTRAP_SERVERS"
+    for d in of_kind(objs, "Deployment"):
+        if d["metadata"]["name"] in {o["spec"]["scaleTargetRef"]["name"] for o in scaled}:
+            assert "replicas" not in d["spec"], "a replica count would undo KEDA's scaling"
+
+
+def test_prometheus_rule_and_dashboard_equal_their_sources() -> None:
+    objs = render("overlays/prod")
+    (rule,) = of_kind(objs, "PrometheusRule")
+    alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    assert rule["spec"]["groups"] == alerts["groups"], "stale: run `make k8s-generate`"
+    (dashboard,) = [o for o in of_kind(objs, "ConfigMap")
+                    if o["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    source = json.loads((ROOT / "deploy" / "grafana" / "xp-streams.json").read_text())
+    assert json.loads(dashboard["data"]["xp-streams.json"]) == source, \
+        "stale: run `make k8s-generate`"
+    (monitor,) = of_kind(objs, "PodMonitor")
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/part-of":
+                                                          "xp-streams"}
