@@ -164,7 +164,7 @@ class Settings:
     """XP_TABLE_STORE: Faust table store URL: ``rocksdb://`` (default) or ``memory://``."""
     rocksdb_memory_mb: int = 8
     """XP_ROCKSDB_MEMORY_MB: memory budget of each RocksDB store of the worker (MiB): one per
-    table and partition it holds (2 tables x partitions assigned). Half block cache, half two
+    table and partition it holds (6 tables x partitions held, standbys included). Half block cache, half two
     write buffers. Faust's defaults (2 GiB cache and 3 x 64 MiB buffers per store) let the
     worker's RSS grow by hundreds of MiB over a 10-minute run."""
     broker_session_timeout: float = 10.0
