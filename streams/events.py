@@ -28,7 +28,10 @@ SCHEMA_DIR = (_PACKAGE / "schemas" if (_PACKAGE / "schemas").is_dir()
 """The JSON Schemas: ``streams/schemas`` in an installed wheel (package data), else
 ``schemas/`` of the source tree (a checkout or an editable install)."""
 
-NON_GAME_KINDS = frozenset({"daily_login", "adjustment", "backfill"})
+AWARD_KIND = "daily_login"
+"""The kind of the XP event a daily-login award is (docs/design.md, "Grants")."""
+
+NON_GAME_KINDS = frozenset({AWARD_KIND, "adjustment", "backfill"})
 """Kinds that change total_xp but are not games: they do not count in games_played nor set
 last_game_type (games_played counts games played)."""
 

@@ -69,6 +69,28 @@ class Metrics(_Exported):
             "xp_grant_policy_lag_records",
             "Records of the policies topic the grant stream has not read yet.", registry=r,
         )
+        self.grant_policy_paused = Gauge(
+            "xp_grant_policy_paused",
+            "1 while the grant stream holds claims back until it has read the policies topic to"
+            " its end (claims are decided only under every policy published before them).",
+            registry=r,
+        )
+        self.grant_tz_changes = Counter(
+            "xp_grant_tz_changes_total",
+            "Reward time-zone change requests decided, by outcome (accepted, rejected).",
+            ["outcome"], registry=r,
+        )
+        self.grant_hints = Counter(
+            "xp_grant_hints_total",
+            "Claims decided with a hint (tz_mismatch: the client's zone is not the reward zone;"
+            " clock_skew: the client clock is off by more than the policy allows).",
+            ["hint"], registry=r,
+        )
+        self.grant_conflicts = Counter(
+            "xp_grant_conflicts_total",
+            "Awards (daily_login XP events) whose id the worker had seen with other content: two"
+            " deciders of one reward day disagreed; the first award stands.", registry=r,
+        )
         self.sink_rows = Counter(
             "xp_sink_rows_total",
             "Rows a sink wrote, by sink and result (inserted, present = idempotent hit).",

@@ -98,7 +98,8 @@ class PolicyFeed:
 
     Args:
         settings: the policies topic, the publish lead, the brokers.
-        metrics: ``xp_grant_policy_records_total``, ``xp_grant_policy_lag_records``; None for
+        metrics: ``xp_grant_policy_records_total``, ``xp_grant_policy_lag_records``,
+            ``xp_grant_policy_paused``; None for
             a second feed of the same worker (the XP stream's: the grant stream's feed exports
             and logs what both read, once).
     """
@@ -141,8 +142,13 @@ class PolicyFeed:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the policies topic {self._tp.topic} was not read to its "
                                    f"end within {timeout_s:.0f} s")
+            if self.metrics is not None:  # claims wait for the tail (docs/design.md, Grants)
+                self.metrics.grant_policy_paused.set(1)
+                if end is not None:
+                    self.metrics.grant_policy_lag.set(max(0, end - self._next))
             await asyncio.sleep(0.05)
         if self.metrics is not None:
+            self.metrics.grant_policy_paused.set(0)
             self.metrics.grant_policy_lag.set(max(0, end - self._next))
 
     def _read(self, record: ConsumerRecord[bytes, bytes]) -> None:

@@ -164,9 +164,9 @@ class Settings:
     """XP_TABLE_STORE: Faust table store URL: ``rocksdb://`` (default) or ``memory://``."""
     rocksdb_memory_mb: int = 8
     """XP_ROCKSDB_MEMORY_MB: memory budget of each RocksDB store of the worker (MiB): one per
-    table and partition it holds (6 tables x partitions held, standbys included). Half block cache, half two
-    write buffers. Faust's defaults (2 GiB cache and 3 x 64 MiB buffers per store) let the
-    worker's RSS grow by hundreds of MiB over a 10-minute run."""
+    table and partition it holds (6 tables x partitions held, standbys included). Half block
+    cache, half two write buffers. Faust's defaults (2 GiB cache and 3 x 64 MiB buffers per
+    store) let the worker's RSS grow by hundreds of MiB over a 10-minute run."""
     broker_session_timeout: float = 10.0
     """XP_BROKER_SESSION_TIMEOUT: consumer-group session timeout (seconds); 10 s joins fast."""
     broker_rebalance_timeout: float = 10.0

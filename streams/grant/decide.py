@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones, reset
 import orjson
 
 from streams.errors import InvalidEvent
-from streams.events import Limits, decode_document
+from streams.events import AWARD_KIND, Limits, decode_document
 from streams.policies import DEFAULT_MAX_CHANGES_PER_30_DAYS, Policies, to_us
 
 NS_GRANT = uuid.uuid5(uuid.NAMESPACE_URL, "https://xp-streams.example/grant")
@@ -42,6 +42,10 @@ NS_GRANT = uuid.uuid5(uuid.NAMESPACE_URL, "https://xp-streams.example/grant")
 
 POLICY_ID = "daily_login"
 """The policy daily-login claims are decided under."""
+
+CLAIM = "daily_login_claim"
+TZ_CHANGE = "reward_tz_change"
+"""The two record types of the claims topic (``schemas/xp_claim.v1.json``)."""
 
 WINDOW_US = 30 * 86_400 * 1_000_000
 """The zone-change rate limit's window (30 days, microseconds)."""
@@ -330,7 +334,7 @@ def decide(state: GrantState, claim: Claim, policies: Policies) -> Decision:
     state = dataclasses.replace(state, last_t=t, position=(claim.partition, claim.offset),
                                 version=state.version + 1,
                                 changes=tuple(c for c in state.changes if c > t - WINDOW_US))
-    if claim.type == "daily_login_claim":
+    if claim.type == CLAIM:
         state, fields, award = _claim(state, claim, t, policies)
     else:
         state, fields = _tz_change(state, claim, t, policies)
@@ -405,7 +409,7 @@ def _claim(state: GrantState, claim: Claim, t: int,
         longest_streak=longest, grace_tokens=k, grace_used=u,
         skipped=tuple(s for s in state.skipped if s > day.isoformat()))
     award = {
-        "id": award_id, "student_id": claim.student_id, "kind": "daily_login", "delta": xp,
+        "id": award_id, "student_id": claim.student_id, "kind": AWARD_KIND, "delta": xp,
         "created_at": iso(t),
         "metadata": {"source": "grant:daily_login", "reward_day_id": day.isoformat(),
                      "reward_tz": state.reward_tz, "streak_day": c, "grace_consumed": consumed,

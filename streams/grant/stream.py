@@ -24,7 +24,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streams import topics
 from streams.errors import InvalidEvent
-from streams.grant.decide import GrantState, decide, decode_claim
+from streams.grant.decide import TZ_CHANGE, GrantState, decide, decode_claim
 from streams.metrics import Metrics
 from streams.policy_feed import PolicyFeed
 from streams.settings import Settings
@@ -40,7 +40,8 @@ class GrantStream:
     Args:
         app: the worker's Faust app (its table is created here).
         settings: topics, limits, the policy feed's settings.
-        metrics: ``xp_records_total{stage="grant"}``, ``xp_grant_claims_total``.
+        metrics: ``xp_records_total{stage="grant"}``, ``xp_grant_claims_total``,
+            ``xp_grant_tz_changes_total``, ``xp_grant_hints_total``.
     """
 
     stage = "grant"
@@ -83,6 +84,10 @@ class GrantStream:
                 f = decision.fields
                 self.metrics.grant_claims.labels(f["type"], f["outcome"],
                                                  f.get("reason") or "").inc()
+                if f["type"] == TZ_CHANGE:
+                    self.metrics.grant_tz_changes.labels(f["outcome"]).inc()
+                for hint in f.get("hints") or ():
+                    self.metrics.grant_hints.labels(hint).inc()
         self.metrics.records.labels(self.stage, "valid").inc(len(records) - invalid)
         self.metrics.records.labels(self.stage, "invalid").inc(invalid)
         return invalid

@@ -39,7 +39,7 @@ from streams.dedupe import (
     from_ledger,
 )
 from streams.errors import DatabaseUnavailable, InvalidEvent
-from streams.events import XpEvent, decode_record
+from streams.events import AWARD_KIND, XpEvent, decode_record
 from streams.metrics import Metrics
 from streams.policies import to_us
 from streams.policy_feed import PolicyFeed
@@ -148,6 +148,8 @@ class XpStream:
         if verdict is Verdict.CONFLICT:
             log.warning("conflict: event %s at %s/%s[%s] differs from its first sighting; "
                         "the first one wins", ev.id, p, offset, index)
+            if ev.kind == AWARD_KIND:
+                self.metrics.grant_conflicts.inc()
         if verdict in (Verdict.DUPLICATE, Verdict.CONFLICT):
             return str(verdict.value)
         key = ev.student_id.encode()

@@ -186,6 +186,7 @@ def test_replay_of_the_claims_topic_reproduces_outcomes_and_awards(
         report = orjson.loads(done.stdout)
         assert done.returncode == 0 and report["identical"], done.stdout.decode()
         assert report["outcomes"] == len(records) and report["awards"] == 5 * 8 - 2
+        assert metric(s.metrics_port, 'xp_grant_tz_changes_total{outcome="accepted"}') == 1
         with psycopg.connect(s.database_url, autocommit=True) as conn:
             conn.execute("UPDATE xp_awards SET xp_awarded = xp_awarded + 1 WHERE user_id = %s "
                          "AND reward_day_id = '2026-06-02'", (students[1],))
@@ -310,6 +311,17 @@ def test_two_deciders_of_the_same_claims_emit_identical_ids_and_no_conflict(
                          "'daily_login'") == (awards,)
         assert query_one(s.database_url, "SELECT count(*) FROM xp_totals WHERE total_xp = 32") \
             == (len(students),)  # 10 + 10 + 12 XP: streak days 1-3
+        assert metric(s.metrics_port, "xp_grant_conflicts_total") == 0
+        # A decider that disagrees: an award with a known receipt and another amount.
+        award = next(a for a in asyncio.run(_read_all(s, s.xp_topic, 2 * awards))
+                     if a.get("kind") == "daily_login")
+        asyncio.run(_send(s, s.xp_topic, [(award["student_id"].encode(),
+                                           {**award, "delta": award["delta"] + 5}, None)]))
+        wait_for(lambda: metric(s.metrics_port, "xp_grant_conflicts_total") == 1, 60,
+                 "the worker to count the conflicting award")
+        pipeline.wait_caught_up()
+        assert query_one(s.database_url, "SELECT count(*) FROM xp_totals WHERE total_xp = 32") \
+            == (len(students),)  # the first award stands
     finally:
         twin.stop()
         pipeline.stop()
