@@ -83,7 +83,8 @@ class Metrics(_Exported):
         self.grant_hints = Counter(
             "xp_grant_hints_total",
             "Claims decided with a hint (tz_mismatch: the client's zone is not the reward zone;"
-            " clock_skew: the client clock is off by more than the policy allows).",
+            " clock_skew: the client clock is off by more than the policy allows;"
+            " unknown_segment: no override for the learner's segment, the base applies).",
             ["hint"], registry=r,
         )
         self.grant_conflicts = Counter(

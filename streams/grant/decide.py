@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -292,7 +293,12 @@ def _existing_days_between(state: GrantState, last: date, day: date) -> int:
     return count
 
 
-def _hints(state: GrantState, claim: Claim, t: int, max_skew_s: int) -> list[str]:
+def _hints(state: GrantState, claim: Claim, t: int, max_skew_s: int,
+           segments: Iterable[str]) -> list[str]:
+    """The outcome's hints: ``tz_mismatch`` (the client's zone has another offset than the
+    reward zone now), ``clock_skew`` (the client clock is off by more than the policy allows),
+    ``unknown_segment`` (the learner's segment has no override in the policy version: the base
+    applies)."""
     hints = []
     assert state.reward_tz is not None
     if claim.client_tz is not None and claim.client_tz != state.reward_tz:
@@ -305,6 +311,8 @@ def _hints(state: GrantState, claim: Claim, t: int, max_skew_s: int) -> list[str
                                         .replace("z", "+00:00"))
         if abs(to_us(client) - t) > max_skew_s * 1_000_000:
             hints.append("clock_skew")
+    if state.segment is not None and state.segment not in segments:
+        hints.append("unknown_segment")
     return hints
 
 
@@ -376,7 +384,8 @@ def _claim(state: GrantState, claim: Claim, t: int,
                        "grace_consumed": 0, "receipt_id": None, "policy_id": POLICY_ID,
                        "policy_version": None, "season_id": season}, None
     definition = version.effective(season, state.segment)
-    hints = _hints(state, claim, t, definition.max_client_skew_seconds)
+    hints = _hints(state, claim, t, definition.max_client_skew_seconds,
+                   version.definition.get("segment_overrides", {}))
     last = None if state.last_day is None else date.fromisoformat(state.last_day)
     if last is not None and day <= last:  # R5
         return state, {**common, **_streak_fields(state), "outcome": "already_claimed",

@@ -270,7 +270,11 @@ def test_17_segment_overrides() -> None:
         s = Student("UTC", pol)
         got = [s.claim(f"2026-06-0{d}T08:00:00Z", segment=segment) for d in range(1, 8)]
         xp[segment] = got[-1]["xp"]
+        assert all(o["hints"] == [] for o in got)
     assert xp == {"new_learner": 80, "grade_1_3": 60}
+    unknown = Student("UTC", pol)  # no override of its own: the base, and a hint to count
+    got = [unknown.claim(f"2026-06-0{d}T08:00:00Z", segment="grade_4_6") for d in range(1, 3)]
+    assert [(o["xp"], o["hints"]) for o in got] == [(10, ["unknown_segment"])] * 2
 
 
 def test_18_a_weekend_window() -> None:
