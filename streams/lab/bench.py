@@ -155,6 +155,9 @@ class Report:
     stages: list[Stage] = field(default_factory=list)
     latency_ms: dict[str, float] = field(default_factory=dict)
     """p50, p99, max (milliseconds) and the offered rate (events/s)."""
+    latency_windows: list[dict[str, float]] = field(default_factory=list)
+    """The latency stage per :data:`LATENCY_WINDOW_S` of acknowledgements: window start
+    (seconds), events, p50, p99, max (milliseconds); whether latency drifts over a long run."""
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
     """Peak resident memory of each process (MiB)."""
     rss_mib: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
@@ -553,6 +556,7 @@ class Bench:
         self.say(f"latency at {self.rate:,} events/s for {self.latency_s:.0f} s ...")
         seen = asyncio.run(offer(settings, self.rate, self.latency_s, self.spec.students, procs))
         samples = [seen.applied[i] - seen.acks[i] for i in seen.acks if i in seen.applied]
+        self.report.latency_windows = latency_windows(seen)
         if samples:
             self.report.latency_ms = {
                 "offered_per_second": self.rate, "events": len(samples),
@@ -562,6 +566,22 @@ class Bench:
                 "not_applied": len(seen.acks) - len(samples),
             }
         self.report.rss_mib = seen.rss_mib
+
+
+def latency_windows(seen: Offered) -> list[dict[str, float]]:
+    """``seen``'s applied events grouped by acknowledgement time into windows of
+    :data:`LATENCY_WINDOW_S` (seconds from the stage's start): start, events, p50, p99 and max
+    (milliseconds). Only for stages of at least two windows (else an empty list)."""
+    acks = [(t, seen.applied[i] - t) for i, t in seen.acks.items() if i in seen.applied]
+    if not acks or max(t for t, _ in acks) - seen.started < 2 * LATENCY_WINDOW_S:
+        return []
+    windows: dict[int, list[float]] = {}
+    for t, lat in acks:
+        windows.setdefault(int((t - seen.started) // LATENCY_WINDOW_S), []).append(lat)
+    return [{"start_s": w * LATENCY_WINDOW_S, "events": len(v),
+             "p50": round(statistics.median(v) * 1000, 1),
+             "p99": round(percentile(v, 0.99) * 1000, 1), "max": round(max(v) * 1000, 1)}
+            for w, v in sorted(windows.items())]
 
 
 async def _records_behind(settings: Settings, group: str, topic: str) -> int:
@@ -661,9 +681,15 @@ class Offered:
     """event index -> monotonic time of the first ``xp_totals`` poll that showed it."""
     rss_mib: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     """process -> (seconds since the start, resident memory in MiB), every ``RSS_EVERY_S``."""
+    started: float = 0.0
+    """monotonic time of the stage's first publish."""
 
 
 RSS_EVERY_S = 5.0
+"""How often the latency stage samples each process's resident memory (seconds)."""
+
+LATENCY_WINDOW_S = 60.0
+"""Width of the latency stage's windows in the report (seconds of acknowledgements)."""
 """How often the latency stage samples each process's resident memory (seconds)."""
 
 
@@ -688,7 +714,7 @@ async def offer(settings: Settings, rate: int, seconds: float, students: int,
     producer = kafka.producer(settings)
     await producer.start()
     stop = asyncio.Event()
-    started = time.monotonic()
+    started = seen.started = time.monotonic()
     deadline = started + seconds + 30
 
     def acked(i: int) -> None:
@@ -787,6 +813,10 @@ def render(report: Report) -> Any:
                       f"{lat['events']:,}", "", "", "",
                       f"p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} "
                       f"ms (poll {POLL_S * 1000:.0f} ms), not applied {lat['not_applied']}")
+    for w in report.latency_windows:
+        table.add_row(f"  acknowledged {w['start_s']:.0f}-{w['start_s'] + LATENCY_WINDOW_S:.0f} s",
+                      f"{w['events']:,.0f}", "", "", "",
+                      f"p50 {w['p50']:.0f} ms, p99 {w['p99']:.0f} ms, max {w['max']:.0f} ms")
     for proc, mib in sorted(report.peak_rss_mib.items()):
         table.add_row(f"peak RSS: {proc}", "", "", "", "", f"{mib:,.0f} MiB")
     for proc, series in sorted(report.rss_mib.items()):

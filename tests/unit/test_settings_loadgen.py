@@ -78,3 +78,27 @@ def test_bench_skip_choices_are_its_stages() -> None:
     skip = next(p for p in main.commands["bench"].params if p.name == "skip")
     assert isinstance(skip.type, click.Choice)
     assert set(skip.type.choices) == STAGES
+
+
+def test_latency_windows_group_by_acknowledgement_time() -> None:
+    """The latency stage's windows: events grouped by when they were acknowledged, each window
+    with its own percentiles; a stage shorter than two windows has none."""
+    from streams.lab.bench import LATENCY_WINDOW_S, Offered, latency_windows
+
+    seen = Offered(started=100.0)
+    # window 0: latencies 0.1 s; window 1: 0.5 s; window 2: one event of 2 s
+    for i in range(10):
+        seen.acks[i] = 100.0 + i
+        seen.applied[i] = seen.acks[i] + 0.1
+    for i in range(10, 20):
+        seen.acks[i] = 100.0 + LATENCY_WINDOW_S + i
+        seen.applied[i] = seen.acks[i] + 0.5
+    seen.acks[20] = 100.0 + 2 * LATENCY_WINDOW_S + 1
+    seen.applied[20] = seen.acks[20] + 2.0
+    seen.acks[21] = 101.0  # never applied: not in any window
+    windows = latency_windows(seen)
+    assert [(w["start_s"], w["events"], w["p50"], w["max"]) for w in windows] == [
+        (0.0, 10, 100.0, 100.0), (LATENCY_WINDOW_S, 10, 500.0, 500.0),
+        (2 * LATENCY_WINDOW_S, 1, 2000.0, 2000.0)]
+    short = Offered(started=0.0, acks={0: 1.0}, applied={0: 1.2})
+    assert latency_windows(short) == []
