@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class _Exported:
@@ -16,11 +16,13 @@ class _Exported:
 
 
 class Metrics(_Exported):
-    """Every metric a pipeline process (worker, totals writer, ledger sink) exports."""
+    """Every metric a pipeline process (worker, totals writer, ledger sink) exports, and the
+    standard ``process_*`` metrics (resident memory, CPU seconds, open files)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
         self.records = Counter(
             "xp_records_total",
             "Records consumed, by stage and outcome (valid, invalid, duplicate, conflict,"
@@ -51,6 +53,12 @@ class Metrics(_Exported):
             "xp_worker_dlq_limit_halted",
             "1 when the worker stopped advancing because the share of invalid records passed"
             " XP_WORKER_DLQ_LIMIT (docs/runbook.md).", registry=r,
+        )
+        self.rocksdb_memory = Gauge(
+            "xp_worker_rocksdb_memory_bytes",
+            "Memory of the worker's RocksDB stores in use: their one shared block cache with"
+            " the write buffers charged to it, at most about XP_ROCKSDB_MEMORY_MB (bytes).",
+            registry=r,
         )
         self.dedupe_expired = Counter(
             "xp_dedupe_expired_total", "Dedupe entries dropped past the horizon.", registry=r

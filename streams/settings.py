@@ -162,11 +162,13 @@ class Settings:
     """XP_DATA_DIR: directory of the worker's local table store (RocksDB)."""
     table_store: str = "rocksdb://"
     """XP_TABLE_STORE: Faust table store URL: ``rocksdb://`` (default) or ``memory://``."""
-    rocksdb_memory_mb: int = 8
-    """XP_ROCKSDB_MEMORY_MB: memory budget of each RocksDB store of the worker (MiB): one per
-    table and partition it holds (6 tables x partitions held, standbys included). Half block
-    cache, half two write buffers. Faust's defaults (2 GiB cache and 3 x 64 MiB buffers per
-    store) let the worker's RSS grow by hundreds of MiB over a 10-minute run."""
+    rocksdb_memory_mb: int = 32
+    """XP_ROCKSDB_MEMORY_MB: memory budget of all the worker's RocksDB stores together (MiB;
+    one store per table and partition it holds, standbys included): one block cache of this
+    size shared by every store, which also holds their index and filter blocks and is charged
+    for their write buffers (at most half of it). Faust's defaults (a 2 GiB cache and 3 x 64
+    MiB buffers per store) let the worker's RSS grow by hundreds of MiB over a 10-minute run.
+    ``xp_worker_rocksdb_memory_bytes`` shows what is in use."""
     broker_session_timeout: float = 10.0
     """XP_BROKER_SESSION_TIMEOUT: consumer-group session timeout (seconds); 10 s joins fast."""
     broker_rebalance_timeout: float = 10.0
@@ -298,7 +300,7 @@ class Settings:
             metrics_port=_int(e, "XP_METRICS_PORT", d.metrics_port),
             data_dir=e.get("XP_DATA_DIR", d.data_dir),
             table_store=store,
-            rocksdb_memory_mb=_int(e, "XP_ROCKSDB_MEMORY_MB", d.rocksdb_memory_mb, 2),
+            rocksdb_memory_mb=_int(e, "XP_ROCKSDB_MEMORY_MB", d.rocksdb_memory_mb, 8),
             broker_session_timeout=_float(
                 e, "XP_BROKER_SESSION_TIMEOUT", d.broker_session_timeout, 1.0
             ),

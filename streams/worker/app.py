@@ -87,6 +87,7 @@ def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, SourceReader
     """Create the app, the streams' tables, the positions table and the reader, wired to
     Faust's rebalance signals. Raises :class:`faust_internals.FaustMismatch`."""
     faust_internals.patch_all(settings)
+    metrics.rocksdb_memory.set_function(faust_internals.rocksdb_memory_bytes)
     app = create_app(settings)
     if settings.faust_sensor:
         from faust.sensors.prometheus import setup_prometheus_sensors

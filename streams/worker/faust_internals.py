@@ -5,7 +5,8 @@ is here reaches past it, so it is pinned to one faust-streaming version: :func:`
 the installed version and that every attribute it relies on exists, and refuses to start
 otherwise (:class:`FaustMismatch`), so an upgrade fails at start-up instead of corrupting state.
 
-- two workarounds for Faust's own table-recovery consumer on Tansu (:func:`patch_all`);
+- two workarounds for Faust's own table-recovery consumer on Tansu, and one memory budget for
+  every RocksDB store of the process (:func:`patch_all`);
 - a store read of one key in one partition (:func:`store_get`), and a store write of a
   checkpoint's acknowledged changelog records (:func:`store_write`);
 - the partitions of the table changelogs this worker holds as actives (:func:`held_partitions`).
@@ -51,6 +52,7 @@ def _required() -> list[tuple[Any, str]]:
         (rocksdb.Store, "_db_for_partition"),
         (rocksdb.Store, "apply_changelog_batch"),
         (rocksdb.Store, "offset_key"),
+        (rocksdb.RocksDBOptions, "as_options"),
         (Recovery, "on_recovery_completed"),
         (memory.Store, "_key_partition"),
     ]
@@ -92,10 +94,18 @@ def patch_all(settings: Settings) -> None:
     - Fetch wait: Faust fixes ``fetch_max_wait_ms=1500`` on its consumer; Tansu answers a fetch
       at a partition's end only when it expires, so each step of recovery waits 1.5 s. It is
       set to ``settings.fetch_max_wait_ms``.
+    - RocksDB memory: Faust gives each store (one per table and partition, standbys included)
+      a block cache of its own and leaves index and filter blocks outside any cache, so the
+      worker's memory grows with the partitions it holds and the data it stores. Every store
+      of the process instead shares one block cache of ``settings.rocksdb_memory_mb``, which
+      also holds their index and filter blocks and is charged for their write buffers (a
+      write buffer manager of half of it), see :func:`shared_rocksdb_memory`.
 
     Idempotent. Raises :class:`FaustMismatch`.
     """
     check_version()
+    global _rocksdb_budget_mb
+    _rocksdb_budget_mb = settings.rocksdb_memory_mb
     driver = _driver()
     original = driver.AIOKafkaConsumerThread._highwaters
     if not getattr(original, "patched", False):
@@ -135,6 +145,58 @@ def patch_all(settings: Settings) -> None:
 
         _create_worker_consumer.patched = True  # type: ignore[attr-defined]
         driver.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+
+    from faust.stores import rocksdb
+
+    as_options = rocksdb.RocksDBOptions.as_options
+    if not getattr(as_options, "patched", False):
+        def shared_options(self: Any) -> Any:
+            options = as_options(self)
+            if not self.use_rocksdict:
+                return options  # python-rocksdb (not installed here): Faust's own options
+            import rocksdict
+
+            cache, buffers = shared_rocksdb_memory(_rocksdb_budget_mb)
+            table = rocksdict.BlockBasedOptions()
+            table.set_bloom_filter(self.bloom_filter_size, True)
+            table.set_block_cache(cache)
+            table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+            table.set_cache_index_and_filter_blocks(True)
+            table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+            options.set_block_based_table_factory(table)
+            options.set_write_buffer_manager(buffers)
+            return options
+
+        shared_options.patched = True  # type: ignore[attr-defined]
+        setattr(rocksdb.RocksDBOptions, "as_options", shared_options)  # noqa: B010
+
+
+_SHARED_MEMORY: dict[int, tuple[Any, Any]] = {}
+_rocksdb_budget_mb = Settings.rocksdb_memory_mb
+"""The budget of the last :func:`patch_all` (its settings' ``rocksdb_memory_mb``)."""
+
+
+def shared_rocksdb_memory(budget_mb: int) -> tuple[Any, Any]:
+    """The process's one RocksDB block cache of ``budget_mb`` MiB (LRU) and the write buffer
+    manager that charges every store's memtables to it (at most half of it, flushing the
+    largest memtable beyond that; writers never stall): ``(rocksdict.Cache,
+    rocksdict.WriteBufferManager)``, created on first use. Its usage is
+    ``xp_worker_rocksdb_memory_bytes``."""
+    if budget_mb not in _SHARED_MEMORY:
+        import rocksdict
+
+        budget = budget_mb * 1024 * 1024
+        cache = rocksdict.Cache(budget)
+        buffers = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+            budget // 2, False, cache)
+        _SHARED_MEMORY[budget_mb] = (cache, buffers)
+    return _SHARED_MEMORY[budget_mb]
+
+
+def rocksdb_memory_bytes() -> int:
+    """Bytes in use of the shared RocksDB memory (block cache and the write buffers charged to
+    it; 0 before a RocksDB store opened)."""
+    return sum(int(cache.get_usage()) for cache, _ in _SHARED_MEMORY.values())
 
 
 def _is_rocksdb(store: Any) -> bool:

@@ -72,14 +72,22 @@ class TableState(Generic[V]):
         return faust_internals.store_slice(self.table, partition, after, limit)
 
 
-def store_options(settings: Settings) -> dict[str, int]:
-    """RocksDB options of each table store within ``settings.rocksdb_memory_mb``: half block
-    cache, half two write buffers (the memory store ignores them). Faust's defaults (2 GiB
-    cache, 3 x 64 MiB buffers per store) let the worker's RSS grow without a useful bound."""
-    budget = settings.rocksdb_memory_mb * 1024 * 1024
-    return {"block_cache_size": budget // 2, "block_cache_compressed_size": 0,
-            "write_buffer_size": budget // 4, "max_write_buffer_number": 2,
-            "target_file_size_base": budget // 4}
+def store_options() -> dict[str, int]:
+    """Faust's RocksDB options of each table store (one per table and partition held): write
+    buffers of :data:`WRITE_BUFFER_BYTES`, at most two, SST files of twice that. Their block
+    cache is not these options' ``block_cache_size`` but the one cache of
+    ``settings.rocksdb_memory_mb`` every store of the process shares
+    (:func:`streams.worker.faust_internals.shared_rocksdb_memory`), which also bounds the write
+    buffers of all stores together. Faust's defaults (2 GiB cache, 3 x 64 MiB buffers per
+    store) let the worker's RSS grow without a useful bound. The memory store ignores them."""
+    return {"block_cache_size": 64 * 1024, "block_cache_compressed_size": 0,
+            "write_buffer_size": WRITE_BUFFER_BYTES, "max_write_buffer_number": 2,
+            "target_file_size_base": 2 * WRITE_BUFFER_BYTES}
+
+
+WRITE_BUFFER_BYTES = 1024 * 1024
+"""Write buffer (memtable) size of each RocksDB store (bytes): small, so the shared write
+buffer manager's limit holds many stores (the arena of a memtable grows by an eighth of it)."""
 
 
 def new_table(app: Any, settings: Settings, name: str) -> Any:
@@ -92,4 +100,4 @@ def new_table(app: Any, settings: Settings, name: str) -> Any:
         internal=True, allow_empty=True)
     return app.Table(name, default=None, key_type=bytes, value_type=bytes,
                      partitions=settings.topic_partitions, changelog_topic=changelog,
-                     options=store_options(settings))
+                     options=store_options())

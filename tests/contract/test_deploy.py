@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from streams.metrics import Metrics, MonitorMetrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-METRIC = re.compile(r"\b((?:xp|faust)_[a-zA-Z0-9_]+)")
+METRIC = re.compile(r"\b((?:xp|faust|process)_[a-zA-Z0-9_]+)")
 
 
 def exported_names() -> set[str]:
@@ -27,6 +27,7 @@ def exported_names() -> set[str]:
     names: set[str] = set()
     for registry in registries:
         names |= set(registry._names_to_collectors)  # noqa: SLF001 - no public listing
+        names |= {s.name for m in registry.collect() for s in m.samples}  # process_* too
     return names
 
 
