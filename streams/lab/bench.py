@@ -166,9 +166,12 @@ class Report:
     """Students whose totals differ from the loadgen expectation after the end-to-end stage."""
 
     def ratio(self, stage: Stage) -> float | None:
-        """``stage``'s rate as a share of its limit's rate (None without a limit)."""
+        """``stage``'s rate as a share of its limit's rate (None without a limit or without a
+        figure of its own)."""
         limit = next((s for s in self.stages if s.name == stage.limit), None)
-        return stage.rate / limit.rate if limit is not None and limit.rate > 0 else None
+        if limit is None or limit.rate <= 0 or stage.seconds <= 0:
+            return None
+        return stage.rate / limit.rate
 
     def to_json(self) -> bytes:
         """The report for scripts (rates and ratios included)."""
@@ -320,7 +323,10 @@ class Bench:
         return self.report
 
     def add(self, stage: Stage) -> None:
-        """Record a stage and say its figure."""
+        """Record a stage and say its figure. A stage timed from its first commit whose first
+        commit already held every event (a workload of one batch) has no figure: noted."""
+        if stage.events == 0 and stage.note.startswith("first commit"):
+            stage.note = "no figure: its first commit held the whole workload (use more --events)"
         self.report.stages.append(stage)
         self.say(f"  {stage.name}: {stage.events:,} events in {stage.seconds:.2f} s = "
                  f"{stage.rate:,.0f}/s")
@@ -594,7 +600,7 @@ async def committed_rate(settings: Settings, group: str, topic: str, events_befo
                          procs: list[PipelineProcess]) -> tuple[int, float]:
     """Poll ``group``'s committed offsets on ``topic`` (every 0.1 s) until every record is
     committed; return (events in the records committed after the first commit seen, seconds
-    since then).
+    since then): (0, 0.0) when the first commit seen held every record.
 
     Counting from the first commit leaves out joining the group and the first batch's start,
     and counts only the events processed within the span.

@@ -102,3 +102,24 @@ def test_latency_windows_group_by_acknowledgement_time() -> None:
         (2 * LATENCY_WINDOW_S, 1, 2000.0, 2000.0)]
     short = Offered(started=0.0, acks={0: 1.0}, applied={0: 1.2})
     assert latency_windows(short) == []
+
+
+def test_a_stage_without_a_figure_says_so() -> None:
+    """A stage timed from its first commit whose first commit held the whole workload has no
+    rate: no ratio to its limit (not 0%), and a note that says why."""
+    from streams.lab.bench import BROKER_LIMIT, Report, Stage
+
+    report = Report(spec={})
+    report.stages.append(Stage(BROKER_LIMIT, 20_000, 0.1))
+    timed = Stage("fold worker alone", 15_000, 0.5, BROKER_LIMIT, "first commit to lag 0")
+    empty = Stage("ledger sink alone", 0, 0.0, BROKER_LIMIT, "first commit to lag 0")
+    assert report.ratio(timed) == 30_000 / 200_000
+    assert report.ratio(empty) is None
+
+    from streams.lab import bench
+
+    said: list[str] = []
+    b = object.__new__(bench.Bench)
+    b.report, b.say = report, said.append
+    b.add(empty)
+    assert "held the whole workload" in empty.note and said
