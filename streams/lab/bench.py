@@ -696,7 +696,6 @@ RSS_EVERY_S = 5.0
 
 LATENCY_WINDOW_S = 60.0
 """Width of the latency stage's windows in the report (seconds of acknowledgements)."""
-"""How often the latency stage samples each process's resident memory (seconds)."""
 
 
 async def offer(settings: Settings, rate: int, seconds: float, students: int,

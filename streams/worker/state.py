@@ -72,6 +72,11 @@ class TableState(Generic[V]):
         return faust_internals.store_slice(self.table, partition, after, limit)
 
 
+WRITE_BUFFER_BYTES = 1024 * 1024
+"""Write buffer (memtable) size of each RocksDB store (bytes): small, so the shared write
+buffer manager's limit holds many stores (the arena of a memtable grows by an eighth of it)."""
+
+
 def store_options() -> dict[str, int]:
     """Faust's RocksDB options of each table store (one per table and partition held): write
     buffers of :data:`WRITE_BUFFER_BYTES`, at most two, SST files of twice that. Their block
@@ -83,11 +88,6 @@ def store_options() -> dict[str, int]:
     return {"block_cache_size": 64 * 1024, "block_cache_compressed_size": 0,
             "write_buffer_size": WRITE_BUFFER_BYTES, "max_write_buffer_number": 2,
             "target_file_size_base": 2 * WRITE_BUFFER_BYTES}
-
-
-WRITE_BUFFER_BYTES = 1024 * 1024
-"""Write buffer (memtable) size of each RocksDB store (bytes): small, so the shared write
-buffer manager's limit holds many stores (the arena of a memtable grows by an eighth of it)."""
 
 
 def new_table(app: Any, settings: Settings, name: str) -> Any:
