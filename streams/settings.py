@@ -186,10 +186,12 @@ class Settings:
     worker_dlq_window: int = 1000
     """XP_WORKER_DLQ_WINDOW: records over which ``XP_WORKER_DLQ_LIMIT`` takes the share."""
     worker_recovery_timeout_seconds: float = 300.0
-    """XP_WORKER_RECOVERY_TIMEOUT_SECONDS: when Faust has not finished recovering the tables
-    of an assignment after this long (seconds), the worker starts again in place (same PID):
-    Faust's recovery can hang for good when a broker restarts during it. Keep it above the
-    longest legitimate recovery (the changelogs' size over the recovery rate)."""
+    """XP_WORKER_RECOVERY_TIMEOUT_SECONDS: when the worker has waited this long (seconds)
+    without progress for Faust's start and its first assignment, for an assignment after a
+    revoke, or for the recovery of an assignment (no changelog record recovered), it starts
+    again in place (same PID): a broker lost inside Faust's start or restarted during a
+    recovery can hang Faust for good with no error. Progress resets it, so a long cold recovery
+    that keeps reading is never cut short."""
     worker_standby_replicas: int = 0
     """XP_WORKER_STANDBY_REPLICAS: warm copies of each table partition kept by other worker
     processes (Faust's standby replicas): a partition that moves after a worker is lost then

@@ -147,6 +147,7 @@ def run(settings: Settings, metrics: Metrics, health: Health | None = None) -> N
         async def on_first_start(self) -> None:
             if health is not None:
                 health.watch(self.loop)
+            reader.watch_start(app)  # the start-up deadline (XP_WORKER_RECOVERY_TIMEOUT_SECONDS)
             await super().on_first_start()
 
         async def on_stop(self) -> None:

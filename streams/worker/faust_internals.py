@@ -43,10 +43,12 @@ def _driver() -> Any:
 def _required() -> list[tuple[Any, str]]:
     """(object, attribute) pairs this module reads or replaces."""
     from faust.stores import memory, rocksdb
+    from faust.tables.manager import TableManager
     from faust.tables.recovery import Recovery
 
     driver = _driver()
     return [
+        (TableManager, "_recovery"),
         (driver.AIOKafkaConsumerThread, "_highwaters"),
         (driver.AIOKafkaConsumerThread, "_create_worker_consumer"),
         (rocksdb.Store, "_db_for_partition"),
@@ -54,6 +56,8 @@ def _required() -> list[tuple[Any, str]]:
         (rocksdb.Store, "offset_key"),
         (rocksdb.RocksDBOptions, "as_options"),
         (Recovery, "on_recovery_completed"),
+        (Recovery, "active_offsets"),
+        (Recovery, "standby_offsets"),
         (memory.Store, "_key_partition"),
     ]
 
@@ -73,7 +77,7 @@ def check_version() -> None:
             # an instance attribute, set in __post_init__
             if name not in memory.Store.__post_init__.__code__.co_names:
                 raise FaustMismatch(f"faust-streaming: {owner.__name__}.{name} is gone")
-        elif not hasattr(owner, name):
+        elif not hasattr(owner, name) and name not in getattr(owner, "__annotations__", {}):
             raise FaustMismatch(f"faust-streaming: {owner.__name__}.{name} is gone")
 
 
@@ -297,6 +301,15 @@ def store_slice(table: Any, partition: int, after: bytes | None,
     keys = sorted(k for k, p in store._key_partition.items() if p == partition)
     start = 0 if after is None else bisect.bisect_right(keys, after)
     return [(k, store.data[k]) for k in keys[start:start + limit]]
+
+
+def recovery_progress(app: Any) -> int:
+    """A count that grows while Faust's table recovery reads changelog records (the sum of
+    the offsets it has applied, actives and standbys); 0 before recovery exists."""
+    recovery = app.tables._recovery
+    if recovery is None:
+        return 0
+    return int(sum(recovery.active_offsets.values()) + sum(recovery.standby_offsets.values()))
 
 
 def recovered_generation(app: Any) -> int | None:

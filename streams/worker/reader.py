@@ -144,6 +144,9 @@ class SourceReader:
         """A stall of the event loop this long (seconds) may have cost the membership."""
         self._assigned_at: float | None = None
         """When the assignment whose recovery is awaited came (monotonic seconds)."""
+        self._waiting_since: float | None = None
+        """Since when (monotonic seconds) the worker has waited for Faust's start, an
+        assignment or its recovery without progress; None while it reads."""
         self._recovery_watch: asyncio.Task[None] | None = None
 
     def readiness(self) -> str | None:
@@ -204,26 +207,48 @@ class SourceReader:
                     "partitions were assigned and may have lost its group membership")
         return None
 
+    def watch_start(self, app: Any) -> None:
+        """Start the start-up deadline when the process starts (before Faust's own start):
+        :meth:`_watch_progress` counts from now until the first assignment is recovered."""
+        self._waiting_since = time.monotonic()
+        if self._recovery_watch is None:
+            self._recovery_watch = asyncio.ensure_future(self._watch_progress(app))
+
     async def on_assigned(self, app: Any) -> None:
         """Faust's group assigned this worker its partitions (a new generation); reading starts
         once their recovery for this generation completes (:meth:`on_recovered`)."""
         self._assigned_generation = app.consumer_generation_id
-        self._assigned_at = time.monotonic()
+        self._assigned_at = self._waiting_since = time.monotonic()
         if self._recovery_watch is None:
-            self._recovery_watch = asyncio.ensure_future(self._watch_recovery())
+            self._recovery_watch = asyncio.ensure_future(self._watch_progress(app))
         await self.on_recovered(app)
 
-    async def _watch_recovery(self) -> None:
-        """Start the worker again in place when the recovery of an assignment has not
-        completed within ``XP_WORKER_RECOVERY_TIMEOUT_SECONDS``: Faust's recovery can hang for
-        good when a broker restarts during it (seen on Apache Kafka: no error, no progress)."""
+    async def _watch_progress(self, app: Any) -> None:
+        """Start the worker again in place when it has waited without progress for
+        ``XP_WORKER_RECOVERY_TIMEOUT_SECONDS``: for Faust's start and the first assignment
+        (a broker lost inside Faust's coordinator lookup retried it for ever, /healthz green),
+        for the next assignment after a revoke, or for the recovery of an assignment. Progress
+        is a record recovered (:func:`faust_internals.recovery_progress`), so a long cold
+        recovery that keeps reading is never cut short; a recovery that stopped is (seen on
+        Apache Kafka when the only node restarted during it: no error, no progress)."""
         limit = self.settings.worker_recovery_timeout_seconds
+        seen = faust_internals.recovery_progress(app)
         while not self._stopping:
-            await asyncio.sleep(1.0)
-            since = self._assigned_at
-            if since is not None and time.monotonic() - since > limit:
-                start_again(f"the tables of generation {self._assigned_generation} are not "
-                            f"recovered {limit:.0f} s after their assignment")
+            await asyncio.sleep(min(1.0, limit / 4))
+            since = self._waiting_since
+            if since is None:
+                continue
+            progress = faust_internals.recovery_progress(app)
+            now = time.monotonic()
+            if progress != seen:
+                seen, self._waiting_since = progress, now
+                continue
+            if now - since > limit:
+                what = ("Faust's start and a first assignment" if self._generation < 0
+                        and self._assigned_generation is None
+                        else f"the recovery of generation {self._assigned_generation}"
+                        if self._assigned_generation is not None else "a new assignment")
+                start_again(f"no progress for {limit:.0f} s waiting for {what}")
                 log.critical("exiting for the supervisor to restart the worker")
                 logging.shutdown()
                 os._exit(70)
@@ -263,7 +288,8 @@ class SourceReader:
                 # else: the worker group's committed offset (the first start of this worker
                 # over an older one), else the log start (auto_offset_reset=earliest)
             self.held = held
-            self._assigned_at = None  # recovered: the watch is over until the next assignment
+            self._assigned_at = None
+            self._waiting_since = None  # recovered: the watch rests until the next revoke
             os.environ.pop(START_ATTEMPT_ENV, None)  # reading: starts in place count anew
             self._next_offset.clear()
             log.info("reading partitions %s from %s", sorted(held),
@@ -286,6 +312,7 @@ class SourceReader:
         self._ready.clear()
         self._assigned_generation = None
         self._assigned_at = None
+        self._waiting_since = time.monotonic()
         async with self._lock:
             if self._consumer is not None:
                 self._consumer.assign([])

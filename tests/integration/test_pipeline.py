@@ -359,9 +359,12 @@ def test_a_broker_lost_while_faust_starts_costs_the_worker_a_restart_in_place(  
         settings, tmp_path) -> None:
     """A broker that dies after the worker's wait for it but inside Faust's own start (whose
     bootstrap does not retry) makes the worker start again in the same process (same PID, no
-    exit for a supervisor to see); once the broker is back the outcome is exact."""
+    exit for a supervisor to see); once the broker is back the outcome is exact. When Faust's
+    start hangs instead of failing (its group-coordinator lookup retries a lost node for
+    ever), the start-up deadline (XP_WORKER_RECOVERY_TIMEOUT_SECONDS, here 15 s) does it."""
     port = free_port()
-    s = settings.with_(kafka_bootstrap_servers=f"127.0.0.1:{port}")
+    s = settings.with_(kafka_bootstrap_servers=f"127.0.0.1:{port}",
+                       worker_recovery_timeout_seconds=15.0)
     broker = TansuBroker(tmp_path / "broker.log", port=port)
     pipeline = Pipeline(s, tmp_path)
     log = tmp_path / "worker.log"

@@ -214,8 +214,9 @@ def test_a_recovery_that_does_not_finish_starts_the_worker_again_in_place(
     try:
         proc = worker.proc
         assert proc is not None
-        wait_for(lambda: "not recovered 1 s after their assignment: starting again (2 of 5)"
-                 in log_of(worker), 90, "the first start in place", 0.2)
+        wait_for(lambda: "no progress for 1 s waiting for " in log_of(worker)
+                 and "starting again (2 of 5)" in log_of(worker), 90,
+                 "the first start in place", 0.2)
         wait_for(lambda: log_of(worker).count("[^Worker]: Starting...") >= 2, 60,
                  "the new process image to start Faust")
         assert proc.poll() is None and worker.proc is proc
