@@ -1,7 +1,7 @@
 """Kafka clients built from settings, topic creation, and watermark / committed-offset reads.
 
 Every aiokafka client of the project is made here so TLS/SASL settings apply everywhere. The
-same code runs against Tansu, Apache Kafka, Redpanda or MSK.
+same code runs against Apache Kafka, Redpanda or MSK.
 """
 
 from __future__ import annotations
@@ -97,9 +97,8 @@ def producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     """An unstarted producer: acks=all, orjson bytes in and out, linger and idempotence from
     settings.
 
-    The idempotent producer is off unless ``XP_PRODUCER_IDEMPOTENCE=1``: Tansu does not support
-    it (docs/design.md, Local stack); duplicates from producer retries are dropped by event id
-    downstream either way.
+    The idempotent producer is on unless ``XP_PRODUCER_IDEMPOTENCE=0``; duplicates from
+    producer retries are dropped by event id downstream either way.
     """
     kwargs: dict[str, object] = {
         **client_kwargs(settings),
@@ -114,10 +113,16 @@ def producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
 
 
 def consumer(settings: Settings, group_id: str | None, **overrides: object) -> AIOKafkaConsumer:
-    """An unstarted consumer with manual commits, reading from the earliest offset."""
+    """An unstarted consumer with manual commits, reading from the earliest offset, committed
+    records only (``read_committed``): the worker writes its changelogs and outputs (awards to
+    the XP topic, claim outcomes) in Kafka transactions, and a record of an aborted or still
+    open transaction must never be read (docs/design.md, "Fold worker: checkpoints"). Its
+    ``end_offsets`` are then last stable offsets, and its positions step over transaction
+    markers."""
     kwargs: dict[str, object] = {
         **client_kwargs(settings),
         "group_id": group_id,
+        "isolation_level": "read_committed",
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "session_timeout_ms": int(settings.broker_session_timeout * 1000),
@@ -382,9 +387,9 @@ class OffsetReader:
     async def _fetch_from(self, positions: dict[TopicPartition, int], need_record: bool,
                           timeout_s: float = 2.0) -> dict[
             TopicPartition, tuple[int | None, ConsumerRecord[bytes, bytes] | None]]:
-        """Fetch from each position until its high watermark is known (and, with
+        """Fetch from each position until its last stable offset is known (and, with
         ``need_record``, its first record, unless the position is at the end); at most
-        ``timeout_s`` seconds. Returns (fetch high watermark, first record or None) per
+        ``timeout_s`` seconds. Returns (last stable offset, first record or None) per
         partition that answered in time."""
         self._reader.assign(list(positions))
         for tp, offset in positions.items():
@@ -398,41 +403,69 @@ class OffsetReader:
                 if tp in found:
                     continue
                 records = batch.get(tp)
-                hw = self._reader.highwater(tp)
+                hw = self._reader.last_stable_offset(tp)
                 if records:
                     found[tp] = (hw, records[0])
                 elif hw is not None and (not need_record or hw <= positions[tp]):
                     found[tp] = (hw, None)
         return found
 
-    async def high_watermarks(self, topic: str, strict: bool = False,
-                              timeout_s: float = 2.0) -> dict[int, int]:
-        """The high watermark (offset after the last record) of each partition of ``topic``.
+    async def high_watermarks(self, topic: str) -> dict[int, int]:
+        """The end of each partition of ``topic`` for a read-committed reader: the last stable
+        offset (offset after the last record of a decided transaction or a record written
+        outside one; an open transaction holds it back). Lag is measured against it, so a
+        group caught up reads 0 although transaction markers take offsets."""
+        tps = [TopicPartition(topic, p) for p in await self.partitions(topic)]
+        ends: dict[TopicPartition, int] = await self._reader.end_offsets(tps)
+        return {tp.partition: ends[tp] for tp in tps}
 
-        ListOffsets(latest) is read first; then one fetch from there corrects it, because Tansu
-        answers the base offset of the last record batch instead of the end. On brokers that
-        answer right the fetch finds nothing past it and changes nothing.
+    async def last_records(self, topic: str, timeout_s: float = 30.0) -> dict[int, int]:
+        """The offset after the last record a read-committed consumer is given, per partition
+        of ``topic`` (0: none): the last stable offset less the transaction markers and
+        aborted records at the partition's end. Faust's table recovery is done when it has
+        applied the record before the end it is told, so it must be told this end.
 
-        Args:
-            strict: raise instead of answering ListOffsets' value for a partition whose fetch
-                did not answer within ``timeout_s`` (table recovery must never stop short).
-            timeout_s: how long the correcting fetch may take (seconds).
+        Reads backwards from the last stable offset in growing windows (8, 64, ... offsets)
+        until a window holds a record.
 
         Raises:
-            TimeoutError: with ``strict``, a partition's fetch did not answer in time.
+            TimeoutError: a partition's window was not read within ``timeout_s`` seconds.
         """
         tps = [TopicPartition(topic, p) for p in await self.partitions(topic)]
         ends: dict[TopicPartition, int] = await self._reader.end_offsets(tps)
-        result = {tp.partition: ends[tp] for tp in tps}
-        found = await self._fetch_from(dict(ends), need_record=False, timeout_s=timeout_s)
+        starts: dict[TopicPartition, int] = await self._reader.beginning_offsets(tps)
+        result: dict[int, int] = {}
         for tp in tps:
-            hw = found.get(tp, (None, None))[0]
-            if hw is not None:
-                result[tp.partition] = max(result[tp.partition], hw)
-            elif strict:
-                raise TimeoutError(f"the high watermark of {topic}/{tp.partition} was not "
-                                   f"known within {timeout_s:.0f} s")
+            result[tp.partition] = 0
+            window = 8
+            frm = ends[tp]
+            while frm > starts[tp]:
+                frm = max(starts[tp], ends[tp] - window)
+                last = await self._last_record(tp, frm, ends[tp], timeout_s)
+                if last is not None:
+                    result[tp.partition] = last + 1
+                    break
+                window *= 8
         return result
+
+    async def _last_record(self, tp: TopicPartition, start: int, end: int,
+                           timeout_s: float) -> int | None:
+        """The offset of the last record in [``start``, ``end``) that a read-committed
+        consumer is given, or None."""
+        self._reader.assign([tp])
+        self._reader.seek(tp, start)
+        last: int | None = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while await self._reader.position(tp) < end:
+            if loop.time() > deadline:
+                raise TimeoutError(f"{tp.topic}/{tp.partition} was not read from {start} to "
+                                   f"{end} within {timeout_s:.0f} s")
+            batch = await self._reader.getmany(tp, timeout_ms=200)
+            for record in batch.get(tp, []):
+                if record.offset < end:
+                    last = record.offset
+        return last
 
     async def log_starts(self, topic: str) -> dict[int, int]:
         """The log start offset (earliest offset still held) of each partition of ``topic``."""

@@ -59,6 +59,10 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+FAILPOINT_PATTERN = (r"(folded|produced|positioned):[1-9][0-9]*(:([0-9.]+|stop))?"
+                     r"(,(folded|produced|positioned):[1-9][0-9]*(:([0-9.]+|stop))?)*")
+"""The form of ``XP_WORKER_FAILPOINT`` (:class:`streams.worker.checkpoint.Failpoint`)."""
+
 @dataclass(frozen=True)
 class Settings:
     """All configuration of every XP Streams process.
@@ -205,20 +209,23 @@ class Settings:
     membership."""
     worker_failpoint: str = ""
     """XP_WORKER_FAILPOINT: crash tests only. ``<step>:<n>`` ends the worker with exit code
-    137 (as kill -9) the n-th time a checkpoint reaches ``<step>`` (``produced``: changelog
-    acknowledged, position not yet written; ``positioned``: position durable, local store not
-    yet written); ``<step>:<n>:<seconds>`` pauses there instead. Empty (default): off."""
+    137 (as kill -9) the n-th time a checkpoint reaches ``<step>`` (``folded``: batch folded,
+    nothing sent; ``produced``: a partition's records sent in its open transaction;
+    ``positioned``: transactions committed, local store not yet written);
+    ``<step>:<n>:<seconds>`` pauses there with the event loop running, ``<step>:<n>:stop``
+    stops the process (SIGSTOP) until SIGCONT. Several, comma-separated. Empty (default): off."""
     producer_linger_ms: int = 5
     """XP_PRODUCER_LINGER_MS: publisher batching delay (milliseconds)."""
-    producer_idempotence: bool = False
-    """XP_PRODUCER_IDEMPOTENCE: 1 turns on the idempotent producer for the publisher (a retried
-    send is written once per partition). Off by default: Tansu does not support it; Apache
-    Kafka, Redpanda and MSK do (the local stack turns it on for them)."""
+    producer_idempotence: bool = True
+    """XP_PRODUCER_IDEMPOTENCE: the idempotent producer for the publisher (a retried send is
+    written once per partition); 0 turns it off for a broker without it (duplicates from
+    producer retries are then dropped by event id downstream). The worker's transactional
+    producers are idempotent whatever this says."""
     fetch_max_wait_ms: int = 100
     """XP_FETCH_MAX_WAIT_MS: how long a consumer's fetch may wait for records at the end of a
     partition (milliseconds), for every consumer including the Faust worker's (Faust fixes
-    1,500). Tansu answers such a fetch only when this expires, so it is part of every stage's
-    latency there: measured 450 ms per record at 1,500 vs 3-5 ms at 100."""
+    1,500). A fetch at a partition's end waits this long when nothing arrives, so it is part
+    of every stage's latency at low traffic."""
     faust_sensor: bool = False
     """XP_FAUST_SENSOR: 1 exports Faust's own per-event Prometheus sensor (``faust_*``). Off by
     default: it costs about 30% of the worker's throughput, and the pipeline's own
@@ -248,10 +255,10 @@ class Settings:
         if bool(e.get("KAFKA_SSL_CERTFILE")) != bool(e.get("KAFKA_SSL_KEYFILE")):
             raise ConfigError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
         failpoint = e.get("XP_WORKER_FAILPOINT", d.worker_failpoint)
-        if failpoint and not re.fullmatch(r"(produced|positioned):[1-9][0-9]*(:[0-9.]+)?",
-                                          failpoint):
-            raise ConfigError(f"XP_WORKER_FAILPOINT={failpoint!r} is not <step>:<n>[:<seconds>]"
-                              " with step produced or positioned")
+        if failpoint and not re.fullmatch(FAILPOINT_PATTERN, failpoint):
+            raise ConfigError(f"XP_WORKER_FAILPOINT={failpoint!r} is not "
+                              "<step>:<n>[:<seconds>|:stop], comma-separated, with step "
+                              "folded, produced or positioned")
         store = e.get("XP_TABLE_STORE", d.table_store)
         if not store.startswith(("rocksdb://", "memory://")):
             raise ConfigError(f"XP_TABLE_STORE={store!r} must be rocksdb:// or memory://")

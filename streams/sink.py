@@ -280,6 +280,8 @@ class PostgresSink:
         self.writer = writer
         self.metrics = metrics
         self._positions: dict[int, int] = {}  # partition -> next offset, of the pending batch
+        self._known: dict[int, int] = {}
+        """partition -> the consumer's position last taken (or loaded at assignment)."""
         self._bytes = 0
         self._conn: psycopg.AsyncConnection | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -471,6 +473,21 @@ class PostgresSink:
         self._positions[record.partition] = record.offset + 1
         self._bytes += len(record.value or b"")
 
+    async def _advance_positions(self, consumer: AIOKafkaConsumer,
+                                 fetched: dict[TopicPartition, list[Any]]) -> None:
+        """Take the consumer's position as the next offset of each partition read, not the last
+        record + 1: a transaction's marker takes an offset (the worker writes its changelogs
+        and outputs in transactions), and offsets short of it would leave the lag at 1 for
+        good. A position that passed a marker with no record returned (a fetch that ended just
+        before it) is taken too, as a batch without rows."""
+        if not self._assigned:
+            return
+        for tp in consumer.assignment():
+            if tp in fetched or tp.partition in self._known:
+                position = await consumer.position(tp)
+                if position != self._known.get(tp.partition):
+                    self._positions[tp.partition] = self._known[tp.partition] = position
+
     def _full(self) -> bool:
         return (self.writer.pending() >= self.settings.sink_batch_records
                 or self._bytes >= self.settings.sink_batch_bytes)
@@ -512,6 +529,7 @@ class PostgresSink:
                             # for the whole decode of the next, and the sink ran at the pace of
                             # the two one after the other instead of side by side.
                             await asyncio.sleep(0)
+                    await self._advance_positions(consumer, fetched)
                 if self._positions and batch_started is None:
                     batch_started = time.monotonic()
                 due = batch_started is not None and (
@@ -551,9 +569,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         stored = await self.sink.load_offsets()
+        self.sink._known.clear()
         for tp in assigned:
             if tp.partition in stored:
                 self.consumer.seek(tp, stored[tp.partition])
+                self.sink._known[tp.partition] = stored[tp.partition]
         self.sink._assigned = True
         log.info("%s sink: assigned %s, resuming at %s", self.sink.writer.name,
                  sorted(tp.partition for tp in assigned),

@@ -86,3 +86,10 @@ def dlq_topic(topic: str) -> str:
 def changelog_topic(app_id: str, table: str) -> str:
     """Return the changelog topic Faust keeps for ``table`` of app ``app_id``."""
     return f"{app_id}-{table}-changelog"
+
+
+def transactional_id(worker_group: str, partition: int) -> str:
+    """The transactional id of the worker's checkpoints of ``partition`` (docs/design.md, "Fold
+    worker: checkpoints"): one per partition number, whichever worker holds it, so its new
+    owner fences every earlier one."""
+    return f"{worker_group}-{partition}"

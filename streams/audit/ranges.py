@@ -124,7 +124,7 @@ async def resolve(
     """Resolve ``spec`` into one :class:`PartitionRange` per partition of ``topic``.
 
     A time bound is looked up with ListOffsets by timestamp; a broker that answers without a
-    real timestamp (Tansu answers offset 0, timestamp -1) is treated as unsure and the range
+    real timestamp (offset 0, timestamp -1) is treated as unsure and the range
     starts at the log start, the scan then skipping records older than ``since``. The end is
     the high watermark when the replay starts, so a replay of a live topic ends.
 

@@ -47,8 +47,10 @@ class RebuildResult:
     seconds: float = 0.0
 
 
-def _folded(rows: Iterator[tuple[object, ...]], now: float) -> Iterator[tuple[str, Totals, int]]:
-    """Fold ledger rows ordered by student and position; yield (student, totals, rows)."""
+def fold_ledger(rows: Iterator[tuple[object, ...]],
+                now: float) -> Iterator[tuple[str, Totals, int]]:
+    """Fold ledger rows (the query ``ledger_history``: ordered by student and position) as
+    the worker does; yield (student id, totals, ledger rows folded) per student."""
     current: str | None = None
     totals: Totals | None = None
     count = 0
@@ -89,7 +91,7 @@ def rebuild_totals(url: str, students: list[str] | None = None, force: bool = Fa
             cur.itersize = 20_000
             cur.execute(query("ledger_history"), params)
             batch: list[tuple[object, ...]] = []
-            for student, totals, rows in _folded(iter(cur), time.time()):
+            for student, totals, rows in fold_ledger(iter(cur), time.time()):
                 batch.append(totals_row(student, totals))
                 result.students += 1
                 result.ledger_rows += rows

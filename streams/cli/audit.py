@@ -1,5 +1,6 @@
 """Audits and the rollout: ``streams replay``, ``reconcile``, ``rebuild-totals``,
-``backfill``, ``compare-xp``, ``verify``, ``backfill-vectors`` (docs/design.md, Rollout)."""
+``audit-changelogs``, ``backfill``, ``compare-xp``, ``verify``, ``backfill-vectors``
+(docs/design.md, Rollout)."""
 
 from __future__ import annotations
 
@@ -358,3 +359,46 @@ def replay_grants_cmd(as_json: bool, wait_s: float) -> None:
                       f"{len(result.awards_missing)} missing, {len(result.awards_extra)} "
                       f"extra, {len(result.awards_differing)} differing"))
     sys.exit(0 if result.identical else 3 if not result.caught_up else 1)
+
+
+@main.command("audit-changelogs")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.option("--limit", default=20, show_default=True,
+              help="Differing keys to show in the table.")
+def audit_changelogs_cmd(as_json: bool, limit: int) -> None:
+    """Recover the worker's totals table from its changelog into a scratch store (no consumer
+    group, read committed) and compare every student with the fold of the ledger; exit 1 with
+    the differing students. Run it at lag 0 (docs/design.md, "Fold worker: checkpoints")."""
+    import orjson
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from streams.audit.changelogs import audit_changelogs
+
+    quiet_clients()
+    settings = load_settings()
+    err = Console(stderr=True)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("recovering the changelogs", total=None)
+        try:
+            result = asyncio.run(audit_changelogs(
+                settings, lambda n: progress.update(task, completed=n)))
+        except LookupError as exc:
+            raise click.ClickException(str(exc).strip("'\"")) from None
+    if as_json:
+        click.echo(orjson.dumps(result.to_dict()).decode())
+    else:
+        click.echo(f"recovered {', '.join(f'{t} {n:,} keys' for t, n in result.keys.items())} "
+                   f"from {sum(result.records.values()):,} changelog records; ledger: "
+                   f"{result.ledger_students:,} students ({result.seconds:.1f} s)")
+        if result.differences:
+            table = Table(title=f"{len(result.differences):,} keys differ from the ledger")
+            for col in ("table", "key", "recovered", "ledger"):
+                table.add_column(col)
+            for d in result.differences[:limit]:
+                table.add_row(d.table, d.key, str(d.recovered), str(d.ledger))
+            Console().print(table)
+        else:
+            click.echo("changelogs agree with the ledger")
+    sys.exit(0 if result.ok else 1)

@@ -14,7 +14,7 @@ from streams.cli.base import (
 
 @main.group()
 def dev() -> None:
-    """Start and stop the local stack (Tansu + PostgreSQL) for development."""
+    """Start and stop the local stack (Apache Kafka + PostgreSQL) for development."""
 
 
 @dev.command("up")

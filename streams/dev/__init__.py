@@ -1,2 +1,3 @@
-"""The local stack: a Tansu broker and a throwaway PostgreSQL cluster, no Docker
+"""The local stack: Apache Kafka (one KRaft node or three) and a throwaway PostgreSQL cluster, no
+Docker
 (docs/design.md, Local stack)."""

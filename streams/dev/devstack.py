@@ -46,7 +46,7 @@ def down(base_dir: Path) -> None:
     if not state.exists():
         raise click.ClickException(f"no stack is up in {base_dir}")
     info = orjson.loads(state.read_bytes())
-    pids = info.get("broker_pids") or [info["tansu_pid"]]  # tansu_pid: stacks before kafka
+    pids = info["broker_pids"]
     for pid in pids:  # all at once: Kafka nodes shut down together keep their quorum
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)

@@ -3,9 +3,9 @@
 Used by ``streams dev up``/``down``, ``streams demo``, ``bench``, ``chaos`` and the integration
 tests. Nothing here runs in production: there the broker and database come from settings.
 
-The broker is chosen by ``XP_LOCAL_BROKER`` (:func:`local_broker_kind`): ``tansu`` (default;
-light, memory-only), ``kafka`` (Apache Kafka 4.4, one node) or ``kafka-3`` (three nodes,
-replication factor 3).
+The broker is chosen by ``XP_LOCAL_BROKER`` (:func:`local_broker_kind`): ``kafka`` (default:
+Apache Kafka 4.4, one KRaft node) or ``kafka-3`` (three nodes, replication factor 3). Both run
+the worker's transactions (docs/design.md, "Local stack").
 """
 
 from __future__ import annotations
@@ -22,30 +22,29 @@ from typing import Protocol
 
 from streams import kafka
 from streams.db.migrate import migrate
-from streams.dev.broker import TansuBroker
 from streams.dev.kafka_cluster import KafkaCluster
 from streams.dev.postgres import PostgresCluster
 from streams.dev.procs import stop_process
 from streams.settings import Settings
 
 DATABASE = "xp_streams"
-BROKER_KINDS = ("tansu", "kafka", "kafka-3")
+BROKER_KINDS = ("kafka", "kafka-3")
 
 
 def local_broker_kind(value: str | None = None) -> str:
-    """The local stack's broker: ``value``, else ``XP_LOCAL_BROKER``, else ``tansu``.
+    """The local stack's broker: ``value``, else ``XP_LOCAL_BROKER``, else ``kafka``.
 
     Raises:
         ValueError: not one of :data:`BROKER_KINDS`.
     """
-    kind = (value or os.environ.get("XP_LOCAL_BROKER") or "tansu").strip().lower()
+    kind = (value or os.environ.get("XP_LOCAL_BROKER") or "kafka").strip().lower()
     if kind not in BROKER_KINDS:
         raise ValueError(f"XP_LOCAL_BROKER={kind!r}: expected one of {', '.join(BROKER_KINDS)}")
     return kind
 
 
 class LocalBroker(Protocol):
-    """What the local stack needs of a broker (:class:`TansuBroker`, :class:`KafkaCluster`)."""
+    """What the local stack needs of a broker (:class:`KafkaCluster`)."""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -63,8 +62,6 @@ class LocalBroker(Protocol):
 
 def new_broker(kind: str, base_dir: Path) -> LocalBroker:
     """A broker of ``kind`` (:data:`BROKER_KINDS`) keeping its files under ``base_dir``."""
-    if kind == "tansu":
-        return TansuBroker(base_dir / "tansu.log")
     return KafkaCluster(base_dir, nodes=3 if kind == "kafka-3" else 1)
 
 
@@ -84,7 +81,7 @@ class LocalStack:
     postgres: PostgresCluster | None = None
     settings: Settings = field(default_factory=Settings)
     broker_kind: str = field(default_factory=local_broker_kind)
-    """``tansu``, ``kafka`` or ``kafka-3`` (default: ``XP_LOCAL_BROKER``)."""
+    """``kafka`` or ``kafka-3`` (default: ``XP_LOCAL_BROKER``)."""
 
     def start(self, detach: bool = False) -> Settings:
         """Start both servers, create the database, migrate, and return matching settings
@@ -102,7 +99,6 @@ class LocalStack:
             database_url=url,
             data_dir=str(self.base_dir / "worker"),
             topic_replication_factor=3 if self.broker_kind == "kafka-3" else 1,
-            producer_idempotence=self.broker_kind != "tansu",
         )
         return self.settings
 

@@ -777,7 +777,7 @@ async def offer(settings: Settings, rate: int, seconds: float, students: int,
 
 
 def run_local(run: Callable[[Settings], Report], partitions: int) -> Report:
-    """Run ``run`` on a throwaway local stack (Tansu + PostgreSQL) with ``partitions``."""
+    """Run ``run`` on a throwaway local stack (Apache Kafka + PostgreSQL) with ``partitions``."""
     from streams.dev.stack import LocalStack, default_base_dir
 
     stack = LocalStack(default_base_dir(), settings=Settings(topic_partitions=partitions))

@@ -20,9 +20,9 @@ every ``--fault-interval`` seconds (the schedule cycles through the faults in a 
   claim id sent by 3 producers, another id twice), and a worker is killed -9 half way: each
   learner must get exactly one award (one ledger row, total = the award's XP);
 - ``broker-restart`` (not in the default list): the broker restarted: every node of a local
-  Apache Kafka killed -9 and started again on its log dirs, the local Tansu (in-memory storage)
-  stopped and started, or ``--broker-restart-command``. A broker that comes back without the
-  records it acknowledged ends the run as "broker limit": the check would blame the pipeline;
+  Apache Kafka killed -9 and started again on its log dirs, or ``--broker-restart-command``. A
+  broker that comes back without the records it acknowledged ends the run as "broker limit":
+  the check would blame the pipeline;
 - ``broker-kill`` (not in the default list; a local 3-node Apache Kafka, ``XP_LOCAL_BROKER=
   kafka-3``): one node killed -9 under load and restarted after a pause; the other two keep
   the quorum and, with ``min.insync.replicas`` 2, every partition writable.
@@ -86,8 +86,8 @@ BROKER_FAULTS = ("broker-restart", "broker-kill")
 """Faults of the broker itself: opt-in (``--faults``), for a durable broker."""
 
 DEFAULT_FAULTS = tuple(f for f in FAULTS if f not in BROKER_FAULTS)
-"""The default schedule: all but the broker faults (the default local broker, Tansu, keeps
-records in memory and runs one node)."""
+"""The default schedule: all but the broker faults (opt-in: they cost a run minutes of broker
+start-up, and ``broker-kill`` needs three nodes)."""
 
 STORM_RECORDS = 1_000
 """Distinct records a duplicate storm resends."""
@@ -545,10 +545,6 @@ class Chaos:
             cluster.restart_all()
             how = (f"Apache Kafka ({len(cluster.nodes)} node(s)) killed -9, restarted on its "
                    f"log dirs after {pause:.1f} s")
-        elif self.stack is not None and self.stack.broker is not None:
-            self.stack.broker.stop()
-            self.stack.broker.start()
-            how = "local Tansu restarted"
         else:
             return "skipped: needs --broker-restart-command or the local stack (--local)"
         try:
@@ -559,9 +555,8 @@ class Chaos:
         if lost:
             raise BrokerLostRecords(
                 f"{how}; the broker came back without records it had acknowledged (partition: "
-                f"end before, after) {lost}: its storage is not durable (Tansu here keeps "
-                f"records in memory). The pipeline cannot be checked past this: the broker's "
-                f"limit, not ours")
+                f"end before, after) {lost}: its storage is not durable. The pipeline cannot "
+                f"be checked past this: the broker's limit, not ours")
         return how
 
     def fault_broker_kill(self) -> str:

@@ -63,7 +63,7 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
     procs: list[PipelineProcess] = []
     try:
         console.print(f"[bold]XP Streams demo[/] in {base}")
-        broker = {"tansu": "Tansu", "kafka": "Apache Kafka (one node)",
+        broker = {"kafka": "Apache Kafka (one node)",
                   "kafka-3": "Apache Kafka (three nodes)"}[stack.broker_kind]
         console.print(f"starting {broker} and PostgreSQL 15, applying migrations ...")
         settings = stack.start()

@@ -3,27 +3,27 @@
 
 1. **Fold**: the streams fold a fetched batch into the tables' overlays
    (:class:`streams.worker.state.TableState`), collect DLQ records and output records (the
-   grant stream's awards and outcomes), and advance each source
-   partition's position in memory (:meth:`Checkpoint.advance`). Nothing has left the process.
-2. **Produce**: each touched key once per table (its newest value) to the table's changelog,
-   one record batch per changelog partition, and the batch's DLQ and output records; await every
-   acknowledgement (acks=all). A record that fails for good raises: the process exits without
-   step 3, and the batch is read again after the restart. Before steps 2 and 3 the worker checks
-   that it still owns its partitions (:class:`FencedOut`).
-3. **Position**: only now the positions record of every advanced source partition (the next
-   offset to read) to the positions table's changelog; await it. A durable position P means
-   the changelog, DLQ and output records of every source record before P are acknowledged
-   (I1).
-4. **Store**: write the local store (RocksDB) with the acknowledged changelog offsets, so
+   grant stream's awards and outcomes), and advance each source partition's position in memory
+   (:meth:`Checkpoint.advance`). Nothing has left the process.
+2. **Commit**, per partition p with work, in one Kafka transaction of p's producer
+   (``transactional_id = <worker group>-<p>``, initialised when p was assigned, so the
+   partition's new owner fences every earlier one): each touched key of p once per table (its
+   newest value) to the table's changelog, p's DLQ and output records, p's position record
+   (source partition -> next offset to read), and the positions as the worker group's offsets
+   (``send_offsets_to_transaction``, for lag monitoring). Partitions commit concurrently. A
+   zombie's send or commit fails with ``ProducerFenced``; any error raises and the process
+   exits before step 3, its open transaction aborted by the next owner (or the transaction
+   timeout), and the batch is read again by the partition's owner.
+3. **Store**: write the local store (RocksDB) with the committed changelog offsets, so
    recovery after a crash reads the changelog from there.
-5. **Monitor**: commit the positions to the worker's consumer group, for lag monitoring only
-   (``streams monitor``, ``status``, alerts); the positions table is what the worker resumes
-   from.
 
-A kill -9 between steps leaves the changelogs ahead of the position (between 2 and 3) or the
-store behind the changelog (between 3 and 4). Both are safe because the folds are idempotent by
-source position (I2: a record at or before a key's last applied (partition, offset, index) is
-not applied again) and a partition is folded in offset order from its durable position (I3).
+Readers of the changelogs and outputs read committed only, so a record is seen with its
+position or not at all (I1: a durable position P means every effect of the source records
+before P is durable). A kill -9 after step 2 leaves the store behind the changelog: safe because
+the folds are idempotent by source position (I2) and a partition is folded in offset order from
+its durable position (I3). The group generation and stall checks before step 2
+(:class:`FencedOut`) stop most zombies before they send anything; the transaction is what
+fences the rest.
 """
 
 from __future__ import annotations
@@ -31,15 +31,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from streams.errors import InvalidEvent, StreamsError
 from streams.metrics import Metrics
+from streams.settings import FAILPOINT_PATTERN
 from streams.worker import faust_internals
 from streams.worker.state import TableState
 
@@ -70,37 +73,56 @@ class FencedOut(StreamsError):
     the session timeout): it must not write a checkpoint, and exits to rejoin."""
 
 
+FAILPOINT_STEPS = ("folded", "produced", "positioned")
+"""Where a checkpoint calls :meth:`Failpoint.reached`: ``folded`` (the batch folded, nothing
+sent yet), ``produced`` (a partition's records sent and acknowledged in its open transaction,
+not committed), ``positioned`` (every transaction committed, local store not yet written)."""
+
 class Failpoint:
     """A crash-test hook (``XP_WORKER_FAILPOINT``, :class:`streams.settings.Settings`): at the
-    n-th arrival at a named step, exit at once with code 137 (as kill -9: no cleanup, no
-    flush) or pause for some seconds (a rebalance meets a checkpoint in progress).
+    n-th arrival at a named step (:data:`FAILPOINT_STEPS`), exit at once with code 137 (as
+    kill -9: no cleanup, no flush), pause for some seconds with the event loop running (a
+    checkpoint held past a rebalance: heartbeats go on, the revoke waits), or stop the whole
+    process with SIGSTOP until something sends SIGCONT (a VM freeze landing inside a fold:
+    nothing runs, not even the stall watcher). Several points are separated by commas, e.g.
+    ``folded:1:60,produced:1`` (pause in the first checkpoint, then die after its changelog).
 
     Args:
-        spec: ``<step>:<n>`` or ``<step>:<n>:<seconds>``; empty: never fires.
+        spec: ``<step>:<n>``, ``<step>:<n>:<seconds>`` or ``<step>:<n>:stop``, comma-separated;
+            empty: never fires.
 
     Raises:
         ValueError: a malformed ``spec``.
     """
 
     def __init__(self, spec: str) -> None:
-        self.step, self.remaining, self.pause = "", 0, 0.0
-        if spec:
-            parts = spec.split(":")
-            if len(parts) not in (2, 3) or not parts[1].isdigit():
-                raise ValueError(f"XP_WORKER_FAILPOINT={spec!r}: expected <step>:<n>[:<s>]")
-            self.step, self.remaining = parts[0], int(parts[1])
-            self.pause = float(parts[2]) if len(parts) == 3 else 0.0
+        self.points: dict[str, tuple[int, str]] = {}
+        """step -> (arrivals left before it fires, action: "" = exit, "stop", or seconds)."""
+        if spec and not re.fullmatch(FAILPOINT_PATTERN, spec):
+            raise ValueError(f"XP_WORKER_FAILPOINT={spec!r}: expected "
+                             "<step>:<n>[:<seconds>|:stop], comma-separated")
+        for part in filter(None, spec.split(",")):
+            step, n, *action = part.split(":")
+            self.points[step] = (int(n), action[0] if action else "")
 
     async def reached(self, step: str) -> None:
         """Called by the checkpoint at ``step``; fires on the configured arrival."""
-        if step != self.step or self.remaining <= 0:
+        point = self.points.get(step)
+        if point is None or point[0] <= 0:
             return
-        self.remaining -= 1
-        if self.remaining:
+        remaining, action = point[0] - 1, point[1]
+        self.points[step] = (remaining, action)
+        if remaining:
             return
-        if self.pause:
-            log.warning("failpoint %s: pausing %.1f s", step, self.pause)
-            await asyncio.sleep(self.pause)
+        if action == "stop":
+            log.warning("failpoint %s: stopping the process (SIGSTOP) until SIGCONT", step)
+            os.kill(os.getpid(), signal.SIGSTOP)
+            log.warning("failpoint %s: continued", step)
+            return
+        if action:
+            log.warning("failpoint %s: pausing %s s", step, action)
+            await asyncio.sleep(float(action))
+            log.warning("failpoint %s: resumed", step)
             return
         log.warning("failpoint %s: exiting as kill -9 would", step)
         logging.shutdown()
@@ -111,27 +133,27 @@ class Checkpoint:
     """What one fetched batch changes, and the steps that make it durable (module docstring).
 
     Args:
-        producer: a started producer with acks=all (the worker's own).
+        producers: partition -> that partition's started transactional producer (acks=all);
+            a partition with work and no producer is a bug (``KeyError``).
+        group: the worker group, whose offsets each transaction commits (lag monitoring).
         tables: every table the streams write.
         positions: the positions table (source partition -> next offset to read).
-        commit: step 5, called with ``{(topic, partition): next offset}``; errors are logged.
         metrics: ``xp_worker_checkpoint_seconds``, ``xp_dlq_records_total``.
         failpoint: crash tests' hook between the steps (:class:`Failpoint`).
-        fence: asked before steps 2 and 3: None while this worker still owns its partitions,
-            else why it may not (:class:`FencedOut` is raised with it).
+        fence: asked before step 2 and before each commit: None while this worker still owns
+            its partitions, else why it may not (:class:`FencedOut` is raised with it).
     """
 
-    def __init__(self, producer: AIOKafkaProducer, tables: list[TableState[Any]],
-                 positions: TableState[int],
-                 commit: Callable[[dict[tuple[str, int], int]], Awaitable[None]],
-                 metrics: Metrics, failpoint: Failpoint | None = None,
+    def __init__(self, producers: Mapping[int, AIOKafkaProducer], group: str,
+                 tables: list[TableState[Any]], positions: TableState[int], metrics: Metrics,
+                 failpoint: Failpoint | None = None,
                  fence: Callable[[], str | None] = lambda: None) -> None:
-        self.producer = producer
+        self.producers = producers
+        self.group = group
         self.fence = fence
         self.failpoint = failpoint or Failpoint("")
         self.tables = tables
         self.positions = positions
-        self._commit = commit
         self.metrics = metrics
         self.records: dict[tuple[str, int], list[_Record]] = {}
         """(topic, partition) -> the records this checkpoint sends besides the changelogs: DLQ
@@ -179,69 +201,80 @@ class Checkpoint:
                 and not any(t.pending for t in self.tables))
 
     async def run(self) -> None:
-        """Steps 2 to 5 (step 1 is the streams' folding). Raises what the producer raises:
-        the caller must then exit without a later checkpoint (the batch is read again)."""
+        """Steps 2 and 3 (step 1 is the streams' folding). Raises what the producers raise
+        (``ProducerFenced`` for a zombie): the caller must then exit without a later checkpoint
+        (the batch is read again)."""
         started = time.monotonic()
+        await self.failpoint.reached("folded")
         self._check_fence("changelog")
-        # 2. Produce every touched key once, the DLQ records and the streams' outputs; await
-        # the acknowledgements.
         changes = [(t, t.take()) for t in self.tables]
-        out: dict[tuple[str, int], list[_Record]] = dict(self.records)
-        for table, parts in changes:
-            for p, entries in parts.items():
-                out[(table.topic, p)] = [(k, v, []) for k, v in entries.items()]
-        acked = await self._produce(out)
-        await self.failpoint.reached("produced")
-        # 3. Only now the positions: a durable position implies step 2 is acknowledged.
-        self._check_fence("positions")
         positions = self.positions.take()
-        acked_positions = await self._produce(
-            {(self.positions.topic, p): [(k, v, []) for k, v in entries.items()]
-             for p, entries in positions.items()})
+        work: dict[int, dict[tuple[str, int], list[_Record]]] = {}
+        for (topic, p), recs in self.records.items():
+            work.setdefault(p, {})[(topic, p)] = recs
+        for table, parts in [*changes, (self.positions, positions)]:
+            for p, entries in parts.items():
+                work.setdefault(p, {})[(table.topic, p)] = [(k, v, []) for k, v in
+                                                            entries.items()]
+        offsets: dict[int, dict[TopicPartition, int]] = {}
+        for (topic, p), next_offset in self.advanced.items():
+            offsets.setdefault(p, {})[TopicPartition(topic, p)] = next_offset
+        # 2. One transaction per partition, all partitions at once.
+        acked: dict[tuple[str, int], int] = {}
+        for done in await asyncio.gather(*(self._commit_partition(p, recs, offsets.get(p, {}))
+                                           for p, recs in sorted(work.items()))):
+            acked.update(done)
         await self.failpoint.reached("positioned")
-        # 4. The local store, with the changelog offsets it now reflects.
-        for table, parts in changes:
+        # 3. The local store, with the changelog offsets it now reflects.
+        for table, parts in [*changes, (self.positions, positions)]:
             for p, entries in parts.items():
                 faust_internals.store_write(table.table, p, entries, acked[(table.topic, p)])
-        for p, entries in positions.items():
-            faust_internals.store_write(self.positions.table, p, entries,
-                                        acked_positions[(self.positions.topic, p)])
-        # 5. Positions to the consumer group, for lag monitoring only.
-        advanced, self.advanced, self.records = self.advanced, {}, {}
-        if advanced:
-            try:
-                await self._commit(advanced)
-            except Exception as exc:  # monitoring only: the positions table is the truth
-                log.warning("lag-monitoring commit failed (%s); the next checkpoint retries", exc)
+        self.advanced, self.records = {}, {}
         self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
+
+    async def _commit_partition(self, partition: int,
+                                records: dict[tuple[str, int], list[_Record]],
+                                offsets: dict[TopicPartition, int]) -> dict[tuple[str, int], int]:
+        """Step 2 for one partition: its records and the worker group's offsets in one
+        transaction of its producer; the offset of each topic partition's last record."""
+        producer = self.producers[partition]
+        await producer.begin_transaction()
+        acked = await self._produce(producer, records)
+        await self.failpoint.reached("produced")
+        if offsets:
+            await producer.send_offsets_to_transaction(offsets, self.group)
+        self._check_fence("commit")
+        await producer.commit_transaction()
+        return acked
 
     def _check_fence(self, what: str) -> None:
         reason = self.fence()
         if reason is not None:
             raise FencedOut(f"not writing the {what}: {reason}")
 
-    async def _produce(self, records: dict[tuple[str, int], list[_Record]]
+    @staticmethod
+    async def _produce(producer: AIOKafkaProducer,
+                       records: dict[tuple[str, int], list[_Record]]
                        ) -> dict[tuple[str, int], int]:
         """Send each partition's records as record batches; return the offset of each
         partition's last record once every batch is acknowledged."""
         futures: list[tuple[tuple[str, int], int, asyncio.Future[Any]]] = []
         for (topic, partition), recs in records.items():
-            builder = self.producer.create_batch()
+            builder = producer.create_batch()
             count = 0
             for key, value, headers in recs:
                 if builder.append(key=key, value=value, timestamp=None,
                                   headers=headers) is None:
-                    futures.append(((topic, partition), count, await self.producer.send_batch(
+                    futures.append(((topic, partition), count, await producer.send_batch(
                         builder, topic, partition=partition)))
-                    builder, count = self.producer.create_batch(), 0
+                    builder, count = producer.create_batch(), 0
                     if builder.append(key=key, value=value, timestamp=None,
                                       headers=headers) is None:
                         raise ValueError(f"a record for {topic} exceeds the batch size")
                 count += 1
             if count:
                 futures.append(((topic, partition), count,
-                                await self.producer.send_batch(builder, topic,
-                                                               partition=partition)))
+                                await producer.send_batch(builder, topic, partition=partition)))
         last: dict[tuple[str, int], int] = {}
         for tp, count, fut in futures:
             meta = await fut

@@ -5,7 +5,8 @@ is here reaches past it, so it is pinned to one faust-streaming version: :func:`
 the installed version and that every attribute it relies on exists, and refuses to start
 otherwise (:class:`FaustMismatch`), so an upgrade fails at start-up instead of corrupting state.
 
-- two workarounds for Faust's own table-recovery consumer on Tansu, and one memory budget for
+- three changes to Faust's own table-recovery consumer (read committed, where recovery ends,
+  the fetch wait), and one memory budget for
   every RocksDB store of the process (:func:`patch_all`);
 - a store read of one key in one partition (:func:`store_get`), and a store write of a
   checkpoint's acknowledged changelog records (:func:`store_write`);
@@ -84,20 +85,23 @@ def check_version() -> None:
 def patch_all(settings: Settings) -> None:
     """Check the version (:func:`check_version`), then patch Faust's recovery consumer:
 
-    - High watermarks: Faust reads a changelog up to the high watermark from
-      ListOffsets(latest) and refuses to start when a persisted offset is above it. Tansu
-      answers the base offset of the last record batch instead (docs/design.md, "Local
-      stack"), so recovery would stop short of the last records or fail with
-      ``ConsistencyError`` after a kill -9. The lookup is corrected with one fetch
-      (:meth:`streams.kafka.OffsetReader.high_watermarks`, strict: it raises rather than
-      answer a wrong end), a no-op on brokers that answer right.
+    - Read committed: Faust opens its consumer (table recovery and standbys) with
+      ``read_committed`` only in its own exactly-once mode; the worker commits its changelogs
+      in its own transactions (docs/design.md, "Fold worker: checkpoints"), so the consumer is
+      set to ``read_committed`` here: a zombie's aborted or open transaction is never
+      recovered.
+    - Recovery end: Faust recovers a changelog partition until it has applied the record
+      before the end ListOffsets gives. With transactions that end is a marker, never
+      applied, and Faust's own fix-up runs only in its exactly-once mode after two idle
+      5-second polls. It is told the offset after the last committed record instead
+      (:meth:`streams.kafka.OffsetReader.last_records`).
     - Recovered generation: Faust calls the tables' ``on_recover`` callbacks when a recovery
       completes even if the group has moved to a newer generation meanwhile (its own check
       comes after them); the generation the recovery was for is noted for
       :func:`recovered_generation`, so the reader never starts on a stale recovery.
-    - Fetch wait: Faust fixes ``fetch_max_wait_ms=1500`` on its consumer; Tansu answers a fetch
-      at a partition's end only when it expires, so each step of recovery waits 1.5 s. It is
-      set to ``settings.fetch_max_wait_ms``.
+    - Fetch wait: Faust fixes ``fetch_max_wait_ms=1500`` on its consumer, so each idle step of
+      recovery and standby reading waits up to 1.5 s. It is set to
+      ``settings.fetch_max_wait_ms``.
     - RocksDB memory: Faust gives each store (one per table and partition, standbys included)
       a block cache of its own and leaves index and filter blocks outside any cache, so the
       worker's memory grows with the partitions it holds and the data it stores. Every store
@@ -114,16 +118,13 @@ def patch_all(settings: Settings) -> None:
     original = driver.AIOKafkaConsumerThread._highwaters
     if not getattr(original, "patched", False):
         async def _highwaters(self: Any, partitions: list[Any]) -> dict[Any, int]:
-            result = dict(await original(self, partitions))
+            result: dict[Any, int] = {}
             async with OffsetReader(settings) as reader:
                 for topic in {tp.topic for tp in partitions}:
-                    # strict: a recovery that stopped short of the last record batch would
-                    # lose a whole checkpoint of one table (e.g. dedupe sightings, then a
-                    # later duplicate counts again); failing here restarts the recovery.
-                    true_ends = await reader.high_watermarks(topic, strict=True, timeout_s=30)
+                    ends = await reader.last_records(topic, timeout_s=30)
                     for tp in partitions:
-                        if tp.topic == topic and tp.partition in true_ends:
-                            result[tp] = max(result.get(tp) or 0, true_ends[tp.partition])
+                        if tp.topic == topic:
+                            result[tp] = ends[tp.partition]
             return result
 
         _highwaters.patched = True  # type: ignore[attr-defined]
@@ -145,6 +146,7 @@ def patch_all(settings: Settings) -> None:
         def _create_worker_consumer(self: Any, transport: Any) -> Any:
             client = create(self, transport)
             client._fetch_max_wait_ms = settings.fetch_max_wait_ms
+            client._isolation_level = "read_committed"  # read by its Fetcher at start()
             return client
 
         _create_worker_consumer.patched = True  # type: ignore[attr-defined]

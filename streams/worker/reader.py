@@ -25,9 +25,10 @@ from collections import deque
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, ProducerFenced
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from streams import kafka
+from streams import kafka, topics
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.worker import faust_internals
@@ -36,6 +37,12 @@ from streams.worker.restart import START_ATTEMPT_ENV, start_again
 from streams.worker.state import TableState
 
 log = logging.getLogger(__name__)
+
+TRANSACTION_TIMEOUT_MS = 30_000
+"""How long the broker keeps a checkpoint's transaction open before aborting it
+(milliseconds): the longest a zombie's open transaction can hold back read-committed readers
+(sinks, recoveries) of its partition. Above a checkpoint's duration (tens of milliseconds to a
+few seconds), below the session and rebalance timeouts operators raise it to."""
 
 
 class FoldStream(Protocol):
@@ -126,7 +133,9 @@ class SourceReader:
         self._ready = asyncio.Event()
         self._stopping = False
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._producers: dict[int, AIOKafkaProducer] = {}
+        """Partition -> its transactional producer (docs/design.md, "Fold worker:
+        checkpoints"), made anew at every assignment."""
         self._checkpoint: Checkpoint | None = None
         self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -174,10 +183,8 @@ class SourceReader:
             self.settings, self.settings.worker_group,
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms)
         await self._consumer.start()
-        self._producer = kafka.producer(self.settings, linger_ms=0)
-        await self._producer.start()
-        self._checkpoint = Checkpoint(self._producer, self.tables, self.positions,
-                                      self._commit, self.metrics,
+        self._checkpoint = Checkpoint(self._producers, self.settings.worker_group, self.tables,
+                                      self.positions, self.metrics,
                                       Failpoint(self.settings.worker_failpoint), self._fence)
         self._task = asyncio.ensure_future(self._run())
         self._watcher = asyncio.ensure_future(self._watch_stalls())
@@ -277,34 +284,45 @@ class SourceReader:
             if self._consumer is None:
                 await self._start_clients()
             assert self._consumer is not None
+            await self._fence_partitions(held)
             tps = [TopicPartition(t, p) for t in self.streams for p in sorted(held)]
             self._consumer.assign(tps)
+            self._next_offset.clear()
             sought: dict[tuple[str, int], int] = {}
             for tp in tps:
                 position = self.positions.get(tp.partition, position_key(tp.topic, tp.partition))
                 if position is not None:
                     self._consumer.seek(tp, position)
-                    sought[(tp.topic, tp.partition)] = position
+                    sought[(tp.topic, tp.partition)] = self._next_offset[tp] = position
                 # else: the worker group's committed offset (the first start of this worker
                 # over an older one), else the log start (auto_offset_reset=earliest)
             self.held = held
             self._assigned_at = None
             self._waiting_since = None  # recovered: the watch rests until the next revoke
             os.environ.pop(START_ATTEMPT_ENV, None)  # reading: starts in place count anew
-            self._next_offset.clear()
             log.info("reading partitions %s from %s", sorted(held),
                      {f"{t}/{p}": o for (t, p), o in sought.items()}
                      or "the group's committed offsets")
-            # The recovered positions are durable: publish them for lag monitoring now (a
-            # crash between a checkpoint's steps 3 and 5 left the group behind them, and a
-            # partition with no new records would never move it).
-            if sought:
-                try:
-                    await self._commit(sought)
-                except Exception as exc:
-                    log.warning("lag-monitoring commit failed (%s)", exc)
             if held and self.halted is None:
                 self._ready.set()
+
+    async def _fence_partitions(self, held: set[int]) -> None:
+        """A new transactional producer for each partition in ``held``
+        (``transactional_id = <worker group>-<p>``), the previous ones closed. Starting one
+        initialises its transactions: the broker bumps the id's epoch, so every producer an
+        earlier owner of p still has (a zombie: paused, evicted, cut off) fails its next send
+        or commit with ``ProducerFenced``, and a transaction it left open is aborted."""
+        old = dict(self._producers)
+        self._producers.clear()
+        for producer in old.values():
+            await producer.stop()
+        new = {p: kafka.producer(self.settings, linger_ms=0, enable_idempotence=True,
+                                 transactional_id=topics.transactional_id(
+                                     self.settings.worker_group, p),
+                                 transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
+               for p in sorted(held)}
+        await asyncio.gather(*(producer.start() for producer in new.values()))
+        self._producers.update(new)
 
     async def on_revoked(self) -> None:
         """At the start of a rebalance: finish the batch in progress (it checkpoints), then let
@@ -326,7 +344,7 @@ class SourceReader:
             for task in (self._task, self._watcher, self._recovery_watch):
                 if task is not None:
                     task.cancel()
-            for client in (self._consumer, self._producer):
+            for client in (self._consumer, *self._producers.values()):
                 if client is not None:
                     await client.stop()
             for stream in self.streams.values():
@@ -347,6 +365,13 @@ class SourceReader:
                          "partition's owner)", exc)
             logging.shutdown()
             os._exit(70)
+        except (ProducerFenced, InvalidProducerEpoch, IllegalOperation) as exc:
+            # IllegalOperation: a send found the transaction just begun already ended (the
+            # producer saw itself fenced in between)
+            log.critical("fenced: another worker owns a partition of this checkpoint now "
+                         "(%r); nothing of it was committed; exiting to rejoin the group", exc)
+            logging.shutdown()
+            os._exit(70)
         except Exception:
             log.critical("unexpected error in the batch reader; exiting without a checkpoint "
                          "(the batch is read again after the restart)", exc_info=True)
@@ -354,7 +379,7 @@ class SourceReader:
             os._exit(70)
 
     async def _step(self) -> None:
-        """Fetch one batch, fold it (step 1), checkpoint it (steps 2-5)."""
+        """Fetch one batch, fold it (step 1), checkpoint it (steps 2 and 3)."""
         assert self._consumer is not None and self._checkpoint is not None
         cp = self._checkpoint
         data = await self._consumer.getmany(
@@ -370,8 +395,18 @@ class SourceReader:
             expected = self._next_offset.get(tp)
             if expected is not None and recs[0].offset != expected:
                 self.metrics.offset_gaps.labels(tp.topic).inc()
-            self._next_offset[tp] = recs[-1].offset + 1
-            cp.advance(tp.topic, tp.partition, recs[-1].offset + 1)
+        # The next offset to read is the consumer's position, not the last record + 1: a
+        # transaction's marker (the worker's awards in the XP topic) takes an offset, and a
+        # position short of it would leave the lag at 1 for good. A position can also pass a
+        # marker with no record returned (a batch that ended just before it): advance that too.
+        for tp in self._consumer.assignment():
+            if tp.partition not in self.held:
+                continue
+            if tp in data or tp in self._next_offset:
+                position = await self._consumer.position(tp)
+                if position != self._next_offset.get(tp):
+                    self._next_offset[tp] = position
+                    cp.advance(tp.topic, tp.partition, position)
         if records and self._dlq_limit.add(records, invalid):
             self._halt()
             return
@@ -394,7 +429,3 @@ class SourceReader:
                      "'XpWorkerDlqLimit')", self.halted)
         self._ready.clear()
         self.held = set()
-
-    async def _commit(self, advanced: dict[tuple[str, int], int]) -> None:
-        assert self._consumer is not None
-        await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in advanced.items()})

@@ -1,10 +1,8 @@
-"""The real local stack for integration tests: one Tansu broker and one PostgreSQL cluster per
-test session; each test gets its own database (from a migrated template), its own topics and
-its own consumer groups, and the pipeline's real processes.
-
-A test marked ``both_brokers`` runs twice: on Tansu and on a single Apache Kafka 4.4 node
-(started once per session, on first use; that instance is marked ``kafka``, so
-``pytest -m "not kafka"`` leaves it out)."""
+"""The real local stack for integration tests: one Apache Kafka 4.4 node (KRaft) and one
+PostgreSQL cluster per test session; each test gets its own database (from a migrated
+template), its own topics and its own consumer groups, and the pipeline's real processes.
+Tests that need brokers of their own (three nodes, TLS and SASL, a broker started late or
+killed) start them and are marked ``kafka``."""
 
 from __future__ import annotations
 
@@ -23,7 +21,6 @@ import psycopg
 import pytest
 
 from streams import kafka, lag
-from streams.dev.kafka_cluster import KafkaCluster
 from streams.dev.procs import free_port
 from streams.dev.stack import DATABASE, LocalStack, PipelineProcess, default_base_dir, settings_env
 from streams.lab.loadgen import Expected, Record, publish_records
@@ -43,43 +40,14 @@ def stack() -> Iterator[LocalStack]:
         s.stop()
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Run each ``both_brokers`` test on Tansu and on Apache Kafka."""
-    if metafunc.definition.get_closest_marker("both_brokers"):
-        metafunc.parametrize("broker", ["tansu", pytest.param("kafka", marks=pytest.mark.kafka)],
-                             indirect=True)
-
-
 @pytest.fixture
-def broker(request: pytest.FixtureRequest) -> str:
-    """The broker of this test: ``tansu`` unless parametrized (``both_brokers``)."""
-    return getattr(request, "param", "tansu")
-
-
-@pytest.fixture(scope="session")
-def kafka_node(stack: LocalStack) -> Iterator[KafkaCluster]:
-    """One Apache Kafka 4.4 node (KRaft, logs on disk), for the whole session."""
-    cluster = KafkaCluster(stack.base_dir / "kafka")
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-def settings(stack: LocalStack, tmp_path: Path, broker: str,
-             request: pytest.FixtureRequest) -> Settings:
-    """Settings for one test: fresh database, topics and groups, small batches, memory tables,
-    on the test's broker."""
+def settings(stack: LocalStack, tmp_path: Path) -> Settings:
+    """Settings for one test: fresh database, topics and groups, small batches, memory
+    tables."""
     assert stack.postgres is not None
     n = next(_counter)
     url = stack.postgres.create_database(f"test_{n}", template=DATABASE)
-    base = stack.settings
-    if broker == "kafka":
-        base = base.with_(kafka_bootstrap_servers=request.getfixturevalue(
-            "kafka_node").bootstrap_servers, producer_idempotence=True)
-    s = base.with_(
+    s = stack.settings.with_(
         database_url=url, xp_topic=f"xp-events-{n}", topic_partitions=4,
         worker_group=f"worker-{n}", ledger_group=f"ledger-{n}", totals_group=f"totals-{n}",
         action_topic=f"action-events-{n}", action_ledger_group=f"action-ledger-{n}",
@@ -217,3 +185,15 @@ def metric(port: int, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def log_of(proc: PipelineProcess) -> str:
+    """Everything ``proc`` logged so far."""
+    return proc.log_path.read_text(errors="replace")
+
+
+def extra_worker(settings: Settings, tmp_path: Path, name: str, **changes: object
+                 ) -> PipelineProcess:
+    """Another worker process of the same group, with its own store directory and port."""
+    s = settings.with_(data_dir=str(tmp_path / name), **changes)
+    return PipelineProcess("worker", s, tmp_path / f"{name}.log", free_port())

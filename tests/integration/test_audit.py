@@ -85,7 +85,6 @@ def test_replay_reproduces_the_ledger_and_moves_no_offset(settled: Pipeline,
     assert group_offsets(s) == before
 
 
-@pytest.mark.both_brokers
 def test_replay_of_a_time_window_and_bad_ranges(settled: Pipeline) -> None:
     s = settled.settings
     done = streams(["replay", "--json", "--since", "1h", "--until", "2099-01-01T00:00:00Z"], s)
@@ -101,12 +100,10 @@ def test_replay_of_a_time_window_and_bad_ranges(settled: Pipeline) -> None:
         f"Error: topic {s.xp_topic!r} has no partition 99 (it has 4)")
 
 
-@pytest.mark.parametrize("broker", [pytest.param("kafka", marks=pytest.mark.kafka)],
-                         indirect=True)
 def test_records_deleted_by_retention_are_reported_without_false_differences(
         settled: Pipeline) -> None:
-    """Retention for real (Apache Kafka's DeleteRecords moves partition 0's log start; Tansu
-    has neither retention nor DeleteRecords): replay reports that partition's dropped beginning,
+    """Retention for real (Apache Kafka's DeleteRecords moves partition 0's log start): replay
+    reports that partition's dropped beginning,
     audits the rest of the range and finds no difference."""
     s = settled.settings
 

@@ -1,5 +1,6 @@
-"""The Tansu workarounds (docs/design.md, "Local stack") give the right answer on Tansu and
-change nothing on Apache Kafka, which answers right by itself."""
+"""What transactions do to offsets, on Apache Kafka (docs/design.md, "Fold worker:
+checkpoints"): a marker takes an offset, an aborted record is never read, and the ends the
+pipeline measures against account for both."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from aiokafka.structs import TopicPartition
 from streams import kafka
 from streams.audit.ranges import RangeSpec, resolve
 from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
 
 T0_MS = 1_700_000_000_000
 """The first record's timestamp (milliseconds since the epoch); record i is T0_MS + i s."""
@@ -35,39 +38,67 @@ async def _publish(s: Settings, topic: str, batches: list[int]) -> int:
     return n
 
 
-async def _listoffsets_latest(s: Settings, topic: str) -> int:
-    """The broker's own ListOffsets(latest) for partition 0, uncorrected."""
+async def _transactions(s: Settings, topic: str, committed: int, aborted: int) -> None:
+    """``committed`` records in a committed transaction, then ``aborted`` in an aborted one,
+    to partition 0 of ``topic``."""
+    await kafka.ensure_topics(s, [topic], partitions=1)
+    producer = kafka.producer(s, transactional_id=f"{topic}-quirk", enable_idempotence=True)
+    await producer.start()
+    try:
+        for count, commit in ((committed, True), (aborted, False)):
+            await producer.begin_transaction()
+            for i in range(count):
+                await producer.send_and_wait(topic, f"t{i}".encode(), partition=0)
+            if commit:
+                await producer.commit_transaction()
+            else:
+                await producer.abort_transaction()
+    finally:
+        await producer.stop()
+
+
+async def _read_all(s: Settings, topic: str) -> tuple[list[int], int]:
+    """(offsets of the records a read-committed consumer is given, its position after)."""
     client = kafka.consumer(s, None)
     await client.start()
     try:
         tp = TopicPartition(topic, 0)
-        return int((await client.end_offsets([tp]))[tp])
+        client.assign([tp])
+        await client.seek_to_beginning(tp)
+        offsets: list[int] = []
+        end = (await client.end_offsets([tp]))[tp]
+        while await client.position(tp) < end:
+            batch = await client.getmany(tp, timeout_ms=500)
+            offsets += [r.offset for r in batch.get(tp, [])]
+        return offsets, await client.position(tp)
     finally:
         await client.stop()
 
 
-@pytest.mark.both_brokers
-def test_high_watermark_correction_is_exact_and_a_no_op_on_kafka(settings: Settings,
-                                                                  broker: str) -> None:
-    """OffsetReader.high_watermarks corrects ListOffsets(latest) with one fetch (Tansu answers
-    the base offset of the last record batch); on Apache Kafka ListOffsets is already the
-    end, so the correction finds nothing past it."""
-    topic = f"{settings.xp_topic}-quirk-hw"
-    published = asyncio.run(_publish(settings, topic, [5, 7, 3]))
-    corrected = asyncio.run(kafka.high_watermarks(settings, topic))
-    assert corrected == {0: published}
-    raw = asyncio.run(_listoffsets_latest(settings, topic))
-    if broker == "kafka":
-        assert raw == published  # the workaround had nothing to correct
-    else:
-        assert raw <= published
+def test_ends_account_for_transaction_markers_and_aborted_records(settings: Settings) -> None:
+    """5 committed records (offsets 0-4, commit marker 5), 3 aborted ones (6-8, abort marker
+    9): a read-committed consumer is given offsets 0-4 and its position ends at 10, the end
+    lag is measured against (so a group caught up reads lag 0); the end Faust's recovery is
+    told is 5, the offset after the last committed record (else it would wait for ever)."""
+    topic = f"{settings.xp_topic}-quirk-txn"
+    asyncio.run(_transactions(settings, topic, committed=5, aborted=3))
+    assert asyncio.run(kafka.high_watermarks(settings, topic)) == {0: 10}
+    assert asyncio.run(_read_all(settings, topic)) == ([0, 1, 2, 3, 4], 10)
+
+    async def last_records(name: str) -> dict[int, int]:
+        async with kafka.OffsetReader(settings) as reader:
+            return await reader.last_records(name)
+
+    assert asyncio.run(last_records(topic)) == {0: 5}
+    empty = f"{settings.xp_topic}-quirk-aborted"  # only an aborted transaction: no record
+    asyncio.run(_transactions(settings, empty, committed=0, aborted=2))
+    assert asyncio.run(kafka.high_watermarks(settings, empty)) == {0: 3}
+    assert asyncio.run(last_records(empty)) == {0: 0}
 
 
-@pytest.mark.both_brokers
-def test_time_range_start_is_exact_on_kafka(settings: Settings, broker: str) -> None:
-    """A replay's start time is looked up with ListOffsets by timestamp. Apache Kafka answers
-    the first record at or after it, so the range starts there; Tansu answers without a
-    timestamp, so the range starts at the log start and the scan skips older records."""
+def test_time_range_start_is_exact(settings: Settings) -> None:
+    """A replay's start time is looked up with ListOffsets by timestamp: Apache Kafka answers
+    the first record at or after it, so the range starts there."""
     topic = f"{settings.xp_topic}-quirk-ts"
     asyncio.run(_publish(settings, topic, [10]))
     since_s = (T0_MS + 4 * 1000) / 1000  # record 4's timestamp
@@ -83,7 +114,4 @@ def test_time_range_start_is_exact_on_kafka(settings: Settings, broker: str) -> 
         assert [r.end for r in ranges] == [10]
         return ranges[0].start
 
-    if broker == "kafka":
-        assert asyncio.run(start()) == 4
-    else:
-        assert asyncio.run(start()) in (0, 4)
+    assert asyncio.run(start()) == 4

@@ -1,21 +1,10 @@
-"""Kafka TLS and SASL settings: for real on Apache Kafka, as far as Tansu allows on Tansu.
-
-- Apache Kafka (marked ``kafka``): SCRAM-SHA-256 and -512 users created when the storage is
-  formatted, a SASL_SSL listener and a mutual-TLS SSL listener with a CA made in the test; the
-  whole pipeline logs in with SCRAM over TLS and with a client certificate; a wrong password,
-  an unknown user and an untrusted CA are each refused in one line.
-
-- TLS, mutual TLS: a CA, a broker certificate and client certificates are made in the test
-  (openssl); Tansu cannot serve TLS itself, so a TLS-terminating proxy
-  (:mod:`streams.dev.tlsproxy`) stands in front of it. The whole pipeline (aiokafka clients and
-  the Faust worker) runs through it with KAFKA_SECURITY_PROTOCOL=SSL; a client without a
-  certificate, or trusting another CA, is refused.
-- SASL: Tansu ``--authentication`` refuses unauthenticated clients and answers SCRAM; its users
-  can only be created by an authenticated client and it has no durable storage to preload them,
-  so a successful login cannot be shown locally. Shown: a client without SASL is refused, and
-  the configured SCRAM mechanism and user reach the broker's SCRAM exchange (refused as an
-  unknown user), for both SCRAM-SHA-256 and -512; the mapping of every mechanism to aiokafka
-  and Faust is checked in ``test_settings_security`` (unit).
+"""Kafka TLS and SASL settings, for real on Apache Kafka (marked ``kafka``): SCRAM-SHA-256 and
+-512 users created when the storage is formatted, a SASL_SSL listener and a mutual-TLS SSL
+listener with a CA made in the test (openssl); the whole pipeline (aiokafka clients and the
+Faust worker) logs in with SCRAM over TLS and with a client certificate; a client without a
+certificate or trusting another CA is refused; a wrong password, an unknown user and an
+untrusted CA are each refused in one line. The mapping of every SASL mechanism to aiokafka and
+Faust is checked in ``test_settings_security`` (unit).
 """
 
 from __future__ import annotations
@@ -27,10 +16,7 @@ from pathlib import Path
 import pytest
 
 from streams import kafka
-from streams.dev.broker import TansuBroker
 from streams.dev.kafka_cluster import KafkaCluster, KafkaSecurity
-from streams.dev.procs import free_port
-from streams.dev.tlsproxy import TlsProxy
 from streams.lab.loadgen import LoadSpec, generate, publish_records
 from streams.settings import Settings
 from tests.integration.conftest import Pipeline, streams
@@ -59,73 +45,6 @@ def make_cert(d: Path, name: str, ca: tuple[Path, Path]) -> tuple[Path, Path]:
             "-CAcreateserial", "-out", str(pem), "-days", "2", "-extfile", str(ext))
     return pem, key
 
-
-@pytest.fixture
-def tls(tmp_path: Path, settings: Settings):  # type: ignore[no-untyped-def]
-    """A Tansu behind a mutual-TLS proxy; yields (settings for it, the PKI directory)."""
-    ca = make_ca(tmp_path, "ca")
-    broker_cert = make_cert(tmp_path, "broker", ca)
-    client_cert = make_cert(tmp_path, "client", ca)
-    proxy_port = free_port()
-    broker = TansuBroker(tmp_path / "tansu.log", advertised_port=proxy_port)
-    broker.start()
-    proxy = TlsProxy(("127.0.0.1", broker.port), broker_cert[0], broker_cert[1],
-                     client_cafile=ca[0], port=proxy_port)
-    proxy.start()
-    s = settings.with_(kafka_bootstrap_servers=broker.bootstrap_servers,
-                       kafka_security_protocol="SSL", kafka_ssl_cafile=str(ca[0]),
-                       kafka_ssl_certfile=str(client_cert[0]),
-                       kafka_ssl_keyfile=str(client_cert[1]))
-    try:
-        yield s, tmp_path
-    finally:
-        proxy.stop()
-        broker.stop()
-
-
-def test_the_pipeline_runs_over_mutual_tls(tls, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    s, _ = tls
-    run_pipeline(s, tmp_path / "logs")
-
-
-@pytest.mark.parametrize("who", ["no client certificate", "another CA"])
-def test_tls_refuses_a_client_it_cannot_verify(tls, who: str) -> None:  # type: ignore[no-untyped-def]
-    s, pki = tls
-    if who == "no client certificate":
-        s = s.with_(kafka_ssl_certfile=None, kafka_ssl_keyfile=None)
-    else:
-        other = make_ca(pki, "other-ca")
-        s = s.with_(kafka_ssl_cafile=str(other[0]))
-    with pytest.raises(Exception) as info:  # noqa: PT011 - aiokafka's error types vary here
-        asyncio.run(asyncio.wait_for(publish_records(s, [(b"k", b"v")]), 30))
-    reason = str(info.value)  # the proxy closes the handshake, or the CA check fails
-    assert any(w in reason for w in ("Unable to bootstrap", "SSL", "closed", "certificate")), reason
-
-
-@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN", None])
-def test_sasl_settings_reach_the_brokers_authentication(
-        tmp_path: Path, settings: Settings, mechanism: str | None) -> None:
-    broker = TansuBroker(tmp_path / "tansu.log", authentication=True)
-    broker.start()
-    try:
-        s = settings.with_(kafka_bootstrap_servers=broker.bootstrap_servers)
-        if mechanism is not None:
-            s = s.with_(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism=mechanism,
-                        kafka_sasl_username="xp-writer", kafka_sasl_password="not-known-here")
-        with pytest.raises(Exception):  # noqa: B017, PT011 - refused either way
-            asyncio.run(asyncio.wait_for(publish_records(s, [(b"k", b"v")]), 30))
-        log = (tmp_path / "tansu.log").read_text(errors="replace")
-        if mechanism is None:
-            assert "NotAuthenticated" in log
-        elif mechanism == "PLAIN":  # Tansu offers SCRAM only: the mechanism itself is refused
-            assert "NoSharedMechanism" in log
-        else:  # the broker ran the SCRAM exchange and refused the user, not the mechanism
-            assert "NoSharedMechanism" not in log and "NotAuthenticated" not in log, log[-2000:]
-    finally:
-        broker.stop()
-
-
-# ---- Apache Kafka: SCRAM users and TLS listeners for real ------------------------------------
 
 USERS = (("SCRAM-SHA-256", "xp-writer-256", "secret-256"),
          ("SCRAM-SHA-512", "xp-writer-512", "secret-512"))
@@ -190,6 +109,24 @@ def test_the_pipeline_logs_in_with_a_client_certificate(
                        kafka_security_protocol="SSL", kafka_ssl_cafile=str(cafile),
                        kafka_ssl_certfile=str(cert), kafka_ssl_keyfile=str(key))
     run_pipeline(s, tmp_path / "logs")
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("who", ["no client certificate", "another CA"])
+def test_tls_refuses_a_client_it_cannot_verify(secure_kafka, settings: Settings,  # type: ignore[no-untyped-def]
+                                               who: str) -> None:
+    cluster, cafile, (cert, key), pki = secure_kafka
+    s = settings.with_(kafka_bootstrap_servers=cluster.bootstrap_for("SSL"),
+                       kafka_security_protocol="SSL", kafka_ssl_cafile=str(cafile),
+                       kafka_ssl_certfile=str(cert), kafka_ssl_keyfile=str(key))
+    if who == "no client certificate":
+        s = s.with_(kafka_ssl_certfile=None, kafka_ssl_keyfile=None)
+    else:
+        s = s.with_(kafka_ssl_cafile=str(make_ca(pki, "other-ca")[0]))
+    with pytest.raises(Exception) as info:  # noqa: PT011 - aiokafka's error types vary here
+        asyncio.run(asyncio.wait_for(publish_records(s, [(b"k", b"v")]), 30))
+    reason = str(info.value)  # the broker closes the handshake, or the CA check fails
+    assert any(w in reason for w in ("Unable to bootstrap", "SSL", "closed", "certificate")), reason
 
 
 @pytest.mark.kafka

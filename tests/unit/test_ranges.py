@@ -1,7 +1,8 @@
 """Audit ranges: durations, instants, offsets, and what retention dropped.
 
-Tansu neither enforces retention nor supports DeleteRecords, so the dropped-range rule is
-tested here on its own; the replay compares only the offsets it read either way."""
+The dropped-range rule is tested here on its own (the replay over a log start moved by
+DeleteRecords, in tests/integration/test_audit.py); the replay compares only the offsets it
+read either way."""
 
 from __future__ import annotations
 

@@ -32,14 +32,20 @@ def test_dlq_limit_forgets_batches_older_than_the_window() -> None:
 
 
 def test_failpoint_spec() -> None:
-    assert Failpoint("").step == ""
+    assert Failpoint("").points == {}
     point = Failpoint("positioned:3:1.5")
-    assert (point.step, point.remaining, point.pause) == ("positioned", 3, 1.5)
-    with pytest.raises(ValueError, match="XP_WORKER_FAILPOINT"):
-        Failpoint("produced")
+    assert point.points == {"positioned": (3, "1.5")}
+    assert Failpoint("folded:1:stop,produced:2").points == {"folded": (1, "stop"),
+                                                           "produced": (2, "")}
+    for bad in ("produced", "folded:1:later", "stored:1"):
+        with pytest.raises(ValueError, match="XP_WORKER_FAILPOINT"):
+            Failpoint(bad)
+    for good in ("positioned:3:1.5", "folded:1:stop,produced:2", "folded:2:60,produced:2"):
+        assert Settings.from_env({"XP_WORKER_FAILPOINT": good}).worker_failpoint == good
 
 
-@pytest.mark.parametrize("spec", ["produced", "stored:1", "produced:0", "produced:x", "a:1:b"])
+@pytest.mark.parametrize("spec", ["produced", "stored:1", "produced:0", "produced:x", "a:1:b",
+                                  "folded:1,", "folded:1:go"])
 def test_a_bad_failpoint_setting_is_one_clear_error(spec: str) -> None:
     with pytest.raises(ConfigError, match="XP_WORKER_FAILPOINT"):
         Settings.from_env({"XP_WORKER_FAILPOINT": spec})
