@@ -17,6 +17,7 @@ worker shows its missing rows as differences.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,7 @@ async def recover_changelog(settings: Settings, topic: str,
     read = 0
     consumer = kafka.consumer(settings, None)
     await consumer.start()
+    await asyncio.sleep(0)  # let its background task start (kafka.OffsetReader says why)
     try:
         tps = [TopicPartition(topic, p) for p in await kafka.partitions_for(consumer, topic)]
         consumer.assign(tps)

@@ -25,6 +25,7 @@ async def count_dlq(settings: Settings, timeout_s: float = 10.0) -> dict[str, in
     ends = await kafka.high_watermarks(settings, settings.dlq_topic)
     client = kafka.consumer(settings, None)
     await client.start()
+    await asyncio.sleep(0)  # let its background task start (kafka.OffsetReader says why)
     sources: dict[tuple[bytes, ...], str] = {}
     try:
         tps = [TopicPartition(settings.dlq_topic, p) for p, end in ends.items() if end > 0]
@@ -53,7 +54,8 @@ async def count_dlq(settings: Settings, timeout_s: float = 10.0) -> dict[str, in
                         source = (h.get("source_topic", b""), h.get("source_partition", b""),
                                   h.get("source_offset", b""))
                         sources.setdefault(source, h.get("reason", b"?").decode())
-                if records and records[-1].offset + 1 >= ends[tp.partition]:
+            for tp in list(remaining):  # the position passes transaction markers too
+                if await client.position(tp) >= remaining[tp]:
                     remaining.pop(tp, None)
         return dict(Counter(sources.values()))
     finally:

@@ -107,8 +107,6 @@ async def replay_grants(settings: Settings, wait_s: float = 60.0,
                 for rec in records:
                     if rec.offset >= ends[tp]:
                         break
-                    if rec.offset + 1 >= ends[tp]:
-                        todo.discard(tp)
                     result.records += 1
                     try:
                         claim = decode_claim(rec.key, rec.value, s.limits(), rec.timestamp,
@@ -124,6 +122,9 @@ async def replay_grants(settings: Settings, wait_s: float = 60.0,
                     if decision.award is not None:
                         award = orjson.loads(decision.award)
                         awards[award["id"]] = _award_key(award)
+            for tp in list(todo):  # the position passes transaction markers too
+                if await client.position(tp) >= ends[tp]:
+                    todo.discard(tp)
             if on_progress is not None:
                 on_progress(result.records, total)
     finally:
