@@ -11,6 +11,9 @@ every ``--fault-interval`` seconds (the schedule cycles through the faults in a 
   (``pg_stat_activity`` shows it active); ``kill-in-rebalance``: a worker joins the group and
   another is killed while the group rebalances (guarantees 4, 9);
 - ``worker-lost``: a worker killed for good (its partitions move), a new one added later (9);
+- ``pause-worker``: a worker stopped (SIGSTOP) for twice the session timeout, then continued
+  (SIGCONT): a zombie, whose partitions have moved meanwhile; it must write nothing more for
+  them (fenced: it exits 70 and, as a supervisor would, the run starts it again) (4);
 - ``pg-outage``: PostgreSQL stopped for ``--outage-seconds`` then started (local stack only;
   guarantee 6), with each process's peak RSS over the outage (backpressure);
   ``pg-terminate``: every client connection terminated while a write runs (6);
@@ -27,12 +30,14 @@ every ``--fault-interval`` seconds (the schedule cycles through the faults in a 
   kafka-3``): one node killed -9 under load and restarted after a pause; the other two keep
   the quorum and, with ``min.insync.replicas`` 2, every partition writable.
 
-Then it waits until the groups have lag 0 and checks guarantees 1-3, 5, 7 against the loadgen's
+Then it waits until the groups have lag 0, checks guarantees 1-3, 5, 7 against the loadgen's
 expectation (:func:`streams.lab.outcome.read_outcome`: ledger rows, totals per student incl.
 games played and last game type, DLQ by reason) and prints a report: faults applied with the
 time to catch up after each (the worker and ledger groups past the topic's end as it was when
 the fault ended), events expected, ledger rows, duplicates dropped, DLQ records, students
-mismatched, the longest stall (a group with lag whose committed offsets did not move), peak RSS.
+mismatched, the longest stall (a group with lag whose committed offsets did not move), peak RSS,
+and ends with the changelog audit (:mod:`streams.audit.changelogs`: the totals recovered from
+their changelog as a worker with an empty store would, against the ledger's fold).
 ``--duration`` makes it a soak: workloads are published one after another until that time.
 Everything lives in its own schema and topics (:class:`streams.dev.scratch.Scratch`).
 """
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import subprocess
 import threading
 import time
@@ -54,6 +60,7 @@ from typing import Any
 import orjson
 
 from streams import kafka, lag
+from streams.audit.changelogs import audit_changelogs
 from streams.db.connect import connect
 from streams.dev.kafka_cluster import KafkaCluster
 from streams.dev.procs import free_port, memory_mib
@@ -78,8 +85,8 @@ from streams.publish import Publisher
 from streams.settings import Settings
 
 FAULTS = ("kill-worker", "kill-sink", "kill-totals-writer", "kill-in-commit",
-          "kill-in-rebalance", "worker-lost", "pg-outage", "pg-terminate", "duplicate-storm",
-          "poison-burst", "claim-storm", "broker-restart", "broker-kill")
+          "kill-in-rebalance", "worker-lost", "pause-worker", "pg-outage", "pg-terminate",
+          "duplicate-storm", "poison-burst", "claim-storm", "broker-restart", "broker-kill")
 """Every fault the runner knows, by name."""
 
 BROKER_FAULTS = ("broker-restart", "broker-kill")
@@ -135,6 +142,9 @@ class ChaosReport:
     dlq_records: int = 0
     dlq_expected: int = 0
     students_mismatched: int = 0
+    changelog_differences: int | None = None
+    """Students whose totals recovered from the changelog differ from the ledger (None: the
+    audit did not run)."""
     problems: list[str] = field(default_factory=list)
     longest_stall_s: float = 0.0
     longest_stall_group: str = ""
@@ -392,6 +402,24 @@ class Chaos:
 
     def fault_kill_sink(self) -> str:
         return self._kill_restart("sink")
+
+    def fault_pause_worker(self) -> str:
+        name = self.rng.choice(self.live("worker-"))
+        proc = self.procs[name].proc
+        assert proc is not None
+        pause = 2 * self.settings.broker_session_timeout
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(pause)
+        proc.send_signal(signal.SIGCONT)
+        # A fenced zombie exits 70 at its next checkpoint; a supervisor starts it again.
+        deadline = time.monotonic() + 3 * self.settings.broker_session_timeout
+        while self.procs[name].alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.procs[name].alive():
+            return f"{name} stopped (SIGSTOP) {pause:.0f} s, continued; it went on"
+        code = proc.returncode
+        self.procs[name].start()
+        return f"{name} stopped (SIGSTOP) {pause:.0f} s, continued; it exited {code}, restarted"
 
     def fault_kill_totals_writer(self) -> str:
         return self._kill_restart("totals-writer")
@@ -660,6 +688,13 @@ class Chaos:
         r.dlq_expected = sum(self.expected.invalid.values())
         r.students_mismatched = len(outcome.ledger_vs_totals) + len(outcome.expected_vs_totals)
         r.problems = outcome.problems(self.expected)
+        audit = asyncio.run(audit_changelogs(self.settings))
+        r.changelog_differences = len(audit.differences)
+        if audit.differences:
+            r.problems.append(
+                f"changelog audit: {len(audit.differences)} students recovered from the totals "
+                f"changelog differ from the ledger, e.g. "
+                f"{[d.to_dict() for d in audit.differences[:3]]}")
 
 
 def render(report: ChaosReport) -> Any:
@@ -683,6 +718,8 @@ def render(report: ChaosReport) -> Any:
         ("duplicate/conflicting records dropped", f"{report.duplicates_dropped:,}"),
         ("DLQ records (expected)", f"{report.dlq_records:,} ({report.dlq_expected:,})"),
         ("students mismatched", f"{report.students_mismatched:,}"),
+        ("changelog audit: students differing", "not run" if report.changelog_differences
+         is None else f"{report.changelog_differences:,}"),
         ("longest stall (s)", f"{report.longest_stall_s:.1f} ({report.longest_stall_group}, "
          f"from {report.longest_stall_at_s:.0f} s)" if report.longest_stall_group else "0"),
         ("lag 0 after the last fault (s)", f"{report.catch_up_after_last_s:.1f}"),

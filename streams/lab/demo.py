@@ -8,7 +8,9 @@ workloads' expectations; exits 1 on any mismatch. A claim workload (daily-login 
 40 days in zones with DST, several claims a day) goes through the grant stream: awards,
 streaks and the award XP in the ledger are checked against its own expectation. The policy
 and a season calendar (a rollover 14 days before the end) are published first; every
-learner's seasonal XP is checked against the expectation and the ledger.
+learner's seasonal XP is checked against the expectation and the ledger. Last, the changelog
+audit recovers the totals from their changelog as a worker with an empty store would and
+compares them with the ledger (:mod:`streams.audit.changelogs`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams import topology
+from streams.audit.changelogs import audit_changelogs
 from streams.dev.procs import free_port, interrupt_on_sigterm
 from streams.dev.stack import LocalStack, PipelineProcess, default_base_dir
 from streams.lab.loadgen import (
@@ -130,8 +133,10 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
         action_outcome = read_action_outcome(settings, action_expected)
         grant_outcome = read_grant_outcome(settings, claim_expected)
         season_outcome = read_season_outcome(settings, seasonal)
+        audit = asyncio.run(audit_changelogs(settings))
         problems = (outcome.problems(expected) + action_outcome.problems
-                    + grant_outcome.problems + season_outcome.problems)
+                    + grant_outcome.problems + season_outcome.problems
+                    + [f"changelog audit: {d.to_dict()}" for d in audit.differences[:20]])
 
         table = Table(title="XP Streams demo summary")
         table.add_column("what")
@@ -176,6 +181,8 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
         table.add_row("seasonal XP of the current season (xp_balance)",
                       f"{season_outcome.current_season_xp:,}",
                       f"{sum(xp for s, xp in seasonal.values() if s == 'current'):,}")
+        table.add_row("students: totals recovered from the changelog != ledger",
+                      f"{len(audit.differences):,}", "0")
         table.add_row("publish rate (records/s)", f"{len(records) / publish_s:,.0f}", "")
         for label, group, count in (
             ("worker (XP and action records)", settings.worker_group,
@@ -201,7 +208,8 @@ def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool)
         console.print("[green]all checks passed[/]: ledger exact, totals = SUM(ledger), "
                       "totals = expected, DLQ = expected; action ledger exact, vector progress "
                       "= expected, action DLQ = expected; awards, streaks and award XP = "
-                      "expected; seasonal XP = expected = SUM(ledger) per season")
+                      "expected; seasonal XP = expected = SUM(ledger) per season; the totals "
+                      "recovered from their changelog = the ledger")
         return 0
     except KeyboardInterrupt:
         console.print("interrupted: stopping everything")

@@ -27,7 +27,7 @@ def test_ci_sized_chaos_run_loses_nothing_and_counts_nothing_twice(
                   outage_s=5.0, storm_repeats=20, poison=200, stack=stack)
     report = chaos.run()
     assert report.problems == []
-    assert report.students_mismatched == 0
+    assert report.students_mismatched == 0 and report.changelog_differences == 0
     assert report.ledger_rows == report.events_expected > 15_000
     assert report.dlq_records == report.dlq_expected > 200
     applied = {f.name for f in report.faults}
