@@ -112,6 +112,29 @@ def producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     return AIOKafkaProducer(**kwargs)
 
 
+async def transactional_producer(settings: Settings, transactional_id: str,
+                                 transaction_timeout_ms: int) -> AIOKafkaProducer:
+    """A started transactional producer (acks=all, idempotent, no linger) whose transactions
+    are initialised: the broker has bumped ``transactional_id``'s epoch, so every other
+    producer with that id is fenced (its next send or commit fails with ``ProducerFenced``)
+    and a transaction it left open is aborted. aiokafka's ``start()`` returns before its
+    InitProducerId has completed; this waits for it.
+
+    Raises:
+        KafkaError: the broker refused (no transactions, an ACL on the id) or is gone.
+    """
+    client = producer(settings, linger_ms=0, enable_idempotence=True,
+                      transactional_id=transactional_id,
+                      transaction_timeout_ms=transaction_timeout_ms)
+    await client.start()
+    try:
+        await client._txn_manager.wait_for_pid()  # noqa: SLF001 - no public API for it
+    except BaseException:
+        await client.stop()
+        raise
+    return client
+
+
 def consumer(settings: Settings, group_id: str | None, **overrides: object) -> AIOKafkaConsumer:
     """An unstarted consumer with manual commits, reading from the earliest offset, committed
     records only (``read_committed``): the worker writes its changelogs and outputs (awards to

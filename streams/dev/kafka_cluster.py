@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient, CoordinationType
 
+from streams.dev.netcut import NodeProxy
 from streams.dev.procs import free_port, stop_process, wait_for_port
 from streams.errors import StreamsError
 
@@ -158,6 +160,8 @@ class KafkaNode:
         self.ssl_port = free_port()
         """Port of the SSL (mutual TLS) listener (with :class:`KafkaSecurity`)."""
         self.controller_port = free_port()
+        self.proxy: NodeProxy | None = None
+        """The cuttable proxy of its PROXIED listener (a cluster started with ``proxied``)."""
         self.dir = base_dir / f"kafka-{node_id}"
         self.properties = self.dir / "server.properties"
         self.log_path = self.dir / "server.log"
@@ -177,16 +181,27 @@ class KafkaCluster:
         nodes: 1 (replication factor 1) or 3 (replication factor 3, ``min.insync.replicas`` 2).
         heap_mb: maximum Java heap of each node (MiB).
         security: also serve SASL_SSL and SSL listeners (:class:`KafkaSecurity`).
+        proxied: also serve a PROXIED listener per node, advertised at a
+            :class:`streams.dev.netcut.NodeProxy` whose path :meth:`cut` drops (a network
+            partition between the clients bootstrapped through it and one node).
+
+    Raises:
+        ValueError: ``nodes`` is not 1 or 3, or both ``security`` and ``proxied``.
     """
 
     def __init__(self, base_dir: Path, nodes: int = 1, heap_mb: int = 512,
-                 security: KafkaSecurity | None = None) -> None:
+                 security: KafkaSecurity | None = None, proxied: bool = False) -> None:
         if nodes not in (1, 3):
             raise ValueError(f"a local Kafka cluster has 1 or 3 nodes, not {nodes}")
+        if security is not None and proxied:
+            raise ValueError("a local Kafka cluster is either secured or proxied")
         self.base_dir = base_dir
         self.heap_mb = heap_mb
         self.security = security
         self.nodes = [KafkaNode(i, base_dir) for i in range(1, nodes + 1)]
+        if proxied:
+            for node in self.nodes:
+                node.proxy = NodeProxy(free_port(), free_port())
         self.jars: Path | None = None
 
     @property
@@ -196,8 +211,33 @@ class KafkaCluster:
 
     def bootstrap_for(self, protocol: str) -> str:
         """Every node's listener for ``protocol`` (``PLAINTEXT``, ``SASL_SSL``, ``SSL``)."""
+        if protocol == "PROXIED":
+            return ",".join(f"127.0.0.1:{n.proxy.port}" for n in self.nodes if n.proxy)
         port = {"PLAINTEXT": "port", "SASL_SSL": "sasl_ssl_port", "SSL": "ssl_port"}[protocol]
         return ",".join(f"127.0.0.1:{getattr(n, port)}" for n in self.nodes)
+
+    def cut(self, node_id: int) -> None:
+        """Drop the PROXIED path to node ``node_id`` (open and new connections alike); clients
+        that use the nodes directly are not affected."""
+        proxy = self.nodes[node_id - 1].proxy
+        assert proxy is not None, "the cluster was not started with proxied=True"
+        proxy.cut()
+
+    def restore(self, node_id: int) -> None:
+        """Carry the PROXIED path to node ``node_id`` again."""
+        proxy = self.nodes[node_id - 1].proxy
+        assert proxy is not None, "the cluster was not started with proxied=True"
+        proxy.restore()
+
+    async def coordinator(self, group: str) -> int:
+        """The node id of ``group``'s group coordinator (FindCoordinator, asked directly)."""
+        client = AIOKafkaClient(bootstrap_servers=self.bootstrap_servers)
+        await client.bootstrap()
+        try:
+            node: int = await client.coordinator_lookup(CoordinationType.GROUP, group)
+            return node
+        finally:
+            await client.close()
 
     def _write_files(self, node: KafkaNode, cluster: str) -> None:
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
@@ -231,6 +271,16 @@ class KafkaCluster:
             "auto.create.topics.enable": "false",
         }
         scram: list[str] = []
+        if node.proxy is not None:
+            props.update({
+                "listeners": f"PLAINTEXT://127.0.0.1:{node.port},"
+                             f"PROXIED://127.0.0.1:{node.proxy.upstream},"
+                             f"CONTROLLER://127.0.0.1:{node.controller_port}",
+                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port},"
+                                        f"PROXIED://127.0.0.1:{node.proxy.port}",
+                "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
+                                                  "PROXIED:PLAINTEXT",
+            })
         if self.security is not None:
             props.update(self._security_props(node))
             for mechanism, name, password in self.security.users:
@@ -295,6 +345,9 @@ class KafkaCluster:
         for node in self.nodes:
             self._write_files(node, cluster)
         self._detach = detach
+        for node in self.nodes:
+            if node.proxy is not None:
+                node.proxy.start()
         for node in self.nodes:  # all at once: a node serves clients only once it has a quorum
             self._launch(node)
         for node in self.nodes:
@@ -391,3 +444,6 @@ class KafkaCluster:
             if node.proc is not None:
                 stop_process(node.proc, 30)
                 node.proc = None
+        for node in self.nodes:
+            if node.proxy is not None:
+                node.proxy.stop()

@@ -43,6 +43,7 @@ def _driver() -> Any:
 
 def _required() -> list[tuple[Any, str]]:
     """(object, attribute) pairs this module reads or replaces."""
+    from aiokafka import AIOKafkaConsumer
     from faust.stores import memory, rocksdb
     from faust.tables.manager import TableManager
     from faust.tables.recovery import Recovery
@@ -60,6 +61,8 @@ def _required() -> list[tuple[Any, str]]:
         (Recovery, "active_offsets"),
         (Recovery, "standby_offsets"),
         (memory.Store, "_key_partition"),
+        (AIOKafkaConsumer, "_isolation_level"),
+        (AIOKafkaConsumer, "_fetch_max_wait_ms"),
     ]
 
 
@@ -71,6 +74,7 @@ def check_version() -> None:
         raise FaustMismatch(
             f"faust-streaming {installed} is installed; the worker's Faust internals "
             f"(streams/worker/faust_internals.py) were written for {PINNED_VERSION}")
+    from aiokafka import AIOKafkaConsumer
     from faust.stores import memory
 
     for owner, name in _required():
@@ -78,6 +82,10 @@ def check_version() -> None:
             # an instance attribute, set in __post_init__
             if name not in memory.Store.__post_init__.__code__.co_names:
                 raise FaustMismatch(f"faust-streaming: {owner.__name__}.{name} is gone")
+        elif owner is AIOKafkaConsumer:
+            # instance attributes set in __init__ and read when the consumer starts
+            if name not in AIOKafkaConsumer.__init__.__code__.co_names:
+                raise FaustMismatch(f"aiokafka: {owner.__name__}.{name} is gone")
         elif not hasattr(owner, name) and name not in getattr(owner, "__annotations__", {}):
             raise FaustMismatch(f"faust-streaming: {owner.__name__}.{name} is gone")
 

@@ -316,13 +316,12 @@ class SourceReader:
         self._producers.clear()
         for producer in old.values():
             await producer.stop()
-        new = {p: kafka.producer(self.settings, linger_ms=0, enable_idempotence=True,
-                                 transactional_id=topics.transactional_id(
-                                     self.settings.worker_group, p),
-                                 transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
-               for p in sorted(held)}
-        await asyncio.gather(*(producer.start() for producer in new.values()))
-        self._producers.update(new)
+        started = await asyncio.gather(*(
+            kafka.transactional_producer(
+                self.settings, topics.transactional_id(self.settings.worker_group, p),
+                TRANSACTION_TIMEOUT_MS)
+            for p in sorted(held)))
+        self._producers.update(zip(sorted(held), started, strict=True))
 
     async def on_revoked(self) -> None:
         """At the start of a rebalance: finish the batch in progress (it checkpoints), then let

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
-from streams import lag
+from streams import kafka, lag, topics
+from streams.dev.kafka_cluster import KafkaCluster
 from streams.lab.loadgen import LoadSpec, generate
 from streams.settings import Settings
 from tests.integration.conftest import Pipeline, extra_worker, log_of, streams, wait_for
@@ -27,16 +29,21 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def zombie_run(settings: Settings, tmp_path: Path, failpoint: str, seed: int,
-               resume: str | None = None) -> None:
-    """A backlog; the first worker alone with ``failpoint`` in its first checkpoint; a second
-    worker takes over and folds everything to lag 0 while the first is held; then the first
-    goes on (``resume``: a signal the test sends, else the failpoint's own pause ends) and
-    must end without a trace in the changelogs; the audit and the outcome are exact."""
+               resume: str | None = None,
+               first_changes: dict[str, object] | None = None,
+               held: Callable[[], None] | None = None,
+               released: Callable[[], None] | None = None) -> None:
+    """A backlog; the first worker alone with ``failpoint`` in its first checkpoint (and
+    ``first_changes`` to its settings); ``held`` runs once it is held there; a second worker
+    takes over and folds everything to lag 0 while the first is held; then the first goes on
+    (``resume``: a signal the test sends, else the failpoint's own pause ends; ``released``
+    runs after that) and must end without a trace in the changelogs; the audit and the
+    outcome are exact."""
     s = settings.with_(broker_session_timeout=6.0, broker_rebalance_timeout=6.0,
                        worker_batch_records=300)
     pipeline = Pipeline(s, tmp_path / "p")
     first = pipeline.procs["worker"]
-    first.settings = s.with_(worker_failpoint=failpoint)
+    first.settings = s.with_(worker_failpoint=failpoint, **(first_changes or {}))
     second = extra_worker(s, tmp_path, "worker-2")
     records, expected = generate(LoadSpec(events=4000, students=100, seed=seed,
                                           max_record_bytes=s.max_record_bytes))
@@ -46,6 +53,8 @@ def zombie_run(settings: Settings, tmp_path: Path, failpoint: str, seed: int,
         wait_for(lambda: "failpoint folded: " in log_of(first), 90,
                  "the first worker to reach its failpoint")
         pipeline.killed.add("worker")  # it ends by design
+        if held is not None:
+            held()
         second.start()
         wait_for(lambda: "reading partitions [0, 1, 2, 3]" in log_of(second), 120,
                  "the second worker to take every partition")
@@ -55,15 +64,17 @@ def zombie_run(settings: Settings, tmp_path: Path, failpoint: str, seed: int,
         assert first.proc is not None
         if resume is not None:
             first.proc.send_signal(getattr(signal, resume))
+        if released is not None:
+            released()
         wait_for(lambda: not first.alive(), 120, "the first worker to end")
-        # fenced by the broker (ProducerFenced), or by its own stall check before the commit
-        assert first.proc.returncode == 70, log_of(first)[-3000:]
         pipeline.wait_caught_up()
         audit = streams(["audit-changelogs", "--json"], s)
         outcome = orjson.loads(audit.stdout)
         assert audit.returncode == 0 and outcome["ok"], (
             f"{len(outcome['differences'])} students differ after a fresh recovery, e.g. "
             f"{outcome['differences'][:3]}; first worker: {log_of(first)[-1500:]}")
+        # fenced by the broker (ProducerFenced), or by its own stall check before the commit
+        assert first.proc.returncode == 70, log_of(first)[-3000:]
         pipeline.assert_exact(expected)
         assert second.alive()
     finally:
@@ -87,3 +98,40 @@ def test_a_worker_stopped_inside_a_fold_is_fenced(settings: Settings, tmp_path: 
     SIGCONT the first runs on from where it stopped before its stall watcher has run: it must
     not write its changelog records."""
     zombie_run(settings, tmp_path, "folded:1:stop", seed=43, resume="SIGCONT")
+
+
+@pytest.mark.kafka
+def test_a_worker_cut_from_its_group_coordinator_is_fenced(settings: Settings,
+                                                           tmp_path: Path) -> None:
+    """(C) Three nodes. The first worker reaches every node through cuttable proxies; while
+    its first checkpoint is held (60 s, event loop running), its path to the node of its
+    group coordinator is cut as a network partition would: it reaches the other nodes, its
+    generation never changes and its loop never stalls, but the group evicts it and the
+    second worker takes over. When the hold ends it must write nothing."""
+    cluster = KafkaCluster(tmp_path / "kafka", nodes=3, proxied=True)
+    cluster.start()
+    try:
+        s = settings.with_(kafka_bootstrap_servers=cluster.bootstrap_servers,
+                           topic_replication_factor=3)
+        asyncio.run(kafka.pipeline_topics(s))
+
+        coordinator: list[int] = []
+        first_log = tmp_path / "p" / "worker.log"
+
+        def cut() -> None:
+            coordinator.append(asyncio.run(cluster.coordinator(
+                topics.tables_group(s.worker_group))))
+            cluster.cut(coordinator[0])
+
+        def heal() -> None:
+            # the partition heals once the first worker runs on (its sends to the cut node
+            # would otherwise wait for ever): whatever it still tries to write then lands
+            wait_for(lambda: "failpoint folded: resumed" in first_log.read_text(), 90,
+                     "the first worker's hold to end")
+            cluster.restore(coordinator[0])
+
+        zombie_run(s, tmp_path, "folded:1:60,produced:1", seed=47,
+                   first_changes={"kafka_bootstrap_servers": cluster.bootstrap_for("PROXIED")},
+                   held=cut, released=heal)
+    finally:
+        cluster.stop()
