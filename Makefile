@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: demo test test-fast bench system-deps venv k8s-tools k8s-generate lint clean
 
-# BROKER=kafka (Apache Kafka 4.4, one node) or BROKER=kafka-3 (three nodes); default Tansu.
+# BROKER=kafka (Apache Kafka 4.4, one node; the default) or BROKER=kafka-3 (three nodes).
 BROKER ?= $(XP_LOCAL_BROKER)
 
 demo: venv system-deps

@@ -1,8 +1,8 @@
 """Apache Kafka 4.4 in KRaft mode for the local stack: one combined node, or three.
 
-What operators run, with what Tansu lacks: logs on disk (a restarted broker keeps what it
-acknowledged), replication, ListOffsets by timestamp, retention and DeleteRecords, the idempotent
-producer. The jars come from Maven Central once per machine (:func:`ensure_jars`, Maven and a
+What operators run: logs on disk (a restarted broker keeps what it acknowledged), replication,
+ListOffsets by timestamp, retention and DeleteRecords, the idempotent producer and transactions
+(the worker's checkpoint needs them). The jars come from Maven Central once per machine (:func:`ensure_jars`, Maven and a
 Java 17 runtime from Debian); each node is a ``java`` child process with its own properties file,
 log directory and log file under the stack's folder (docs/design.md, "Local stack").
 
