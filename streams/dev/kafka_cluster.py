@@ -2,9 +2,10 @@
 
 What operators run: logs on disk (a restarted broker keeps what it acknowledged), replication,
 ListOffsets by timestamp, retention and DeleteRecords, the idempotent producer and transactions
-(the worker's checkpoint needs them). The jars come from Maven Central once per machine (:func:`ensure_jars`, Maven and a
-Java 17 runtime from Debian); each node is a ``java`` child process with its own properties file,
-log directory and log file under the stack's folder (docs/design.md, "Local stack").
+(the worker's checkpoint needs them). The jars come from Maven Central once per machine
+(:func:`ensure_jars`, Maven and a Java 17 runtime from Debian); each node is a ``java`` child
+process with its own properties file, log directory and log file under the stack's folder
+(docs/design.md, "Local stack").
 
 Each node is broker and controller at once (``process.roles=broker,controller``) with static
 quorum voters, so the same files serve one node and three. Three nodes replicate every topic
