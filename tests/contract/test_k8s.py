@@ -254,6 +254,26 @@ def test_strimzi_topics_are_the_pipelines_topics() -> None:
     assert not [j for j in of_kind(objs, "Job") if container(j)["args"] == ["create-topics"]]
 
 
+def test_the_strimzi_user_may_run_the_workers_transactions() -> None:
+    """The worker commits each checkpoint in a transaction of transactional id
+    <XP_WORKER_GROUP>-<partition>: without Write on it the worker exits at its first
+    assignment on a cluster with ACLs."""
+    from streams import topics
+    from streams.settings import Settings
+
+    objs = render("overlays/prod")
+    group = settings_env(objs).get("XP_WORKER_GROUP", Settings().worker_group)
+    (user,) = of_kind(objs, "KafkaUser")
+    allowed = [acl for acl in user["spec"]["authorization"]["acls"]
+               if acl["resource"]["type"] == "transactionalId"
+               and {"Write", "Describe"} <= set(acl["operations"])]
+    for p in range(int(settings_env(objs)["XP_TOPIC_PARTITIONS"])):
+        tid = topics.transactional_id(group, p)
+        assert any(tid.startswith(acl["resource"]["name"])
+                   if acl["resource"].get("patternType") == "prefix"
+                   else tid == acl["resource"]["name"] for acl in allowed), tid
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_keda_scales_each_sink_on_its_own_group_and_topic(overlay: str) -> None:
     from streams import topology
