@@ -28,7 +28,12 @@ every ``--fault-interval`` seconds (the schedule cycles through the faults in a 
   the check would blame the pipeline;
 - ``broker-kill`` (not in the default list; a local 3-node Apache Kafka, ``XP_LOCAL_BROKER=
   kafka-3``): one node killed -9 under load and restarted after a pause; the other two keep
-  the quorum and, with ``min.insync.replicas`` 2, every partition writable.
+  the quorum and, with ``min.insync.replicas`` 2, every partition writable;
+- ``coordinator-cut`` (in the default list, run where the broker allows: a local 3-node
+  Apache Kafka, whose ``worker-1`` reaches the nodes through cuttable proxies,
+  :mod:`streams.dev.netcut`): ``worker-1``'s path to its group coordinator's node is cut for
+  twice the session timeout while it reaches the other nodes, then healed; the group evicts
+  it, its partitions move, and it must write nothing more for them (4).
 
 Then it waits until the groups have lag 0, checks guarantees 1-3, 5, 7 against the loadgen's
 expectation (:func:`streams.lab.outcome.read_outcome`: ledger rows, totals per student incl.
@@ -59,7 +64,7 @@ from typing import Any
 
 import orjson
 
-from streams import kafka, lag
+from streams import kafka, lag, topics
 from streams.audit.changelogs import audit_changelogs
 from streams.db.connect import connect
 from streams.dev.kafka_cluster import KafkaCluster
@@ -85,8 +90,9 @@ from streams.publish import Publisher
 from streams.settings import Settings
 
 FAULTS = ("kill-worker", "kill-sink", "kill-totals-writer", "kill-in-commit",
-          "kill-in-rebalance", "worker-lost", "pause-worker", "pg-outage", "pg-terminate",
-          "duplicate-storm", "poison-burst", "claim-storm", "broker-restart", "broker-kill")
+          "kill-in-rebalance", "worker-lost", "pause-worker", "coordinator-cut", "pg-outage",
+          "pg-terminate", "duplicate-storm", "poison-burst", "claim-storm", "broker-restart",
+          "broker-kill")
 """Every fault the runner knows, by name."""
 
 BROKER_FAULTS = ("broker-restart", "broker-kill")
@@ -95,6 +101,9 @@ BROKER_FAULTS = ("broker-restart", "broker-kill")
 DEFAULT_FAULTS = tuple(f for f in FAULTS if f not in BROKER_FAULTS)
 """The default schedule: all but the broker faults (opt-in: they cost a run minutes of broker
 start-up, and ``broker-kill`` needs three nodes)."""
+
+CUT_WORKER = "worker-1"
+"""The worker that reaches a proxied local cluster through its proxies (coordinator-cut)."""
 
 STORM_RECORDS = 1_000
 """Distinct records a duplicate storm resends."""
@@ -245,8 +254,12 @@ class Chaos:
     # ---- processes ------------------------------------------------------------------------
 
     def add_process(self, name: str, command: str) -> PipelineProcess:
-        """Start pipeline process ``name`` (``streams <command>``) with its own table store."""
+        """Start pipeline process ``name`` (``streams <command>``) with its own table store;
+        ``worker-1`` reaches a proxied local cluster through its proxies (coordinator-cut)."""
         settings = self.settings.with_(data_dir=str(self.workdir / name))
+        cluster = self._proxied()
+        if name == CUT_WORKER and cluster is not None:
+            settings = settings.with_(kafka_bootstrap_servers=cluster.bootstrap_for("PROXIED"))
         proc = PipelineProcess(command, settings, self.workdir / f"{name}.log", free_port())
         self.procs[name] = proc
         proc.start()
@@ -411,15 +424,45 @@ class Chaos:
         proc.send_signal(signal.SIGSTOP)
         time.sleep(pause)
         proc.send_signal(signal.SIGCONT)
-        # A fenced zombie exits 70 at its next checkpoint; a supervisor starts it again.
+        return f"{name} stopped (SIGSTOP) {pause:.0f} s, continued; {self._after_zombie(name)}"
+
+    def _after_zombie(self, name: str) -> str:
+        """Wait a while for worker ``name``, which may have lost its partitions unnoticed,
+        to exit (a fenced zombie exits 70 at its next checkpoint) and start it again as a
+        supervisor would; say which."""
+        proc = self.procs[name].proc
+        assert proc is not None
         deadline = time.monotonic() + 3 * self.settings.broker_session_timeout
         while self.procs[name].alive() and time.monotonic() < deadline:
             time.sleep(0.1)
         if self.procs[name].alive():
-            return f"{name} stopped (SIGSTOP) {pause:.0f} s, continued; it went on"
+            return "it went on"
         code = proc.returncode
         self.procs[name].start()
-        return f"{name} stopped (SIGSTOP) {pause:.0f} s, continued; it exited {code}, restarted"
+        return f"it exited {code}, restarted"
+
+    def _proxied(self) -> KafkaCluster | None:
+        """The local cluster when its nodes sit behind cuttable proxies, else None."""
+        cluster = self.stack.broker if self.stack is not None else None
+        if isinstance(cluster, KafkaCluster) and cluster.nodes[0].proxy is not None:
+            return cluster
+        return None
+
+    def fault_coordinator_cut(self) -> str:
+        cluster = self._proxied()
+        if cluster is None:
+            return "skipped: needs the local 3-node Apache Kafka (--local, XP_LOCAL_BROKER=kafka-3)"
+        if CUT_WORKER not in self.live("worker-"):
+            return f"skipped: {CUT_WORKER} was lost for good"
+        node = asyncio.run(cluster.coordinator(topics.tables_group(self.settings.worker_group)))
+        cut = 2 * self.settings.broker_session_timeout
+        cluster.cut(node)
+        try:
+            time.sleep(cut)
+        finally:
+            cluster.restore(node)
+        return (f"{CUT_WORKER}'s path to node {node} (its group coordinator) cut for {cut:.0f} s,"
+                f" healed; {self._after_zombie(CUT_WORKER)}")
 
     def fault_kill_totals_writer(self) -> str:
         return self._kill_restart("totals-writer")
