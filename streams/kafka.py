@@ -118,15 +118,26 @@ async def transactional_producer(settings: Settings, transactional_id: str,
     are initialised: the broker has bumped ``transactional_id``'s epoch, so every other
     producer with that id is fenced (its next send or commit fails with ``ProducerFenced``)
     and a transaction it left open is aborted. aiokafka's ``start()`` returns before its
-    InitProducerId has completed; this waits for it.
+    InitProducerId has completed; this waits for it. A broker that does not answer (restarting)
+    is tried again for up to ``settings.broker_wait_seconds``, as at start-up.
 
     Raises:
-        KafkaError: the broker refused (no transactions, an ACL on the id) or is gone.
+        KafkaError: the broker refused (no transactions, an ACL on the id) or stayed away.
     """
-    client = producer(settings, linger_ms=0, enable_idempotence=True,
-                      transactional_id=transactional_id,
-                      transaction_timeout_ms=transaction_timeout_ms)
-    await client.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.broker_wait_seconds
+    while True:
+        client = producer(settings, linger_ms=0, enable_idempotence=True,
+                          transactional_id=transactional_id,
+                          transaction_timeout_ms=transaction_timeout_ms)
+        try:
+            await client.start()
+            break
+        except KafkaConnectionError:
+            await client.stop()
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
     try:
         await client._txn_manager.wait_for_pid()  # noqa: SLF001 - no public API for it
     except BaseException:

@@ -21,6 +21,7 @@ from typing import Any
 import fastjsonschema
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from streams import kafka
@@ -119,14 +120,12 @@ class PolicyFeed:
 
         Raises:
             TimeoutError: the topic could not be read to its end within ``timeout_s``
-                seconds (the reader then exits and the batch is read again).
+                seconds, a broker to start the consumer on included (the reader then exits
+                and the batch is read again).
         """
-        if self._consumer is None:
-            self._consumer = kafka.consumer(self.settings, None, fetch_max_wait_ms=100)
-            await self._consumer.start()
-            self._consumer.assign([self._tp])
-            await self._consumer.seek_to_beginning(self._tp)
         deadline = time.monotonic() + timeout_s
+        if self._consumer is None:
+            self._consumer = await self._start(deadline)
         while True:
             batch = await self._consumer.getmany(self._tp, timeout_ms=0)
             for record in batch.get(self._tp, []):
@@ -150,6 +149,30 @@ class PolicyFeed:
         if self.metrics is not None:
             self.metrics.grant_policy_paused.set(0)
             self.metrics.grant_policy_lag.set(max(0, end - self._next))
+
+    async def _start(self, deadline: float) -> AIOKafkaConsumer:
+        """The feed's consumer, started and at the topic's start. A broker that does not
+        answer (restarting) is tried again every 0.5 s until ``deadline`` (monotonic seconds):
+        the first batch after a worker's start must not end it for that.
+
+        Raises:
+            TimeoutError: no broker answered before ``deadline``.
+        """
+        while True:
+            consumer = kafka.consumer(self.settings, None, fetch_max_wait_ms=100)
+            try:
+                await consumer.start()
+            except KafkaConnectionError as exc:
+                await consumer.stop()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the policies topic {self._tp.topic} could not be "
+                                       f"read: {exc}") from exc
+                log.warning("policies topic: no broker answered (%s); trying again", exc)
+                await asyncio.sleep(0.5)
+                continue
+            consumer.assign([self._tp])
+            await consumer.seek_to_beginning(self._tp)
+            return consumer
 
     def _read(self, record: ConsumerRecord[bytes, bytes]) -> None:
         value, reason = judge(record, self.settings.policy_min_lead_seconds, self.policies)

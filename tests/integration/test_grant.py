@@ -325,3 +325,31 @@ def test_two_deciders_of_the_same_claims_emit_identical_ids_and_no_conflict(
     finally:
         twin.stop()
         pipeline.stop()
+
+
+@pytest.mark.kafka
+def test_the_policy_feed_waits_for_a_broker_that_is_starting(settings: Settings,
+                                                             tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A worker's first batch reads the policies topic to its end; a broker restarting at that
+    moment (seen in chaos: broker-restart just after a worker's restart) made the feed's
+    consumer fail to bootstrap and the worker exit. The feed tries again until its deadline."""
+    from streams.dev.kafka_cluster import KafkaCluster
+    from streams.policy_feed import PolicyFeed
+
+    broker = KafkaCluster(tmp_path / "broker")
+    s = settings.with_(kafka_bootstrap_servers=broker.bootstrap_servers)
+
+    async def catch_up_while_it_starts() -> int:
+        feed = PolicyFeed(s, None)
+        task = asyncio.ensure_future(feed.catch_up(timeout_s=120))
+        await asyncio.sleep(1.0)
+        assert not task.done(), task  # no broker yet: the feed waits
+        await asyncio.to_thread(broker.start)
+        await kafka.ensure_topics(s, [s.policies_topic], partitions=1)
+        await asyncio.wait_for(task, 120)
+        return len(feed.policies.versions)
+
+    try:
+        assert asyncio.run(catch_up_while_it_starts()) == 0
+    finally:
+        broker.stop()
