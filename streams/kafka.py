@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -540,3 +540,47 @@ async def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
     """One-shot :meth:`OffsetReader.high_watermarks`."""
     async with OffsetReader(settings) as reader:
         return await reader.high_watermarks(topic)
+
+
+async def read_to_end(settings: Settings, topic: str,
+                      on_progress: Callable[[int, int], None] | None = None
+                      ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` a read-committed reader is given, from each partition's log
+    start to its last stable offset when the read began (partition by partition in fetch
+    order; offset order within a partition). Joins no consumer group and commits nothing, so
+    it never disturbs the pipeline's groups: the audits' and replays' reader.
+
+    Args:
+        on_progress: called after each fetch with (records yielded, records between the
+            partitions' starts and ends: an upper bound, markers and aborted records included).
+
+    Raises:
+        LookupError: the topic does not exist.
+        KafkaError: the brokers cannot be reached.
+    """
+    client = consumer(settings, None, fetch_max_wait_ms=100)
+    await client.start()
+    await asyncio.sleep(0)  # let its background task start (OffsetReader.__aenter__ says why)
+    try:
+        tps = [TopicPartition(topic, p) for p in await partitions_for(client, topic)]
+        client.assign(tps)
+        await client.seek_to_beginning(*tps)
+        ends: dict[TopicPartition, int] = await client.end_offsets(tps)
+        starts = {tp: await client.position(tp) for tp in tps}
+        total = sum(max(0, ends[tp] - starts[tp]) for tp in tps)
+        read = 0
+        left = {tp for tp in tps if starts[tp] < ends[tp]}
+        while left:
+            batch = await client.getmany(*left, timeout_ms=1000)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.offset >= ends[tp]:
+                        break
+                    read += 1
+                    yield record
+            # the position passes transaction markers and aborted records too
+            left = {tp for tp in left if await client.position(tp) < ends[tp]}
+            if on_progress is not None:
+                on_progress(read, total)
+    finally:
+        await client.stop()

@@ -71,6 +71,22 @@ WORKER_TABLES = (TOTALS_TABLE, DEDUPE_TABLE, PROGRESS_TABLE, ACTION_DEDUPE_TABLE
 """Every table of the worker (one changelog topic each)."""
 
 
+def position_key(topic: str, partition: int) -> bytes:
+    """The positions table's key of a source partition (one store for every partition in the
+    memory store, so the partition is part of the key)."""
+    return f"{topic}/{partition}".encode()
+
+
+def encode_position(offset: int) -> bytes:
+    """A position (the next offset to read) as changelog bytes."""
+    return str(offset).encode()
+
+
+def decode_position(raw: bytes) -> int:
+    """Inverse of :func:`encode_position`. Raises ``ValueError``."""
+    return int(raw)
+
+
 def tables_group(worker_group: str) -> str:
     """Faust's consumer group (= Faust app id) of the worker: it assigns the tables' partitions
     among the worker processes and recovers them. The source topics are read outside it, so

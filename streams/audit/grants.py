@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka.structs import TopicPartition
 
 from streams import kafka, lag
 from streams.db.connect import connect, mapped_errors
@@ -68,6 +67,57 @@ def _award_key(award: dict[str, Any]) -> tuple[Any, ...]:
             m["policy_version"], m["grace_consumed"], m["season_id"], m["claim_id"])
 
 
+@dataclass
+class ClaimReplay:
+    """The claims topic decided again from empty state (:func:`replay_claims`)."""
+
+    records: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+    """Invalid claims by DLQ reason."""
+    states: dict[str, GrantState] = field(default_factory=dict)
+    """Student id -> grant state after their last claim (the worker's ``xp_grant_state``)."""
+    outcomes: dict[str, bytes] = field(default_factory=dict)
+    """Outcome id -> outcome as produced (canonical JSON)."""
+    awards: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    """Award id -> the compared fields of the award (:func:`_award_key`)."""
+
+
+async def replay_claims(settings: Settings,
+                        on_progress: Callable[[int, int], None] | None = None) -> ClaimReplay:
+    """Decide every committed claim of the claims topic again, from offset 0 and empty state,
+    under every published policy (module docstring says why that is what the worker saw).
+    ``on_progress(read, total)`` is called after each fetched batch.
+
+    Raises:
+        KafkaError: the brokers cannot be reached.
+        LookupError: the claims topic does not exist.
+    """
+    s = settings
+    feed = PolicyFeed(s, Metrics())
+    try:
+        await feed.catch_up()
+    finally:
+        await feed.stop()
+    out = ClaimReplay()
+    partitions = s.topic_partitions
+    async for rec in kafka.read_to_end(s, s.claims_topic, on_progress):
+        out.records += 1
+        try:
+            claim = decode_claim(rec.key, rec.value, s.limits(), rec.timestamp,
+                                 rec.partition, rec.offset, partitions)
+        except InvalidEvent as exc:
+            out.invalid[exc.reason] += 1
+            continue
+        decision = decide(out.states.get(claim.student_id, GrantState()), claim, feed.policies)
+        out.states[claim.student_id] = decision.state
+        if decision.outcome:
+            out.outcomes[decision.fields["id"]] = decision.outcome
+        if decision.award is not None:
+            award = orjson.loads(decision.award)
+            out.awards[award["id"]] = _award_key(award)
+    return out
+
+
 async def replay_grants(settings: Settings, wait_s: float = 60.0,
                         on_progress: Callable[[int, int], None] | None = None) -> GrantReplay:
     """Replay every claim and compare (module docstring). ``on_progress(read, total)`` is
@@ -80,58 +130,10 @@ async def replay_grants(settings: Settings, wait_s: float = 60.0,
     s = settings
     result = GrantReplay()
     result.caught_up = await lag.wait_past(s, [([s.award_group], s.outcomes_topic)], wait_s)
-    feed = PolicyFeed(s, Metrics())
-    try:
-        await feed.catch_up()
-    finally:
-        await feed.stop()
-    outcomes: dict[str, bytes] = {}
-    awards: dict[str, tuple[Any, ...]] = {}
-    invalid: Counter[str] = Counter()
-    states: dict[str, GrantState] = {}
-    client = kafka.consumer(s, None, fetch_max_wait_ms=100)
-    await client.start()
-    try:
-        parts = await kafka.partitions_for(client, s.claims_topic)
-        tps = [TopicPartition(s.claims_topic, p) for p in parts]
-        async with kafka.OffsetReader(s) as reader:  # corrects brokers' ListOffsets quirks
-            watermarks = await reader.high_watermarks(s.claims_topic)
-        ends = {tp: watermarks.get(tp.partition, 0) for tp in tps}
-        total = sum(ends.values())
-        client.assign(tps)
-        await client.seek_to_beginning(*tps)
-        todo = {tp for tp in tps if ends[tp] > 0}
-        while todo:
-            batch = await client.getmany(*todo, timeout_ms=1000)
-            for tp, records in batch.items():
-                for rec in records:
-                    if rec.offset >= ends[tp]:
-                        break
-                    result.records += 1
-                    try:
-                        claim = decode_claim(rec.key, rec.value, s.limits(), rec.timestamp,
-                                             tp.partition, rec.offset, len(parts))
-                    except InvalidEvent as exc:
-                        invalid[exc.reason] += 1
-                        continue
-                    decision = decide(states.get(claim.student_id, GrantState()), claim,
-                                      feed.policies)
-                    states[claim.student_id] = decision.state
-                    if decision.outcome:
-                        outcomes[decision.fields["id"]] = decision.outcome
-                    if decision.award is not None:
-                        award = orjson.loads(decision.award)
-                        awards[award["id"]] = _award_key(award)
-            for tp in list(todo):  # the position passes transaction markers too
-                if await client.position(tp) >= ends[tp]:
-                    todo.discard(tp)
-            if on_progress is not None:
-                on_progress(result.records, total)
-    finally:
-        await client.stop()
-    result.invalid = dict(invalid)
-    result.outcomes, result.awards = len(outcomes), len(awards)
-    _compare(s, outcomes, awards, result)
+    replay = await replay_claims(s, on_progress)
+    result.records, result.invalid = replay.records, dict(replay.invalid)
+    result.outcomes, result.awards = len(replay.outcomes), len(replay.awards)
+    _compare(s, replay.outcomes, replay.awards, result)
     return result
 
 

@@ -366,9 +366,12 @@ def replay_grants_cmd(as_json: bool, wait_s: float) -> None:
 @click.option("--limit", default=20, show_default=True,
               help="Differing keys to show in the table.")
 def audit_changelogs_cmd(as_json: bool, limit: int) -> None:
-    """Recover the worker's totals table from its changelog into a scratch store (no consumer
-    group, read committed) and compare every student with the fold of the ledger; exit 1 with
-    the differing students. Run it at lag 0 (docs/design.md, "Fold worker: checkpoints")."""
+    """Recover every table of the worker from its changelog into a scratch store (no consumer
+    group, read committed) and check it against the ledgers: totals and progress against the
+    fold of their ledger rows, dedupe sightings against the ledger rows of their event ids,
+    grant states against a replay of the claims topic, positions against the worker group's
+    committed offsets; exit 1 with the differing keys. Run it at lag 0 (docs/design.md, "Fold
+    worker: checkpoints")."""
     import orjson
     from rich.console import Console
     from rich.progress import Progress
@@ -390,8 +393,9 @@ def audit_changelogs_cmd(as_json: bool, limit: int) -> None:
         click.echo(orjson.dumps(result.to_dict()).decode())
     else:
         click.echo(f"recovered {', '.join(f'{t} {n:,} keys' for t, n in result.keys.items())} "
-                   f"from {sum(result.records.values()):,} changelog records; ledger: "
-                   f"{result.ledger_students:,} students ({result.seconds:.1f} s)")
+                   f"from {sum(result.records.values()):,} changelog records; checked against "
+                   f"{', '.join(f'{t} {n:,}' for t, n in result.ledger_rows.items())} "
+                   f"({result.seconds:.1f} s)")
         if result.differences:
             table = Table(title=f"{len(result.differences):,} keys differ from the ledger")
             for col in ("table", "key", "recovered", "ledger"):

@@ -98,6 +98,21 @@ FROM xp_ledger l LEFT JOIN xp_seasons_current s USING (season_id)
 WHERE (%(students)s::uuid[] IS NULL OR l.student_id = ANY(%(students)s::uuid[]))
 ORDER BY l.student_id, l."partition", l."offset", l.record_index;
 
+-- name: ledger_sightings
+-- Every XP ledger row as the dedupe sighting of its event id (the changelog audit).
+SELECT id, "partition", "offset", record_index, fingerprint, created_at FROM xp_events;
+
+-- name: action_sightings
+-- Every action ledger row as the dedupe sighting of its event id (the changelog audit).
+SELECT id, "partition", "offset", 0, fingerprint, selected_at FROM action_events;
+
+-- name: action_history
+-- Action events in the order the worker folded them (partition order), for the changelog
+-- audit's fold of vector progress.
+SELECT id, action_id, profile_id, source, vector, qol_domain, selected_at, completed_at,
+       duration, mode, metadata, fingerprint, "partition", "offset"
+FROM action_events ORDER BY "partition", "offset";
+
 -- name: totals_ahead_of_ledger
 SELECT count(*) FROM xp_totals_stage s JOIN xp_totals t USING (student_id)
 WHERE t.version > s.version;

@@ -152,8 +152,8 @@ class ChaosReport:
     dlq_expected: int = 0
     students_mismatched: int = 0
     changelog_differences: int | None = None
-    """Students whose totals recovered from the changelog differ from the ledger (None: the
-    audit did not run)."""
+    """Keys of the worker's tables, recovered from their changelogs, that differ from the
+    ledgers (:mod:`streams.audit.changelogs`; None: the audit did not run)."""
     problems: list[str] = field(default_factory=list)
     longest_stall_s: float = 0.0
     longest_stall_group: str = ""
@@ -735,8 +735,8 @@ class Chaos:
         r.changelog_differences = len(audit.differences)
         if audit.differences:
             r.problems.append(
-                f"changelog audit: {len(audit.differences)} students recovered from the totals "
-                f"changelog differ from the ledger, e.g. "
+                f"changelog audit: {len(audit.differences)} keys recovered from the worker's "
+                f"changelogs differ from the ledgers ({audit.differing()}), e.g. "
                 f"{[d.to_dict() for d in audit.differences[:3]]}")
 
 
@@ -761,7 +761,7 @@ def render(report: ChaosReport) -> Any:
         ("duplicate/conflicting records dropped", f"{report.duplicates_dropped:,}"),
         ("DLQ records (expected)", f"{report.dlq_records:,} ({report.dlq_expected:,})"),
         ("students mismatched", f"{report.students_mismatched:,}"),
-        ("changelog audit: students differing", "not run" if report.changelog_differences
+        ("changelog audit: keys differing", "not run" if report.changelog_differences
          is None else f"{report.changelog_differences:,}"),
         ("longest stall (s)", f"{report.longest_stall_s:.1f} ({report.longest_stall_group}, "
          f"from {report.longest_stall_at_s:.0f} s)" if report.longest_stall_group else "0"),

@@ -22,7 +22,6 @@ from streams.health import Health
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.worker import faust_internals
-from streams.worker.checkpoint import decode_position, encode_position
 from streams.worker.reader import SourceReader
 from streams.worker.restart import broker_lost, start_again
 from streams.worker.state import TableState, new_table
@@ -94,7 +93,8 @@ def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, SourceReader
 
         setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
     positions: TableState[int] = TableState(
-        new_table(app, settings, topics.POSITIONS_TABLE), encode_position, decode_position)
+        new_table(app, settings, topics.POSITIONS_TABLE), topics.encode_position,
+        topics.decode_position)
     streams = topology.build_streams(settings, app, metrics)
     reader = SourceReader(settings, metrics, streams, positions)
 

@@ -40,6 +40,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from streams import topics
 from streams.errors import InvalidEvent, StreamsError
 from streams.metrics import Metrics
 from streams.settings import FAILPOINT_PATTERN
@@ -50,22 +51,6 @@ log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
 _Record = tuple[bytes | None, bytes | None, Headers]
-
-
-def position_key(topic: str, partition: int) -> bytes:
-    """The positions table's key of a source partition (one store for every partition in the
-    memory store, so the partition is part of the key)."""
-    return f"{topic}/{partition}".encode()
-
-
-def encode_position(offset: int) -> bytes:
-    """A position (the next offset to read) as changelog bytes."""
-    return str(offset).encode()
-
-
-def decode_position(raw: bytes) -> int:
-    """Inverse of :func:`encode_position`. Raises ``ValueError``."""
-    return int(raw)
 
 
 class FencedOut(StreamsError):
@@ -185,7 +170,7 @@ class Checkpoint:
     def advance(self, topic: str, partition: int, next_offset: int) -> None:
         """Step 1's bookkeeping: ``partition`` of ``topic`` is folded up to ``next_offset``."""
         self.advanced[(topic, partition)] = next_offset
-        self.positions.put(partition, position_key(topic, partition), next_offset)
+        self.positions.put(partition, topics.position_key(topic, partition), next_offset)
 
     def discard(self, partitions: set[int]) -> None:
         """Drop what this checkpoint holds for ``partitions`` (revoked before step 2)."""

@@ -32,7 +32,7 @@ from streams import kafka, topics
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.worker import faust_internals
-from streams.worker.checkpoint import Checkpoint, Failpoint, FencedOut, position_key
+from streams.worker.checkpoint import Checkpoint, Failpoint, FencedOut
 from streams.worker.restart import START_ATTEMPT_ENV, start_again
 from streams.worker.state import TableState
 
@@ -290,7 +290,8 @@ class SourceReader:
             self._next_offset.clear()
             sought: dict[tuple[str, int], int] = {}
             for tp in tps:
-                position = self.positions.get(tp.partition, position_key(tp.topic, tp.partition))
+                position = self.positions.get(tp.partition,
+                                              topics.position_key(tp.topic, tp.partition))
                 if position is not None:
                     self._consumer.seek(tp, position)
                     sought[(tp.topic, tp.partition)] = self._next_offset[tp] = position

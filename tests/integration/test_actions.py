@@ -49,6 +49,10 @@ def test_action_events_fold_into_vector_progress_exactly(settings: Settings,
         assert not outcome.problems, outcome.problems
         assert outcome.ledger_rows == len(w.ids) and outcome.dlq == w.invalid > 0
         pipeline.assert_exact(xp_expected)
+        # the progress and sightings folded before the kill -9 and again after it: a fresh
+        # recovery of every table equals the ledgers
+        audit = streams(["audit-changelogs", "--json"], s)
+        assert audit.returncode == 0, audit.stdout.decode()[-2000:]
     finally:
         pipeline.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -15,9 +16,23 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.records_to_delete import RecordsToDelete
 from aiokafka.structs import TopicPartition
 
-from streams import kafka
-from streams.lab.loadgen import LoadSpec, generate
+from streams import kafka, lag, topics, topology
+from streams.actions.fold import decode_progress, encode_progress
+from streams.audit.changelogs import recover_changelog
+from streams.dedupe import decode_sighting, encode_sighting
+from streams.grant.decide import GrantState
+from streams.lab.loadgen import (
+    CLAIM_POLICY,
+    CLAIM_POLICY_PUBLISHED_MS,
+    LoadSpec,
+    generate,
+    generate_actions,
+    generate_claims,
+    publish_records,
+    publish_timed,
+)
 from streams.settings import Settings
+from streams.xp.fold import decode_totals, encode_totals
 from tests.integration.conftest import Pipeline, query_one, streams
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -277,3 +292,82 @@ def test_backfill_rejects_bad_legacy_rows_and_a_missing_table(settings: Settings
     assert done.returncode == 1
     assert done.stderr.decode().strip() == (
         'Error: legacy source nope: relation "nope" does not exist')
+
+
+def test_the_changelog_audit_checks_every_table_of_the_worker(settings: Settings,
+                                                              tmp_path: Path) -> None:
+    """``streams audit-changelogs`` after XP events, action events and claims: every table of
+    the worker recovered and clean. Then one stale value planted in each changelog (what an
+    unfenced zombie's write would leave) is found, table by table, and nothing else is."""
+    s = settings
+    xp, expected = generate(LoadSpec(events=1500, students=30, seed=71,
+                                     max_record_bytes=s.max_record_bytes))
+    actions, _ = generate_actions(400, profiles=12, seed=72)
+    claims, claim_expected = generate_claims(12, 8, seed=73)
+    pipeline = Pipeline(s, tmp_path, actions=True, grants=True)
+    try:
+        asyncio.run(publish_timed(s, s.policies_topic, [
+            (b"daily_login:1", orjson.dumps(CLAIM_POLICY), CLAIM_POLICY_PUBLISHED_MS)]))
+        pipeline.start()
+        pipeline.publish(xp)
+        asyncio.run(publish_records(s, actions, topic=s.action_topic))
+        asyncio.run(publish_timed(s, s.claims_topic, claims))
+        sources = (s.xp_topic, s.action_topic, s.claims_topic)
+        asyncio.run(lag.wait_caught_up(s, [(s.worker_group, t) for t in sources], 180))
+        asyncio.run(lag.wait_caught_up(  # the sinks, after the worker wrote the awards
+            s, [(g, t) for g, t in topology.group_topics(s) if g != s.worker_group], 180))
+    finally:
+        pipeline.stop()
+    clean = streams(["audit-changelogs", "--json"], s)
+    found = orjson.loads(clean.stdout)
+    assert clean.returncode == 0 and found["ok"], found["differences"][:5]
+    assert all(found["keys"][t] > 0 for t in topics.WORKER_TABLES), found["keys"]
+    assert found["ledger_rows"]["xp_events"] == \
+        expected.valid_unique + claim_expected.award_count  # the awards are XP events too
+
+    # One stale value per table, in the partition of the key it replaces.
+    async def recovered(table: str) -> dict[tuple[int, bytes], bytes]:
+        values, _ = await recover_changelog(s, topics.changelog_topic(s.worker_group, table))
+        return values
+
+    def first(table: str) -> tuple[int, bytes, bytes]:
+        (p, key), value = sorted(asyncio.run(recovered(table)).items())[0]
+        return p, key, value
+
+    planted: list[tuple[str, int, bytes, bytes | None]] = []
+    p, key, value = first(topics.TOTALS_TABLE)
+    planted.append((topics.TOTALS_TABLE, p, key,
+                    encode_totals(decode_totals(value)._replace(total_xp=1))))
+    p, key, value = first(topics.DEDUPE_TABLE)
+    planted.append((topics.DEDUPE_TABLE, p, key, encode_sighting(
+        decode_sighting(value)._replace(offset=decode_sighting(value).offset + 1))))
+    p, key, _ = first(topics.ACTION_DEDUPE_TABLE)
+    planted.append((topics.ACTION_DEDUPE_TABLE, p, key, None))  # a lost sighting
+    p, key, value = first(topics.PROGRESS_TABLE)
+    progress = decode_progress(value)
+    planted.append((topics.PROGRESS_TABLE, p, key, encode_progress(
+        dataclasses.replace(progress, step_index=progress.step_index + 1))))
+    p, key, value = first(topics.GRANT_TABLE)
+    state = GrantState.from_json(value)
+    planted.append((topics.GRANT_TABLE, p, key, dataclasses.replace(
+        state, current_streak=state.current_streak + 5).to_json()))
+    p, key, value = first(topics.POSITIONS_TABLE)
+    planted.append((topics.POSITIONS_TABLE, p, key,
+                    topics.encode_position(topics.decode_position(value) - 1)))
+
+    async def plant() -> None:
+        producer = kafka.producer(s)
+        await producer.start()
+        try:
+            for table, partition, k, v in planted:
+                await producer.send_and_wait(topics.changelog_topic(s.worker_group, table), v,
+                                             key=k, partition=partition)
+        finally:
+            await producer.stop()
+    asyncio.run(plant())
+    stale = streams(["audit-changelogs", "--json"], s)
+    found = orjson.loads(stale.stdout)
+    assert stale.returncode == 1 and not found["ok"]
+    assert found["differing"] == {t: 1 for t in topics.WORKER_TABLES}, found["differences"]
+    shown = streams(["audit-changelogs"], s)
+    assert shown.returncode == 1 and b"6 keys differ" in shown.stdout, shown.stdout

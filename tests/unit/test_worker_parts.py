@@ -6,7 +6,8 @@ import pytest
 
 from streams.errors import ConfigError
 from streams.settings import Settings
-from streams.worker.checkpoint import Failpoint, decode_position, encode_position, position_key
+from streams.topics import decode_position, encode_position, position_key
+from streams.worker.checkpoint import Failpoint
 from streams.worker.reader import DlqLimit
 
 

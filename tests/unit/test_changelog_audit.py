@@ -1,0 +1,85 @@
+"""The changelog audit's comparisons (streams/audit/changelogs.py): sightings against ledger
+rows, progress against the fold of action events, positions against committed offsets."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from streams import topics
+from streams.audit.changelogs import (
+    LedgerSighting,
+    compare_positions,
+    compare_sightings,
+    fold_actions,
+)
+from streams.dedupe import Sighting, encode_sighting
+
+AT = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+FP = b"\x01" * 16
+
+
+def row(n: int, partition: int = 0, offset: int = 0, created: datetime = AT) -> LedgerSighting:
+    return LedgerSighting(uuid.UUID(int=n, version=4), partition, offset, 0, FP, created)
+
+
+def sighting(r: LedgerSighting) -> Sighting:
+    return Sighting(r.fingerprint, r.partition, r.offset, 0.0, r.created_at.timestamp(),
+                    r.record_index)
+
+
+def seen(r: LedgerSighting, **changes: int) -> bytes:
+    return encode_sighting(sighting(r)._replace(**changes))
+
+
+def test_matching_sightings_and_expired_ones_are_not_differences() -> None:
+    rows = [row(1, 0, 5), row(2, 1, 7), row(3, 1, 8, AT - timedelta(days=30))]
+    recovered = {(r.partition, r.id.bytes): seen(r) for r in rows[:2]}  # row 3: expired
+    assert compare_sightings(topics.DEDUPE_TABLE, recovered, rows,
+                             lambda created: created < (AT - timedelta(days=7)).timestamp()) == []
+
+
+def test_a_missing_a_moved_and_an_extra_sighting_are_each_a_difference() -> None:
+    rows = [row(1, 0, 5), row(2, 1, 7), row(3, 1, 8, AT - timedelta(days=30))]
+    recovered = {(1, rows[1].id.bytes): seen(rows[1], offset=9),   # moved
+                 (1, rows[2].id.bytes): seen(rows[2]),
+                 (2, uuid.UUID(int=4, version=4).bytes): seen(row(4, 2, 1))}  # no ledger row
+    found = compare_sightings(topics.DEDUPE_TABLE, recovered, rows, lambda _c: False)
+    assert [(d.key, d.recovered is None, d.ledger is None) for d in found] == [
+        (f"{rows[0].id}@0", True, False),
+        (f"{rows[1].id}@1", False, False),
+        (f"{uuid.UUID(int=4, version=4)}@2", False, True)]
+    assert found[1].recovered is not None and found[1].recovered["offset"] == 9
+
+
+def test_one_event_id_sighted_in_two_partitions_is_a_difference() -> None:
+    """The ledger keeps one row per event id: a sighting of the same id in another partition
+    (one id used for two students) has no ledger row of its own."""
+    r = row(1, 0, 5)
+    recovered = {(0, r.id.bytes): seen(r), (3, r.id.bytes): seen(r, partition=3)}
+    found = compare_sightings(topics.DEDUPE_TABLE, recovered, [r], lambda _c: False)
+    assert [d.key for d in found] == [f"{r.id}@3"]
+
+
+def test_progress_is_folded_per_key_in_partition_order() -> None:
+    profile = str(uuid.uuid4())
+
+    def action(n: int, offset: int, completed: bool, action_id: str = "apply",
+               vector: str = "genius") -> tuple[object, ...]:
+        return (uuid.UUID(int=n, version=4), action_id, profile, "dashboard", vector, None,
+                AT + timedelta(minutes=n), AT if completed else None, None, None,
+                {"sequence_version": "v2"}, FP, 0, offset)
+    folded = fold_actions(iter([action(1, 0, True), action(2, 1, False),
+                                action(3, 2, True, "draft_skip"), action(4, 3, True),
+                                action(5, 4, True, vector="mind")]))
+    genius = folded[f"{profile}|genius|v2".encode()]
+    assert (genius.step_index, genius.applied, genius.offset) == (2, 4, 3)
+    assert genius.draft_skipped_at == (AT + timedelta(minutes=3)).timestamp()
+    assert folded[f"{profile}|mind|v2".encode()].step_index == 1
+
+
+def test_positions_compare_with_committed_offsets() -> None:
+    assert compare_positions({"xp-events/0": 10}, {"xp-events/0": 10, "xp-events/1": None}) == []
+    found = compare_positions({"xp-events/0": 9}, {"xp-events/0": 10, "xp-events/1": 4})
+    assert [(d.key, d.recovered, d.ledger) for d in found] == [
+        ("xp-events/0", {"offset": 9}, {"offset": 10}), ("xp-events/1", None, {"offset": 4})]
