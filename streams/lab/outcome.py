@@ -107,6 +107,8 @@ class GrantOutcome:
     """What ``xp_awards``, ``xp_streaks`` and the ledger rows of the awards hold after a run."""
 
     awards: int = 0
+    ledger_rows: int = 0
+    """Ledger rows of the awards (kind ``daily_login``, joined by receipt)."""
     ledger_xp: int = 0
     streaks_differing: int = 0
     problems: list[str] = field(default_factory=list)
@@ -126,11 +128,11 @@ def read_grant_outcome(settings: Settings, expected: ClaimExpected) -> GrantOutc
         streaks = {str(r[0]): tuple(r[1:]) for r in conn.execute(
             "SELECT user_id, current_streak, longest_streak, grace_tokens FROM xp_streaks "
             "WHERE last_reward_day_id IS NOT NULL")}
-        row = conn.execute("SELECT coalesce(sum(e.delta), 0) FROM xp_events e "
+        row = conn.execute("SELECT coalesce(sum(e.delta), 0), count(*) FROM xp_events e "
                            "JOIN xp_awards a ON a.award_id = e.id "
                            "WHERE e.kind = 'daily_login'").fetchone()
     out.awards = sum(len(a) for a in got.values())
-    out.ledger_xp = int(row[0]) if row else 0
+    out.ledger_xp, out.ledger_rows = (int(row[0]), int(row[1])) if row else (0, 0)
     if got != expected.awards:
         differ = [s for s in set(got) | set(expected.awards)
                   if got.get(s) != expected.awards.get(s)]
