@@ -141,6 +141,11 @@ class Settings:
     """XP_DEDUPE_HORIZON_SECONDS: how long an event id stays in the worker's dedupe table.
 
     An id older than this is checked against the ledger instead (docs/design.md, guarantee 8)."""
+    claim_max_ahead_seconds: float = 300.0
+    """XP_CLAIM_MAX_AHEAD_SECONDS: a claim whose record time is more than this ahead of the
+    worker's clock goes to the claims DLQ as ``claim_in_future`` instead of being decided, so
+    a producer with a bad clock never moves a learner's reward day ahead (seconds;
+    docs/design.md, "Grants")."""
     dedupe_expire_interval_seconds: float = 1.0
     """XP_DEDUPE_EXPIRE_INTERVAL_SECONDS: how often the worker reads one slice of its dedupe
     table to drop entries past the horizon (seconds)."""
@@ -297,6 +302,9 @@ class Settings:
             broker_wait_seconds=_float(e, "XP_BROKER_WAIT_SECONDS", d.broker_wait_seconds, 0.0),
             dedupe_horizon_seconds=_float(
                 e, "XP_DEDUPE_HORIZON_SECONDS", d.dedupe_horizon_seconds, 1.0
+            ),
+            claim_max_ahead_seconds=_float(
+                e, "XP_CLAIM_MAX_AHEAD_SECONDS", d.claim_max_ahead_seconds, 0.0
             ),
             dedupe_expire_interval_seconds=_float(
                 e, "XP_DEDUPE_EXPIRE_INTERVAL_SECONDS", d.dedupe_expire_interval_seconds, 0.1

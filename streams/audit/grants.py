@@ -24,7 +24,7 @@ import orjson
 from streams import kafka, lag
 from streams.db.connect import connect, mapped_errors
 from streams.errors import InvalidEvent
-from streams.grant.decide import GrantState, decide, decode_claim
+from streams.grant.decide import IN_FUTURE, GrantState, decide, decode_claim
 from streams.metrics import Metrics
 from streams.policy_feed import PolicyFeed
 from streams.settings import Settings
@@ -82,10 +82,31 @@ class ClaimReplay:
     """Award id -> the compared fields of the award (:func:`_award_key`)."""
 
 
+async def refused_in_future(settings: Settings) -> set[tuple[int, int]]:
+    """The (partition, offset) of every claim the worker dead-lettered as ``claim_in_future``,
+    read from the claims DLQ's headers (a decision of the worker's clock that a replay cannot
+    make again: :data:`streams.grant.decide.IN_FUTURE`).
+
+    Raises:
+        KafkaError: the brokers cannot be reached.
+    """
+    out: set[tuple[int, int]] = set()
+    try:
+        async for rec in kafka.read_to_end(settings, settings.claims_dlq_topic):
+            headers = dict(rec.headers)
+            if headers.get("reason") == IN_FUTURE.encode() and \
+                    headers.get("source_topic") == settings.claims_topic.encode():
+                out.add((int(headers["source_partition"]), int(headers["source_offset"])))
+    except LookupError:  # no DLQ yet: nothing was refused
+        pass
+    return out
+
+
 async def replay_claims(settings: Settings,
                         on_progress: Callable[[int, int], None] | None = None) -> ClaimReplay:
     """Decide every committed claim of the claims topic again, from offset 0 and empty state,
-    under every published policy (module docstring says why that is what the worker saw).
+    under every published policy (module docstring says why that is what the worker saw),
+    skipping the claims the worker refused as ahead of its clock (:func:`refused_in_future`).
     ``on_progress(read, total)`` is called after each fetched batch.
 
     Raises:
@@ -100,8 +121,12 @@ async def replay_claims(settings: Settings,
         await feed.stop()
     out = ClaimReplay()
     partitions = s.topic_partitions
+    refused = await refused_in_future(s)
     async for rec in kafka.read_to_end(s, s.claims_topic, on_progress):
         out.records += 1
+        if (rec.partition, rec.offset) in refused:
+            out.invalid[IN_FUTURE] += 1
+            continue
         try:
             claim = decode_claim(rec.key, rec.value, s.limits(), rec.timestamp,
                                  rec.partition, rec.offset, partitions)

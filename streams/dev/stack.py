@@ -155,6 +155,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "XP_DB_RETRY_MAX_SECONDS": str(settings.db_retry_max_seconds),
         "XP_BROKER_WAIT_SECONDS": str(settings.broker_wait_seconds),
         "XP_DEDUPE_HORIZON_SECONDS": str(settings.dedupe_horizon_seconds),
+        "XP_CLAIM_MAX_AHEAD_SECONDS": str(settings.claim_max_ahead_seconds),
         "XP_DEDUPE_EXPIRE_INTERVAL_SECONDS": str(settings.dedupe_expire_interval_seconds),
         "XP_DEDUPE_EXPIRE_SLICE": str(settings.dedupe_expire_slice),
         "XP_WORKER_RECOVERY_TIMEOUT_SECONDS": str(settings.worker_recovery_timeout_seconds),

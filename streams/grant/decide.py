@@ -60,6 +60,18 @@ covers it)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+IN_FUTURE = "claim_in_future"
+"""The DLQ reason of a claim the worker refused because its record time was more than
+``XP_CLAIM_MAX_AHEAD_SECONDS`` ahead of the worker's clock. The refusal depends on when the
+worker read the claim, so a replay cannot decide it again: it reads these refusals from the
+claims DLQ and skips the same records (:func:`streams.audit.grants.replay_claims`)."""
+
+LATEST_CLAIM_MS = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
+"""Claims are timed from 1970-01-01 (0: the record's timestamp) up to, not including, this
+instant (ms): a record time outside is a broken clock (``timestamp_out_of_range``), and the
+rule's date arithmetic stays far from ``datetime``'s year 9999 in every zone. A claim ahead of
+the worker's clock is refused by the worker (``claim_in_future``, docs/design.md, "Grants")."""
+
 reset_tzpath([])  # zones from the pinned tzdata wheel only, never the host's (byte-stable replay)
 
 
@@ -212,10 +224,14 @@ def decode_claim(key: bytes | None, value: bytes | None, limits: Limits | int,
 
     Raises:
         InvalidEvent: ``oversized``, ``bad_json``, ``schema``, ``key_mismatch``,
-            ``wrong_partition`` or ``unknown_time_zone``.
+            ``wrong_partition``, ``unknown_time_zone`` or ``timestamp_out_of_range`` (the
+            record time is not in [1970, :data:`LATEST_CLAIM_MS`)).
     """
     position = None if partitions is None else (partition, partitions)
     doc = decode_document("xp_claim.v1.json", "student_id", key, value, limits, position)
+    if not 0 <= timestamp_ms < LATEST_CLAIM_MS:
+        raise InvalidEvent("timestamp_out_of_range",
+                           f"record time {timestamp_ms} ms is not in [1970, 2100)")
     try:
         return Claim.from_json(doc, timestamp_ms, partition, offset)
     except UnknownTimeZone as exc:

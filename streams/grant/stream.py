@@ -24,7 +24,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streams import topics
 from streams.errors import InvalidEvent
-from streams.grant.decide import TZ_CHANGE, GrantState, decide, decode_claim
+from streams.grant.decide import IN_FUTURE, TZ_CHANGE, GrantState, decide, decode_claim
 from streams.metrics import Metrics
 from streams.policy_feed import PolicyFeed
 from streams.settings import Settings
@@ -70,6 +70,12 @@ class GrantStream:
                                      partition, record.offset, self.settings.topic_partitions)
             except InvalidEvent as exc:
                 checkpoint.dead_letter(self.dlq_topic, record, exc)
+                invalid += 1
+                continue
+            ahead_s = claim.timestamp_us / 1e6 - now
+            if ahead_s > self.settings.claim_max_ahead_seconds:
+                checkpoint.dead_letter(self.dlq_topic, record, InvalidEvent(
+                    IN_FUTURE, f"record time {ahead_s:.0f} s ahead of the worker's clock"))
                 invalid += 1
                 continue
             key = claim.student_id.encode()

@@ -13,9 +13,11 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import TopicPartition
 
-from streams import kafka
+from streams import kafka, lag
 from streams.db.queries import query
 from streams.dev.procs import free_port
 from streams.dev.stack import PipelineProcess
@@ -353,3 +355,62 @@ def test_the_policy_feed_waits_for_a_broker_that_is_starting(settings: Settings,
         assert asyncio.run(catch_up_while_it_starts()) == 0
     finally:
         broker.stop()
+
+
+def test_a_claim_from_a_broken_or_future_clock_is_dead_lettered_and_never_blocks_the_learner(
+        settings: Settings, tmp_path: Any) -> None:
+    """On a broker that accepts any record time (Kafka 3.x, or
+    ``message.timestamp.after.max.ms`` raised), a claim stamped 9999 and one stamped 2031
+    reach the worker. Before: the first ended the worker (``OverflowError`` in ``decide``, the
+    partition halted) and the second was awarded for 2031, so every real claim of that learner
+    was ``already_claimed`` until then. Now both go to the claims DLQ (``timestamp_out_of_range``,
+    ``claim_in_future``), the learner's real claim is awarded today, and the replay and the
+    changelog audit agree (they skip what the worker refused)."""
+    s = settings
+
+    async def any_record_time(admin: AIOKafkaAdminClient) -> None:
+        await admin.alter_configs([ConfigResource(
+            ConfigResourceType.TOPIC, s.claims_topic,
+            {"message.timestamp.after.max.ms": str(2**63 - 1)})])
+    asyncio.run(kafka.ensure_topics(s, [s.claims_topic], s.topic_partitions))
+    asyncio.run(kafka.with_admin(s, any_record_time))
+    pipeline = Pipeline(s, tmp_path, grants=True)
+    student = str(uuid.uuid4())
+    far = int(datetime(9999, 12, 31, 20, tzinfo=UTC).timestamp() * 1000)
+    ahead = int(datetime(2031, 6, 1, 12, tzinfo=UTC).timestamp() * 1000)
+    try:
+        asyncio.run(_send(s, s.policies_topic, [(b"daily_login:1", POLICY, PUBLISHED)]))
+        pipeline.start()
+        asyncio.run(_send(s, s.claims_topic, [(student.encode(), _claim(student), far),
+                                              (student.encode(), _claim(student), ahead),
+                                              (student.encode(), _claim(student), None)]))
+        outcomes = asyncio.run(_read_all(s, s.outcomes_topic, 1))
+        assert [(o["outcome"], o["reward_day_id"][:4]) for o in outcomes] == [
+            ("awarded", str(datetime.now(UTC).year))]
+        dlq = asyncio.run(_read_dlq_reasons(s, 2))
+        assert dlq == ["timestamp_out_of_range", "claim_in_future"]
+        assert pipeline.procs["worker"].alive()
+        asyncio.run(lag.wait_caught_up(s, [(s.worker_group, s.claims_topic),
+                                           (s.award_group, s.outcomes_topic)], 60))
+        replay = streams(["replay-grants", "--json"], s)
+        assert replay.returncode == 0, replay.stdout.decode() + replay.stderr.decode()
+        assert orjson.loads(replay.stdout)["invalid"] == {"timestamp_out_of_range": 1,
+                                                          "claim_in_future": 1}
+        pipeline.wait_caught_up()
+        audit = streams(["audit-changelogs", "--json"], s)
+        assert audit.returncode == 0, audit.stdout.decode()[-2000:]
+    finally:
+        pipeline.stop()
+
+
+async def _read_dlq_reasons(s: Settings, expected: int, timeout_s: float = 60) -> list[str]:
+    """The ``reason`` headers of the claims DLQ's first ``expected`` records, in offset order
+    (one student: one partition)."""
+    reasons: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while len(reasons) < expected and time.monotonic() < deadline:
+        reasons = [dict(r.headers)["reason"].decode()
+                   async for r in kafka.read_to_end(s, s.claims_dlq_topic)]
+        if len(reasons) < expected:
+            await asyncio.sleep(0.2)
+    return reasons

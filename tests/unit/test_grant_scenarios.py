@@ -351,3 +351,24 @@ def test_the_claim_workload_model_and_the_rule_agree() -> None:
     assert all(t.seasonal_xp < t.total_xp for t in totals.values())  # all rolled over
     assert {sid: (s.current_streak, s.longest_streak, s.grace_tokens)
             for sid, s in states.items() if s.last_day} == expected.streaks
+
+
+@pytest.mark.parametrize("when", [datetime(9999, 12, 31, 23, 0, tzinfo=UTC),
+                                  datetime(9999, 1, 1, tzinfo=UTC),
+                                  datetime(2100, 1, 1, tzinfo=UTC)])
+def test_a_claim_timed_near_year_9999_is_refused_as_invalid_not_a_crash(when: datetime) -> None:
+    """A broker that accepts any record time (Kafka 3.x) passes a claim stamped 9999: decoding
+    refuses it (the worker dead-letters it) instead of ``decide`` raising ``OverflowError`` and
+    halting the partition."""
+    from streams.errors import InvalidEvent
+    from streams.grant.decide import decode_claim
+
+    student = str(uuid.uuid4())
+    value = orjson.dumps({"type": "daily_login_claim", "id": str(uuid.uuid4()),
+                          "student_id": student, "client_tz": "Pacific/Kiritimati"})
+    with pytest.raises(InvalidEvent) as refused:
+        claim = decode_claim(student.encode(), value, 65536, int(when.timestamp() * 1000), 0, 0)
+        decide(GrantState(), claim, policies())
+    assert refused.value.reason == "timestamp_out_of_range"
+    with pytest.raises(InvalidEvent):  # a record without a timestamp (-1)
+        decode_claim(student.encode(), value, 65536, -1, 0, 0)
