@@ -91,9 +91,10 @@ class Definition:
                 pct = int(step["pct"])
         return pct
 
-    def window_pct(self, day: date) -> int:
-        """The largest percent of the windows matching reward ``day`` (100 when none)."""
-        best = 0
+    def _window(self, day: date) -> dict[str, Any] | None:
+        """The window that applies on reward ``day``: the first of the matching ones with the
+        largest percent (windows do not stack), None when none matches."""
+        best: dict[str, Any] | None = None
         iso_day = day.isoformat()
         for window in self.raw.get("windows", []):
             if "days_of_week" in window and day.isoweekday() not in window["days_of_week"]:
@@ -102,8 +103,35 @@ class Definition:
                 continue
             if "to_day" in window and iso_day > window["to_day"]:
                 continue
-            best = max(best, int(window["pct"]))
-        return best or 100
+            if best is None or int(window["pct"]) > int(best["pct"]):
+                best = window
+        return best
+
+    def window_pct(self, day: date) -> int:
+        """The largest percent of the windows matching reward ``day`` (100 when none)."""
+        window = self._window(day)
+        return 100 if window is None else int(window["pct"])
+
+    def window_of(self, day: date) -> str | None:
+        """The id of the window whose percent applies on reward ``day`` (None: none)."""
+        window = self._window(day)
+        return None if window is None else str(window["id"])
+
+    def window_days(self, effective_day: date) -> dict[str | None, date]:
+        """One reward day on or after ``effective_day`` for each way the windows can apply:
+        window id (None: no window) -> the first such day found. The days looked at are the
+        week from ``effective_day`` and the week from each window's start, so every window
+        that can apply, and the absence of one when it can occur, is represented."""
+        starts = [effective_day]
+        for window in self.raw.get("windows", []):
+            if "from_day" in window:
+                starts.append(max(effective_day, date.fromisoformat(window["from_day"])))
+        out: dict[str | None, date] = {}
+        for start in sorted(set(starts)):
+            for n in range(7):
+                day = start + timedelta(days=n)
+                out.setdefault(self.window_of(day), day)
+        return out
 
     def amount(self, streak_day: int, day: date) -> int:
         """XP of an award on reward ``day`` at ``streak_day`` (integer arithmetic):
@@ -151,7 +179,9 @@ class PolicyVersion:
     def check(self) -> None:
         """The rules a schema cannot say, for every merged combination: curve steps sorted,
         unique, from day 1; windows' from_day <= to_day; ``1 <= xp <= cap`` over streak days
-        1..:data:`PREVIEW_STREAK_DAYS`. Raises :class:`PolicyError`."""
+        1..:data:`PREVIEW_STREAK_DAYS` on a day of every window that can apply and on a day of
+        none (:meth:`Definition.window_days`): an amount that rounds to 0 XP inside a window
+        would be an award the ledger refuses. Raises :class:`PolicyError`."""
         for season, segment in self.combinations():
             where = f"{self.policy_id} v{self.version} (season {season}, segment {segment})"
             d = self.effective(season, segment)
@@ -167,10 +197,13 @@ class PolicyVersion:
             grace = d.grace
             if grace["initial_tokens"] > grace["max_tokens"]:
                 raise PolicyError(f"{where}: grace initial_tokens > max_tokens")
-            for day in range(1, PREVIEW_STREAK_DAYS + 1):
-                xp = d.amount(day, self.effective_day)
-                if xp < 1:
-                    raise PolicyError(f"{where}: streak day {day} would award {xp} XP")
+            for window, reward_day in d.window_days(self.effective_day).items():
+                for day in range(1, PREVIEW_STREAK_DAYS + 1):
+                    xp = d.amount(day, reward_day)
+                    if xp < 1:
+                        inside = "no window" if window is None else f"window {window}"
+                        raise PolicyError(f"{where}: streak day {day} would award {xp} XP on "
+                                          f"{reward_day} ({inside})")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -52,9 +52,8 @@ def _check(record: dict[str, Any], policies: Any, at: datetime) -> None:
 
 
 def _preview(record: dict[str, Any]) -> None:
-    """A table of XP for streak days 1-30, one column per (season, segment) combination."""
-    from datetime import date
-
+    """A table of XP for streak days 1-30, one column per (season, segment) combination and
+    window that can apply (none included)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -63,15 +62,18 @@ def _preview(record: dict[str, Any]) -> None:
     version = PolicyVersion.from_record(record)
     combos = version.combinations()
     table = Table(title=f"{version.policy_id} v{version.version} from {version.effective_day}:"
-                        " XP by streak day (windows left out)")
+                        " XP by streak day")
     table.add_column("streak day", justify="right")
+    columns = []
     for season, segment in combos:
-        table.add_column(f"{season or 'any season'} / {segment or 'any segment'}",
-                         justify="right")
-    plain = date(2000, 1, 3)  # a Monday no window names: amounts without windows
+        definition = version.effective(season, segment)
+        for window, reward_day in definition.window_days(version.effective_day).items():
+            columns.append((definition, reward_day))
+            table.add_column(f"{season or 'any season'} / {segment or 'any segment'} / "
+                             f"{'no window' if window is None else f'window {window}'}",
+                             justify="right")
     for day in range(1, 31):
-        table.add_row(str(day), *(str(version.effective(s, g).amount(day, plain))
-                                  for s, g in combos))
+        table.add_row(str(day), *(str(d.amount(day, reward_day)) for d, reward_day in columns))
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 

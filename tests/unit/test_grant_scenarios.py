@@ -372,3 +372,34 @@ def test_a_claim_timed_near_year_9999_is_refused_as_invalid_not_a_crash(when: da
     assert refused.value.reason == "timestamp_out_of_range"
     with pytest.raises(InvalidEvent):  # a record without a timestamp (-1)
         decode_claim(student.encode(), value, 65536, -1, 0, 0)
+
+
+def test_policy_validate_previews_every_window(tmp_path: Any) -> None:
+    """``streams policy validate --offline`` shows the XP of each window that can apply and of
+    days without one; a window that rounds an award to 0 XP is refused in one line."""
+    from datetime import timedelta
+
+    from click.testing import CliRunner
+
+    from streams.cli import main
+
+    monday = datetime.now(UTC).date() + timedelta(days=30)
+    monday -= timedelta(days=monday.weekday())
+    record = {"kind": "policy", "policy_id": "daily_login", "version": 2,
+              "effective_day": monday.isoformat(),
+              "definition": {**P, "windows": [{"id": "weekend", "days_of_week": [6, 7],
+                                               "pct": 200}]}}
+    path = tmp_path / "policy.json"
+    path.write_bytes(orjson.dumps(record))
+    shown = CliRunner().invoke(main, ["policy", "validate", "--offline", str(path)],
+                               terminal_width=400)
+    assert shown.exit_code == 0, shown.output
+    header = next(line for line in shown.output.splitlines() if line.startswith("┃"))
+    assert "no window" in header and "window weekend" in header
+    first = next(line for line in shown.output.splitlines() if line.strip(" │┃").startswith("1 "))
+    assert [c.strip() for c in first.split("│")[1:-1]] == ["1", "10", "20"]  # Monday first
+    record["definition"]["windows"][0]["pct"] = 5  # type: ignore[index]
+    path.write_bytes(orjson.dumps(record))
+    refused = CliRunner().invoke(main, ["policy", "validate", "--offline", str(path)])
+    assert refused.exit_code == 1
+    assert "window weekend" in refused.output and "0 XP" in refused.output
