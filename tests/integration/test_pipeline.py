@@ -418,3 +418,31 @@ def test_health_endpoints_follow_start_up_and_a_database_outage(pipeline: Pipeli
              "every process ready again")
     pipeline.wait_caught_up()
     pipeline.assert_exact(expected)
+
+
+def test_a_record_at_the_brokers_size_limit_is_dead_lettered_and_the_partition_goes_on(
+        pipeline: Pipeline) -> None:
+    """A 1,048,440-byte XP record (the broker's limit is 1,048,588) is accepted by the broker
+    and refused by the worker (``oversized``). Before: its DLQ record, the whole value plus
+    headers, was over the producer's 1 MiB limit: the worker exited with
+    ``MessageSizeTooLargeError`` and again after every restart, the partition halted. Now the
+    DLQ record keeps the first 1,000,000 bytes with ``value_cut_from``, and the student's next
+    events are folded."""
+    s = pipeline.settings
+    student = str(uuid.uuid4())
+    lines = game_server_lines(student, 3)
+    padding = 1_048_440 - len(lines[0][1]) - len(b', "metadata": {"pad": ""}')
+    big = lines[0][1][:-1] + b', "metadata": {"pad": "' + b"x" * padding + b'"}}'
+    assert len(big) == 1_048_440
+    pipeline.start()
+    pipeline.publish([(student.encode(), big), *((k.encode(), v) for k, v in lines[1:])])
+    pipeline.wait_caught_up()
+    assert query_one(s.database_url, "SELECT games_played FROM xp_totals WHERE student_id = %s",
+                     student) == (2,)
+
+    async def dlq() -> list[tuple[int, dict[str, bytes]]]:
+        return [(len(r.value or b""), dict(r.headers))
+                async for r in kafka.read_to_end(s, s.dlq_topic)]
+    ((size, headers),) = asyncio.run(dlq())
+    assert size == 1_000_000 and headers["value_cut_from"] == b"1048440"
+    assert headers["reason"] == b"oversized"
