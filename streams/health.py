@@ -26,6 +26,8 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from streams.errors import ConfigError
+
 LOOP_TIMEOUT_S = 5.0
 """How long the event loop may take to run a no-op before ``/healthz`` says it is stuck."""
 
@@ -100,10 +102,16 @@ def serve(port: int, registry: CollectorRegistry, health: Health) -> None:
     daemon thread; 0 = do not serve.
 
     Raises:
-        OSError: the port is taken.
+        ConfigError: the port is taken (or not allowed), in one line naming
+            ``XP_METRICS_PORT``.
     """
     if not port:
         return
-    server = make_server("0.0.0.0", port, _app(registry, health),  # noqa: S104 - probes
-                         ThreadingWSGIServer, handler_class=_Quiet)
+    try:
+        server = make_server("0.0.0.0", port, _app(registry, health),  # noqa: S104 - probes
+                             ThreadingWSGIServer, handler_class=_Quiet)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on port {port} (XP_METRICS_PORT): "
+                          f"{exc.strerror or exc}; give each process on this host its own "
+                          "port, or 0 for none") from None
     threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()

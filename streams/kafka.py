@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,7 +34,7 @@ from tenacity import (
 )
 
 from streams import topics
-from streams.errors import BrokerUnavailable
+from streams.errors import BrokerUnavailable, ConfigError
 from streams.settings import Settings
 
 T = TypeVar("T")
@@ -44,13 +45,20 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     reads the CA, certificate and key files (``KAFKA_SSL_*``).
 
     Raises:
-        OSError, ssl.SSLError: a TLS file cannot be read or is not PEM.
+        ConfigError: a TLS file does not exist or cannot be read.
+        ssl.SSLError: a TLS file is not PEM.
     """
     kwargs: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
         "security_protocol": settings.kafka_security_protocol,
     }
     if settings.kafka_security_protocol in {"SSL", "SASL_SSL"}:
+        for name, path in (("KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile),
+                           ("KAFKA_SSL_CERTFILE", settings.kafka_ssl_certfile),
+                           ("KAFKA_SSL_KEYFILE", settings.kafka_ssl_keyfile)):
+            if path and not os.access(path, os.R_OK):
+                raise ConfigError(f"{name} {path}: "
+                                  f"{'cannot be read' if os.path.exists(path) else 'no such file'}")
         kwargs["ssl_context"] = create_ssl_context(
             cafile=settings.kafka_ssl_cafile, certfile=settings.kafka_ssl_certfile,
             keyfile=settings.kafka_ssl_keyfile)
@@ -91,6 +99,23 @@ def connect_failures() -> Iterator[list[str]]:
         logger.removeHandler(handler)
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
+
+
+async def start(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """``client.start()``, then one turn of the event loop so that a consumer's background
+    fetch task starts (aiokafka's ``stop()`` awaits it and raises ``CancelledError`` when it was
+    cancelled before it ever ran: a client closed at once). When the start fails (no broker
+    answered), the client is stopped before the error propagates: nothing is left unclosed.
+
+    Raises:
+        KafkaError: what ``start()`` raised (``KafkaConnectionError``: no broker answered).
+    """
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+    await asyncio.sleep(0)
 
 
 def producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
@@ -403,10 +428,7 @@ class OffsetReader:
         self._groups: dict[str, AIOKafkaConsumer] = {}
 
     async def __aenter__(self) -> OffsetReader:
-        await self._reader.start()
-        # Let the group-less consumer's background task start: aiokafka's stop() awaits it and
-        # raises CancelledError when it was cancelled before it ever ran (a reader closed at once).
-        await asyncio.sleep(0)
+        await start(self._reader)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -520,8 +542,9 @@ class OffsetReader:
         """The committed offset of ``group`` on each partition of ``topic`` (None: none yet)."""
         client = self._groups.get(group)
         if client is None:
-            client = self._groups[group] = consumer(self.settings, group)
-            await client.start()
+            client = consumer(self.settings, group)
+            await start(client)
+            self._groups[group] = client
         return {p: await client.committed(TopicPartition(topic, p))
                 for p in await self.partitions(topic)}
 
@@ -559,8 +582,7 @@ async def read_to_end(settings: Settings, topic: str,
         KafkaError: the brokers cannot be reached.
     """
     client = consumer(settings, None, fetch_max_wait_ms=100)
-    await client.start()
-    await asyncio.sleep(0)  # let its background task start (OffsetReader.__aenter__ says why)
+    await start(client)
     try:
         tps = [TopicPartition(topic, p) for p in await partitions_for(client, topic)]
         client.assign(tps)

@@ -113,10 +113,16 @@ class PolicyFeed:
         self._consumer: AIOKafkaConsumer | None = None
         self._next = 0
 
-    async def catch_up(self, timeout_s: float = 30.0) -> None:
+    async def catch_up(self, timeout_s: float = 30.0,
+                       connect_timeout_s: float | None = None) -> None:
         """Read every record up to the topic's high watermark as the last fetch response gave
         it (aiokafka keeps fetching in the background, so that is current; started on first
         use, when it waits for a first response). Cheap when nothing is new: no request.
+
+        Args:
+            timeout_s: seconds to read the topic to its end, the wait for a broker included.
+            connect_timeout_s: seconds to wait for a broker to start the consumer on (default
+                ``timeout_s``; 0: one attempt, as a command line wants).
 
         Raises:
             TimeoutError: the topic could not be read to its end within ``timeout_s``
@@ -125,7 +131,9 @@ class PolicyFeed:
         """
         deadline = time.monotonic() + timeout_s
         if self._consumer is None:
-            self._consumer = await self._start(deadline)
+            self._consumer = await self._start(
+                deadline if connect_timeout_s is None else
+                min(deadline, time.monotonic() + connect_timeout_s))
         while True:
             batch = await self._consumer.getmany(self._tp, timeout_ms=0)
             for record in batch.get(self._tp, []):
@@ -158,16 +166,22 @@ class PolicyFeed:
         Raises:
             TimeoutError: no broker answered before ``deadline``.
         """
+        started = time.monotonic()
+        said = 0.0
         while True:
             consumer = kafka.consumer(self.settings, None, fetch_max_wait_ms=100)
             try:
                 await consumer.start()
             except KafkaConnectionError as exc:
                 await consumer.stop()
-                if time.monotonic() > deadline:
+                if time.monotonic() >= deadline:
                     raise TimeoutError(f"the policies topic {self._tp.topic} could not be "
                                        f"read: {exc}") from exc
-                log.warning("policies topic: no broker answered (%s); trying again", exc)
+                waited = time.monotonic() - started
+                if not said or waited - said >= 10:  # once, then every 10 s
+                    log.warning("policies topic: no broker answered for %.0f s (%s); trying "
+                                "again", waited, exc)
+                    said = waited or 1e-9
                 await asyncio.sleep(0.5)
                 continue
             consumer.assign([self._tp])

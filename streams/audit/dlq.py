@@ -24,8 +24,7 @@ async def count_dlq(settings: Settings, timeout_s: float = 10.0) -> dict[str, in
     """
     ends = await kafka.high_watermarks(settings, settings.dlq_topic)
     client = kafka.consumer(settings, None)
-    await client.start()
-    await asyncio.sleep(0)  # let its background task start (kafka.OffsetReader says why)
+    await kafka.start(client)
     sources: dict[tuple[bytes, ...], str] = {}
     try:
         tps = [TopicPartition(settings.dlq_topic, p) for p, end in ends.items() if end > 0]

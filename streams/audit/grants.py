@@ -23,7 +23,7 @@ import orjson
 
 from streams import kafka, lag
 from streams.db.connect import connect, mapped_errors
-from streams.errors import InvalidEvent
+from streams.errors import BrokerUnavailable, InvalidEvent
 from streams.grant.decide import IN_FUTURE, GrantState, decide, decode_claim
 from streams.metrics import Metrics
 from streams.policy_feed import PolicyFeed
@@ -116,7 +116,9 @@ async def replay_claims(settings: Settings,
     s = settings
     feed = PolicyFeed(s, Metrics())
     try:
-        await feed.catch_up()
+        await feed.catch_up(connect_timeout_s=0)
+    except TimeoutError as exc:
+        raise BrokerUnavailable(str(exc)) from None
     finally:
         await feed.stop()
     out = ClaimReplay()

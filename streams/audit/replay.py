@@ -176,7 +176,7 @@ class Replay:
         """
         topic = self.settings.xp_topic
         client = kafka.consumer(self.settings, None, fetch_max_wait_ms=100)
-        await client.start()
+        await kafka.start(client)
         try:
             async with kafka.OffsetReader(self.settings) as reader:
                 ranges = await resolve(client, reader, topic, self.spec)

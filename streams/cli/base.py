@@ -4,6 +4,7 @@ one-line errors, the duration parameter."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import sys
@@ -100,10 +101,53 @@ class _Cli(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context) -> object:
+        """Run the command; what could not be reached becomes one line (exit 1)."""
         try:
             return super().invoke(ctx)
         except StreamsError as exc:
             raise click.ClickException(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - mapped to one line or re-raised
+            line = unreachable(exc)
+            if line is None:
+                raise
+            raise click.ClickException(line) from None
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """One line naming what ``exc`` says could not be reached (a Kafka broker, PostgreSQL, a
+    port to listen on, a file), None for any other error (a bug: its traceback is shown).
+
+    The commands' own code maps what it expects; this is the net under every command, so that
+    an unreachable server never prints a traceback.
+    """
+    import psycopg
+    from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+
+    from streams.settings import redact_url
+
+    settings = None
+    try:
+        settings = Settings.from_env()
+    except StreamsError:
+        pass
+    brokers = settings.kafka_bootstrap_servers if settings is not None else "?"
+    if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)):
+        return f"cannot reach the Kafka brokers at {brokers}: {_first_line(exc)}"
+    if isinstance(exc, KafkaError):
+        return f"Kafka at {brokers} refused the request: {_first_line(exc)}"
+    if isinstance(exc, psycopg.OperationalError):
+        url = redact_url(settings.database_url) if settings is not None else "?"
+        return f"cannot reach PostgreSQL at {url}: {_first_line(exc)}"
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file: {exc.filename or _first_line(exc)}"
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return f"address already in use: {_first_line(exc)}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
 
 
 @click.group(cls=_Cli)

@@ -37,7 +37,9 @@ async def _known() -> Any:
 
     feed = PolicyFeed(load_settings(), Metrics())
     try:
-        await feed.catch_up()
+        await feed.catch_up(connect_timeout_s=0)
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         await feed.stop()
     return feed.policies
@@ -116,7 +118,7 @@ def policy_publish(source: click.utils.LazyFile) -> None:
     async def send() -> None:
         await kafka.grant_topics(settings)
         producer = kafka.producer(settings)
-        await producer.start()
+        await kafka.start(producer)
         try:
             key = f"{record['policy_id']}:{record['version']}".encode()
             await producer.send_and_wait(settings.policies_topic, orjson.dumps(record), key=key)
