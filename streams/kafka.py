@@ -101,6 +101,51 @@ def connect_failures() -> Iterator[list[str]]:
         logger.propagate = saved[1]
 
 
+DLQ_MAX_VALUE_BYTES = 1_000_000
+"""A DLQ record keeps at most this many bytes of its source record's value: with its key and
+headers it stays under the producer's and the broker's default limit of 1 MiB (a source record
+a few hundred bytes under the limit, dead-lettered whole with its headers, could not be
+produced: the partition halted). Smaller values are kept whole, so an oversized record can be
+replayed once ``XP_MAX_RECORD_BYTES`` is raised."""
+
+DLQ_MAX_KEY_BYTES = 1024
+"""A DLQ record keeps at most this many bytes of its source record's key (keys are 36-byte
+ids)."""
+
+
+def _cut(data: bytes | None, limit: int, name: str,
+         headers: list[tuple[str, bytes]]) -> bytes | None:
+    """``data`` cut to ``limit`` bytes; when cut, ``headers`` get ``{name}_cut_from`` with the
+    original length (bytes)."""
+    if data is None or len(data) <= limit:
+        return data
+    headers.append((f"{name}_cut_from", str(len(data)).encode()))
+    return data[:limit]
+
+
+def dead_letter(record: ConsumerRecord[bytes, bytes], reason: str, detail: str,
+                *extra: tuple[str, bytes]) -> tuple[bytes | None, bytes | None,
+                                                    list[tuple[str, bytes]]]:
+    """A DLQ record of ``record``: (key, value, headers) with its original key and bytes and
+    the headers ``reason``, ``detail`` (at most 500 characters), ``source_topic``,
+    ``source_partition``, ``source_offset`` and ``extra`` (docs/design.md, "Contracts"). A
+    value longer than :data:`DLQ_MAX_VALUE_BYTES` or a key longer than
+    :data:`DLQ_MAX_KEY_BYTES` is cut, and a ``value_cut_from`` / ``key_cut_from`` header gives
+    its length (a record cut so is not replayable: ``XP_MAX_RECORD_BYTES`` refuses it anyway).
+    """
+    headers = [
+        ("reason", reason.encode()),
+        ("detail", detail[:500].encode("utf-8", "replace")),
+        ("source_topic", record.topic.encode()),
+        ("source_partition", str(record.partition).encode()),
+        ("source_offset", str(record.offset).encode()),
+        *extra,
+    ]
+    key = _cut(record.key, DLQ_MAX_KEY_BYTES, "key", headers)
+    value = _cut(record.value, DLQ_MAX_VALUE_BYTES, "value", headers)
+    return key, value, headers
+
+
 async def start(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
     """``client.start()``, then one turn of the event loop so that a consumer's background
     fetch task starts (aiokafka's ``stop()`` awaits it and raises ``CancelledError`` when it was
@@ -338,9 +383,9 @@ def grant_specs(settings: Settings) -> list[TopicSpec]:
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic of the pipeline: the input topics (XP, action events) and their DLQs, the
-    grant stream's topics, the worker's table changelogs."""
+    sinks' DLQ, the grant stream's topics, the worker's table changelogs."""
     inputs = (settings.xp_topic, settings.dlq_topic, settings.action_topic,
-              settings.action_dlq_topic)
+              settings.action_dlq_topic, settings.sink_dlq_topic)
     return ([TopicSpec(n, settings.topic_partitions) for n in inputs]
             + grant_specs(settings) + changelog_specs(settings))
 

@@ -114,6 +114,12 @@ class Metrics(_Exported):
             ["sink"], registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.sink_refused = Counter(
+            "xp_sink_refused_total",
+            "Source records a sink sent to the sink DLQ because PostgreSQL refused their rows, "
+            "by sink and reason (the SQLSTATE's name: check_violation, string_data_right_"
+            "truncation, ...).", ["sink", "reason"], registry=r,
+        )
         self.db_errors = Counter(
             "xp_sink_db_errors_total", "Database errors that paused a sink.", ["sink"], registry=r
         )

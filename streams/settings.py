@@ -113,6 +113,10 @@ class Settings:
     compacted)."""
     outcomes_topic: str = topics.CLAIM_OUTCOMES
     """XP_OUTCOMES_TOPIC: the grant stream's outcome of each claim, key = student_id."""
+    sink_dlq_topic: str = topics.SINK_DLQ
+    """XP_SINK_DLQ_TOPIC: where every sink sends a record whose row PostgreSQL refuses (a
+    CHECK, a length, an encoding, a foreign key), with the database's message in headers
+    (docs/design.md, "Sinks: refused rows")."""
     policy_min_lead_seconds: float = 3600.0
     """XP_POLICY_MIN_LEAD_SECONDS: a policy version must be published this long before the
     start of its effective_day at UTC+14 (seconds); a later one is refused."""
@@ -284,6 +288,7 @@ class Settings:
             totals_group=e.get("XP_TOTALS_GROUP", d.totals_group),
             action_topic=e.get("XP_ACTION_TOPIC", d.action_topic),
             claims_topic=e.get("XP_CLAIMS_TOPIC", d.claims_topic),
+            sink_dlq_topic=e.get("XP_SINK_DLQ_TOPIC", d.sink_dlq_topic),
             award_group=e.get("XP_AWARD_GROUP", d.award_group),
             grant_group=e.get("XP_GRANT_GROUP", d.grant_group),
             rules_group=e.get("XP_RULES_GROUP", d.rules_group),

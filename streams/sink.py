@@ -16,6 +16,13 @@ A partition assigned to this process starts at the offset stored in PostgreSQL. 
 error pauses the loop: the same batch is retried with exponential backoff until it commits
 (docs/design.md, guarantee 6); the next batch is read until it is full and then waits, so memory
 stays bounded by two batches (``XP_SINK_BATCH_RECORDS``/``XP_SINK_BATCH_BYTES`` each).
+
+A row PostgreSQL refuses (:data:`REFUSALS`: a CHECK, a length, an encoding, a foreign key) is
+not an outage: retrying would refuse it for ever and halt the sink. The batch is bisected by
+source record, each part written under a savepoint, until the refused records are alone; they
+go to ``XP_SINK_DLQ_TOPIC`` with the database's message (acknowledged before the transaction
+commits: at least once, their source position headers identify them), and the rest of the
+batch and the offsets commit as one transaction (docs/design.md, "Sinks: refused rows").
 """
 
 from __future__ import annotations
@@ -26,10 +33,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from psycopg.pq import TransactionStatus
@@ -47,6 +55,12 @@ log = logging.getLogger(__name__)
 
 DB_PROBE_S = 5.0
 """An idle sink checks PostgreSQL this often (seconds), for its readiness."""
+
+REFUSALS = (psycopg.errors.IntegrityError, psycopg.errors.DataError,
+            psycopg.errors.ProgramLimitExceeded)
+"""What PostgreSQL says about a row it will never take, however often it is asked: integrity
+(CHECK, NOT NULL, foreign key), data (a value too long or out of range, bad encoding, a NUL
+byte) and program limits (an index row too large)."""
 
 YIELD_EVERY_RECORDS = 100
 """Records added between two turns of the event loop (each turn lets the batch being written
@@ -266,19 +280,31 @@ class _Taken:
     records: int
     positions: dict[int, int]
     """partition -> next offset after the batch."""
+    sources: list[ConsumerRecord[bytes, bytes]]
+    """The records the batch was made from, in the order added (for isolating a refusal)."""
 
 
 class PostgresSink:
-    """Runs one :class:`BatchWriter` over one topic in one consumer group."""
+    """Runs one :class:`BatchWriter` over one topic in one consumer group.
+
+    Args:
+        scratch: makes a writer like ``writer`` whose metrics go nowhere: the parts of a batch
+            being bisected around a refused row are made with it (module docstring). None: a
+            refusal ends the sink (as any unexpected error does).
+    """
 
     def __init__(
-        self, settings: Settings, topic: str, group: str, writer: BatchWriter, metrics: Metrics
+        self, settings: Settings, topic: str, group: str, writer: BatchWriter, metrics: Metrics,
+        scratch: Callable[[], BatchWriter] | None = None,
     ) -> None:
         self.settings = settings
         self.topic = topic
         self.group = group
         self.writer = writer
         self.metrics = metrics
+        self.scratch = scratch
+        self._sources: list[ConsumerRecord[bytes, bytes]] = []
+        self._dlq: AIOKafkaProducer | None = None
         self._positions: dict[int, int] = {}  # partition -> next offset, of the pending batch
         self._known: dict[int, int] = {}
         """partition -> the consumer's position last taken (or loaded at assignment)."""
@@ -410,8 +436,9 @@ class PostgresSink:
         if not self._positions:
             return None
         taken = _Taken(records=self.writer.pending(), batch=self.writer.take(),
-                       positions=dict(self._positions))
+                       positions=dict(self._positions), sources=self._sources)
         self._positions.clear()
+        self._sources = []
         self._bytes = 0
         return taken
 
@@ -441,7 +468,10 @@ class PostgresSink:
                                    "on its connection; a batch written now would not commit")
             with mapped_errors(self.settings.database_url):
                 async with conn.transaction():
-                    await self.writer.write(conn, taken.batch)
+                    refused = await self._isolate(
+                        conn, lambda: self.writer.write(conn, taken.batch), taken.sources)
+                    if refused:
+                        await self._dead_letter(refused)
                     parts = sorted(taken.positions)
                     await conn.execute(query("store_offsets"), {
                         "group": self.group, "topic": self.topic, "partitions": parts,
@@ -462,14 +492,81 @@ class PostgresSink:
                 # next batch's commit carries these offsets too
                 log.info("%s sink: Kafka commit skipped (%r)", self.writer.name, exc)
 
+    async def _isolate(self, conn: psycopg.AsyncConnection,
+                       write: Callable[[], Awaitable[None]],
+                       sources: list[ConsumerRecord[bytes, bytes]]
+                       ) -> list[tuple[ConsumerRecord[bytes, bytes], psycopg.Error]]:
+        """Run ``write`` (a batch made from ``sources``) under a savepoint of ``conn``'s
+        transaction. When PostgreSQL refuses a row (:data:`REFUSALS`), write each half of
+        ``sources`` the same way (as the batch of a :attr:`scratch` writer), down to single
+        records. Returns the records refused alone, with PostgreSQL's error; everything else
+        is written.
+
+        Raises:
+            psycopg.Error: a refusal with no :attr:`scratch` writer; anything else (an outage
+                is mapped by the caller).
+        """
+        try:
+            async with conn.transaction():
+                await write()
+            return []
+        except REFUSALS as exc:
+            if self.scratch is None or not sources:
+                raise
+            if len(sources) == 1:
+                return [(sources[0], exc)]
+        refused: list[tuple[ConsumerRecord[bytes, bytes], psycopg.Error]] = []
+        mid = len(sources) // 2
+        for half in (sources[:mid], sources[mid:]):
+            part = self.scratch()
+            for record in half:
+                part.add(record)
+            refused += await self._isolate(conn, partial(part.write, conn, part.take()), half)
+        return refused
+
+    async def _dead_letter(self, refused: list[tuple[ConsumerRecord[bytes, bytes],
+                                                     psycopg.Error]]) -> None:
+        """Send the refused records to ``XP_SINK_DLQ_TOPIC`` (created if missing) and wait for
+        the acknowledgements, before the caller commits the rest: a refused record is never
+        lost. Counted in ``xp_sink_refused_total`` and logged at ERROR, one line each.
+
+        Raises:
+            KafkaError: the broker did not acknowledge them (the batch is then not committed).
+        """
+        topic = self.settings.sink_dlq_topic
+        if self._dlq is None:
+            await kafka.create_missing(self.settings, [
+                kafka.TopicSpec(topic, self.settings.topic_partitions)])
+            producer = kafka.producer(self.settings)
+            await kafka.start(producer)
+            self._dlq = producer
+        sent = []
+        for record, exc in refused:
+            reason = refusal_reason(exc)
+            detail = (exc.diag.message_primary or str(exc)).strip()
+            if exc.diag.constraint_name:
+                detail += f" (constraint {exc.diag.constraint_name})"
+            key, value, headers = kafka.dead_letter(record, reason, detail,
+                                                    ("sink", self.writer.name.encode()))
+            sent.append(await self._dlq.send(topic, value, key=key, headers=headers,
+                                             partition=record.partition
+                                             % self.settings.topic_partitions))
+            self.metrics.sink_refused.labels(self.writer.name, reason).inc()
+            log.error("%s sink: PostgreSQL refused the row(s) of %s/%s at %s (%s: %s); the "
+                      "record goes to %s, the rest of its batch is written", self.writer.name,
+                      record.topic, record.partition, record.offset, reason, detail, topic)
+        await asyncio.gather(*sent)
+
     def reset_batch(self) -> None:
         """Forget the pending batch (its partitions were revoked; it will be read again)."""
         self.writer.discard()
         self._positions.clear()
+        self._sources = []
         self._bytes = 0
 
     def _add(self, record: ConsumerRecord[bytes, bytes]) -> None:
         self.writer.add(record)
+        self._sources.append(record)
         self._positions[record.partition] = record.offset + 1
         self._bytes += len(record.value or b"")
 
@@ -548,6 +645,17 @@ class PostgresSink:
             self._consumer = None
             await consumer.stop()
             await self.drop_connection()
+            if self._dlq is not None:
+                await self._dlq.stop()
+                self._dlq = None
+
+
+def refusal_reason(exc: psycopg.Error) -> str:
+    """The DLQ reason of a refusal: its SQLSTATE's name in snake case (``CheckViolation`` ->
+    ``check_violation``)."""
+    name = type(exc).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower()
+                   for i, c in enumerate(name))
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -22,6 +22,10 @@ POLICIES = "xp-policies"
 CLAIM_OUTCOMES = "xp-claim-outcomes"
 """One outcome per claim (the grant stream's answer), key = student_id."""
 
+SINK_DLQ = "xp-sinks.dlq"
+"""Records whose rows PostgreSQL refused, from every sink (headers name the sink, the source
+position and PostgreSQL's message)."""
+
 WORKER_GROUP = "xp-streams-worker"
 """Consumer group of the dedupe/fold worker: its positions in the source topics are committed
 there (for lag monitoring), and its table changelogs are named after it."""

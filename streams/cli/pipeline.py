@@ -37,7 +37,8 @@ def _run_sink(command: str) -> None:
     metrics, health = Metrics(), Health()
     stage = topology.sink(settings, command)
     writer = topology.build_writer(stage, settings, metrics)
-    sink = PostgresSink(settings, stage.topic, stage.group, writer, metrics)
+    sink = PostgresSink(settings, stage.topic, stage.group, writer, metrics,
+                        scratch=lambda: topology.build_writer(stage, settings, Metrics()))
     health.set_readiness(sink.readiness)
     serve(settings.metrics_port, metrics.registry, health)
     run_until_signal(sink.run, health)

@@ -140,6 +140,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "XP_TOTALS_GROUP": settings.totals_group,
         "XP_ACTION_TOPIC": settings.action_topic,
         "XP_CLAIMS_TOPIC": settings.claims_topic,
+        "XP_SINK_DLQ_TOPIC": settings.sink_dlq_topic,
         "XP_AWARD_GROUP": settings.award_group,
         "XP_GRANT_GROUP": settings.grant_group,
         "XP_RULES_GROUP": settings.rules_group,

@@ -40,7 +40,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from streams import topics
+from streams import kafka, topics
 from streams.errors import InvalidEvent, StreamsError
 from streams.metrics import Metrics
 from streams.settings import FAILPOINT_PATTERN
@@ -114,27 +114,6 @@ class Failpoint:
         os._exit(137)
 
 
-DLQ_MAX_VALUE_BYTES = 1_000_000
-"""A DLQ record keeps at most this many bytes of its source record's value: with its key and
-headers it stays under the producer's and the broker's default limit of 1 MiB (a source record
-a few hundred bytes under the limit, dead-lettered whole with its headers, could not be
-produced: the partition halted). Smaller values are kept whole, so an oversized record can be
-replayed once ``XP_MAX_RECORD_BYTES`` is raised."""
-
-DLQ_MAX_KEY_BYTES = 1024
-"""A DLQ record keeps at most this many bytes of its source record's key (keys are 36-byte
-ids)."""
-
-
-def _cut(data: bytes | None, limit: int, name: str, headers: Headers) -> bytes | None:
-    """``data`` cut to ``limit`` bytes; when cut, ``headers`` get ``{name}_cut_from`` with the
-    original length (bytes)."""
-    if data is None or len(data) <= limit:
-        return data
-    headers.append((f"{name}_cut_from", str(len(data)).encode()))
-    return data[:limit]
-
-
 class Checkpoint:
     """What one fetched batch changes, and the steps that make it durable (module docstring).
 
@@ -172,21 +151,10 @@ class Checkpoint:
                     exc: InvalidEvent) -> None:
         """Queue ``record`` (original key and bytes) for ``dlq_topic``, in its own partition,
         with the reason, detail and source position in headers (docs/design.md, "Contracts").
-        A value longer than :data:`DLQ_MAX_VALUE_BYTES` or a key longer than
-        :data:`DLQ_MAX_KEY_BYTES` is cut, and a ``value_cut_from`` / ``key_cut_from`` header
-        gives its length (a record cut so is not replayable: ``XP_MAX_RECORD_BYTES`` refuses
-        it anyway)."""
+        The record's shape: :func:`streams.kafka.dead_letter` (a huge key or value is cut)."""
         self.metrics.dlq.labels(exc.reason).inc()
-        headers = [
-            ("reason", exc.reason.encode()),
-            ("detail", exc.detail[:500].encode("utf-8", "replace")),
-            ("source_topic", record.topic.encode()),
-            ("source_partition", str(record.partition).encode()),
-            ("source_offset", str(record.offset).encode()),
-        ]
-        key = _cut(record.key, DLQ_MAX_KEY_BYTES, "key", headers)
-        value = _cut(record.value, DLQ_MAX_VALUE_BYTES, "value", headers)
-        self.records.setdefault((dlq_topic, record.partition), []).append((key, value, headers))
+        self.records.setdefault((dlq_topic, record.partition), []).append(
+            kafka.dead_letter(record, exc.reason, exc.detail))
 
     def emit(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
         """Queue an output record of source ``partition`` for ``topic`` (same partition), sent

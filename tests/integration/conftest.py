@@ -52,6 +52,7 @@ def settings(stack: LocalStack, tmp_path: Path) -> Settings:
         worker_group=f"worker-{n}", ledger_group=f"ledger-{n}", totals_group=f"totals-{n}",
         action_topic=f"action-events-{n}", action_ledger_group=f"action-ledger-{n}",
         progress_group=f"progress-{n}", claims_topic=f"xp-claims-{n}",
+        sink_dlq_topic=f"xp-sinks-{n}.dlq",
         policies_topic=f"xp-policies-{n}", outcomes_topic=f"xp-claim-outcomes-{n}",
         data_dir=str(tmp_path / "worker"), table_store="memory://", metrics_port=free_port(),
         sink_batch_records=500, sink_batch_seconds=0.2, db_retry_max_seconds=1.0,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
 
+from streams import kafka, lag
 from streams.db.connect import connect
 from streams.lab.loadgen import LoadSpec, generate, publish_records
 from streams.metrics import Metrics
@@ -15,6 +19,7 @@ from streams.settings import Settings
 from streams.sink import PostgresSink
 from streams.sink import Row as LedgerRow
 from streams.xp.ledger import LedgerWriter
+from tests.integration.conftest import Pipeline, metric, query_one
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +108,42 @@ def test_an_idle_sink_probes_the_database_and_still_commits_what_comes_next(
         return rows
 
     assert asyncio.run(probe_then_write()) == expected.valid_unique
+
+
+def test_a_row_postgresql_refuses_goes_to_the_sink_dlq_and_the_rest_commits(
+        settings: Settings, tmp_path: Path) -> None:
+    """PostgreSQL refuses three rows of one batch (a CHECK the worker does not know of, as a
+    constraint added by a later migration or a DBA would be). Before: the sink's write failed,
+    the process exited, and every restart read the same batch and failed again: the sink
+    halted. Now the batch is bisected to the three records, which go to the sink DLQ with the
+    database's message; the other rows and the offsets commit, the sink goes on."""
+    s = settings.with_(sink_batch_records=100_000, sink_batch_seconds=0.5)
+    with psycopg.connect(s.database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE xp_events ADD CONSTRAINT no_777 CHECK (delta <> 777)")
+    students = [str(uuid.uuid4()) for _ in range(20)]
+    records = [(sid.encode(), orjson.dumps({
+        "id": str(uuid.uuid4()), "student_id": sid, "kind": "quiz",
+        "delta": 777 if n in (13, 101, 187) else n % 50 + 1,
+        "created_at": "2026-11-20T10:00:00Z"})) for n, sid in enumerate(students * 10)]
+    asyncio.run(publish_records(s, records))
+    pipeline = Pipeline(s, tmp_path)
+    try:
+        pipeline.start("sink")
+
+        def alive(_: dict[str, int]) -> None:
+            assert pipeline.procs["sink"].alive(), pipeline.logs("sink")
+        asyncio.run(lag.wait_caught_up(s, [(s.ledger_group, s.xp_topic)], 90, alive, 0.5))
+        assert query_one(s.database_url, "SELECT count(*), count(*) FILTER (WHERE delta = 777) "
+                         "FROM xp_events") == (197, 0)
+
+        async def dlq() -> list[dict[str, bytes]]:
+            return [dict(r.headers) async for r in kafka.read_to_end(s, s.sink_dlq_topic)]
+        refused = asyncio.run(dlq())
+        assert sorted((h["reason"], h["sink"]) for h in refused) == \
+            [(b"check_violation", b"ledger")] * 3
+        assert all(b"no_777" in h["detail"] for h in refused)
+        assert metric(pipeline.procs["sink"].metrics_port,
+                      'xp_sink_refused_total{reason="check_violation",sink="ledger"}') == 3
+        assert pipeline.procs["sink"].alive()
+    finally:
+        pipeline.stop()

@@ -162,3 +162,13 @@ def test_the_sink_batch_covers_the_next_offset_of_each_partition_and_fills_by_re
     assert sink._full()  # 100 bytes
     sink.reset_batch()
     assert sink._take() is None and not sink._full()
+
+
+def test_a_refusal_is_named_after_its_sqlstate() -> None:
+    import psycopg
+
+    from streams.sink import refusal_reason
+
+    assert refusal_reason(psycopg.errors.CheckViolation()) == "check_violation"
+    assert refusal_reason(psycopg.errors.StringDataRightTruncation()) == \
+        "string_data_right_truncation"
