@@ -47,10 +47,13 @@ REASONS = (
     "timestamp_out_of_range",
     "total_overflow",
     "unknown_time_zone",
+    "nul_character",
+    "claim_in_future",
 )
 """Every DLQ reason (DLQ header ``reason``, metrics label); all but ``total_overflow`` (the
-fold's, :func:`streams.xp.fold.fold`) and ``unknown_time_zone`` (a claim's zone missing from
-the pinned tzdata, :mod:`streams.grant.decide`) come from this module."""
+fold's, :func:`streams.xp.fold.fold`), ``unknown_time_zone`` (a claim's zone missing from
+the pinned tzdata, :mod:`streams.grant.decide`) and ``claim_in_future`` (a claim ahead of the
+worker's clock, :mod:`streams.grant.stream`) come from this module."""
 
 
 @dataclass(frozen=True)
@@ -272,7 +275,9 @@ def _parse(value: bytes | None, limits: Limits | int) -> tuple[Limits, Any]:
     """The limits (an int: the record size) and the parsed JSON of a record ``value``.
 
     Raises:
-        InvalidEvent: ``bad_json`` (no value, not JSON) or ``oversized``.
+        InvalidEvent: ``bad_json`` (no value, not JSON), ``oversized`` or ``nul_character``
+            (a string or a key holds U+0000, which PostgreSQL's text and jsonb cannot store:
+            the sinks would refuse the row after the worker had folded it).
     """
     if isinstance(limits, int):
         limits = Limits(record_bytes=limits)
@@ -281,9 +286,28 @@ def _parse(value: bytes | None, limits: Limits | int) -> tuple[Limits, Any]:
     if len(value) > limits.record_bytes:
         raise InvalidEvent("oversized", f"value is {len(value)} bytes, limit {limits.record_bytes}")
     try:
-        return limits, orjson.loads(value)
+        doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent("bad_json", str(exc)) from None
+    if b"\\u0000" in value and _holds_nul(doc):  # JSON can only carry U+0000 escaped
+        raise InvalidEvent("nul_character", "a string holds U+0000 (PostgreSQL cannot store it)")
+    return limits, doc
+
+
+def _holds_nul(doc: Any) -> bool:
+    """True when a string or an object key anywhere in ``doc`` contains U+0000."""
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _carries_legacy_date(doc: dict[str, Any]) -> bool:

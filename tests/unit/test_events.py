@@ -203,3 +203,19 @@ def test_fuzz_the_validator_only_accepts_or_raises_invalid_event(
         assert ev.delta >= 0 or ev.kind == "adjustment"
         assert ev.created_at.tzinfo is not None
         assert len(orjson.dumps(ev.metadata)) <= Limits().metadata_bytes
+
+
+@pytest.mark.parametrize("where", [{"metadata": {"note": "a\u0000b"}},
+                                   {"metadata": {"k\u0000": 1}},
+                                   {"metadata": {"deep": [[{"x": "\u0000"}]]}},
+                                   {"kind": "ty\u0000ping"}])
+def test_a_string_holding_nul_is_refused_before_postgresql_sees_it(
+        where: dict[str, object]) -> None:
+    """PostgreSQL's text and jsonb cannot store U+0000: the ledger sink would refuse the row
+    after the worker had folded the event into the totals (totals != SUM(ledger))."""
+    value = orjson.dumps(event(**where))
+    assert b"\\u0000" in value
+    assert reason_of(STUDENT.encode(), value) in ("nul_character", "schema")
+    assert reason_of(STUDENT.encode(), value) == "nul_character" or "kind" in where
+    plain = orjson.dumps(event(metadata={"note": "a\\u0000b"}))  # the six characters: fine
+    assert decode_xp(STUDENT.encode(), plain, 65536).metadata == {"note": "a\\u0000b"}
