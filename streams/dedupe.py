@@ -56,6 +56,17 @@ def classify(seen: Sighting | None, fp: bytes, partition: int, offset: int,
     return Verdict.DUPLICATE if seen.fingerprint == fp else Verdict.CONFLICT
 
 
+def classify_within(seen: Sighting | None, fp: bytes, partition: int, offset: int,
+                    created_at: float, horizon: float) -> Verdict:
+    """:func:`classify` by record time: a sighting whose ``created_at`` is more than
+    ``horizon`` seconds before ``created_at`` (the new record's time) counts as gone (``NEW``),
+    so a replay that keeps every sighting decides as the worker, whose expiry removed it.
+    The claims' rule (docs/design.md, "Grants")."""
+    if seen is not None and created_at - seen.created_at > horizon:
+        return Verdict.NEW
+    return classify(seen, fp, partition, offset)
+
+
 def from_ledger(
     ledger_position: tuple[int, int, int, bytes] | None, fp: bytes, partition: int, offset: int,
     index: int = 0,

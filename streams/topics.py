@@ -66,12 +66,16 @@ DEDUPE_TABLE = "xp_dedupe"
 GRANT_TABLE = "xp_grant_state"
 """Faust table name of the per-student grant state (reward zone, streak, last award)."""
 
+CLAIM_DEDUPE_TABLE = "claim_dedupe"
+"""Faust table name of the claims' dedupe state (claim id -> first sighting), kept for the
+dedupe horizon."""
+
 POSITIONS_TABLE = "xp_positions"
 """Faust table name of the worker's positions: source topic and partition -> next offset to
 read (docs/design.md, "Fold worker: checkpoints")."""
 
 WORKER_TABLES = (TOTALS_TABLE, DEDUPE_TABLE, PROGRESS_TABLE, ACTION_DEDUPE_TABLE, GRANT_TABLE,
-                 POSITIONS_TABLE)
+                 CLAIM_DEDUPE_TABLE, POSITIONS_TABLE)
 """Every table of the worker (one changelog topic each)."""
 
 

@@ -22,6 +22,8 @@ against what it must equal:
   and last position;
 - ``xp_grant_state``: each student's state equals the state a replay of the whole claims topic
   reaches (:func:`streams.audit.grants.replay_claims`): the claims topic is the grant's ledger;
+- ``claim_dedupe``: each claim sighting is the first record of its claim id in that replay, and
+  every claim younger than the dedupe horizon has its sighting;
 - ``xp_positions``: each source partition's position equals the worker group's committed offset
   (both are written by one transaction).
 
@@ -35,7 +37,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
@@ -166,14 +167,22 @@ def compare_totals(recovered: dict[str, Totals], ledger: dict[str, Totals]) -> l
 
 class LedgerSighting(NamedTuple):
     """A ledger row as the sighting of its event id: ``(id, partition, offset, record_index,
-    fingerprint, created_at)`` (the queries ``ledger_sightings`` and ``action_sightings``)."""
+    fingerprint, created_at)`` (the queries ``ledger_sightings`` and ``action_sightings``, or
+    a claim's first record in a replay of the claims topic)."""
 
     id: uuid.UUID
     partition: int
     offset: int
     record_index: int
     fingerprint: bytes
-    created_at: datetime
+    created_at: float
+    """Seconds since the epoch."""
+
+    @classmethod
+    def of_row(cls, row: tuple[Any, ...]) -> LedgerSighting:
+        """From a row of ``ledger_sightings`` / ``action_sightings`` (a datetime last)."""
+        eid, partition, offset, index, fp, created = row
+        return cls(eid, partition, offset, index, bytes(fp), created.timestamp())
 
 
 def _sighting_fields(partition: int, offset: int, index: int, fingerprint: bytes,
@@ -197,7 +206,7 @@ def compare_sightings(table: str, recovered: dict[tuple[int, bytes], bytes],
     """
     out: list[Difference] = []
     for row in ledger:
-        created = row.created_at.timestamp()
+        created = row.created_at
         want = _sighting_fields(row.partition, row.offset, row.record_index,
                                 bytes(row.fingerprint), created)
         key = f"{row.id}@{row.partition}"
@@ -294,6 +303,7 @@ async def audit_changelogs(settings: Settings,
     positions = {k.decode(): topics.decode_position(v)
                  for (_, k), v in raw.pop(topics.POSITIONS_TABLE).items()}
     xp_seen, action_seen = raw.pop(topics.DEDUPE_TABLE), raw.pop(topics.ACTION_DEDUPE_TABLE)
+    claim_seen = raw.pop(topics.CLAIM_DEDUPE_TABLE)
 
     replay = await replay_claims(s)
     result.ledger_rows[s.claims_topic] = replay.records
@@ -320,13 +330,14 @@ async def audit_changelogs(settings: Settings,
             cur.itersize = 20_000
             cur.execute(query("ledger_sightings"))
             differences += compare_sightings(
-                topics.DEDUPE_TABLE, xp_seen, (LedgerSighting(*row) for row in cur),
+                topics.DEDUPE_TABLE, xp_seen, (LedgerSighting.of_row(row) for row in cur),
                 lambda created: created < horizon_start)
         with conn.cursor(name="action_sightings") as cur:
             cur.itersize = 20_000
             cur.execute(query("action_sightings"))
             differences += compare_sightings(
-                topics.ACTION_DEDUPE_TABLE, action_seen, (LedgerSighting(*row) for row in cur),
+                topics.ACTION_DEDUPE_TABLE, action_seen,
+                (LedgerSighting.of_row(row) for row in cur),
                 lambda _created: False)
         with conn.cursor(name="action_history") as cur:
             cur.itersize = 20_000
@@ -335,6 +346,12 @@ async def audit_changelogs(settings: Settings,
             result.ledger_rows["action_events"] = sum(p.applied for p in folded_actions.values())
         differences += compare_progress(progress, folded_actions)
     differences += compare_grant_states(grants, replay.states)
+    differences += compare_sightings(
+        topics.CLAIM_DEDUPE_TABLE, claim_seen,
+        (LedgerSighting(uuid.UUID(bytes=claim_id), p, seen.offset, 0, seen.fingerprint,
+                        seen.created_at)
+         for (p, claim_id), seen in sorted(replay.sightings.items())),
+        lambda created: created < horizon_start)
     differences += compare_positions(positions, committed)
     result.differences = differences
     result.seconds = time.monotonic() - started

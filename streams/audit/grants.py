@@ -14,6 +14,7 @@ sink is waited for until it has passed the outcomes topic's end.
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ import orjson
 
 from streams import kafka, lag
 from streams.db.connect import connect, mapped_errors
+from streams.dedupe import Sighting, Verdict, classify_within
 from streams.errors import BrokerUnavailable, InvalidEvent
 from streams.grant.decide import IN_FUTURE, GrantState, decide, decode_claim
 from streams.metrics import Metrics
@@ -80,6 +82,11 @@ class ClaimReplay:
     """Outcome id -> outcome as produced (canonical JSON)."""
     awards: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     """Award id -> the compared fields of the award (:func:`_award_key`)."""
+    sightings: dict[tuple[int, bytes], Sighting] = field(default_factory=dict)
+    """(partition, claim id) -> the sighting the worker's ``claim_dedupe`` table keeps (or
+    kept, before the horizon expired it); ``seen_at`` is 0 (not known to a replay)."""
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Claims dropped as ``duplicate`` (a resend) or ``conflict`` (an id reused)."""
 
 
 async def refused_in_future(settings: Settings) -> set[tuple[int, int]]:
@@ -135,7 +142,19 @@ async def replay_claims(settings: Settings,
         except InvalidEvent as exc:
             out.invalid[exc.reason] += 1
             continue
-        decision = decide(out.states.get(claim.student_id, GrantState()), claim, feed.policies)
+        state = out.states.get(claim.student_id, GrantState())
+        id_key = (rec.partition, uuid.UUID(claim.id).bytes)
+        verdict = classify_within(out.sightings.get(id_key), claim.fingerprint, rec.partition,
+                                  rec.offset, claim.timestamp_us / 1e6,
+                                  s.dedupe_horizon_seconds)
+        if verdict is Verdict.CONFLICT or (verdict is Verdict.DUPLICATE and not any(
+                claim.id == recent for recent, _, _ in state.recent)):
+            out.dropped[verdict.value] += 1  # as the worker's grant stream drops it
+            continue
+        if verdict is Verdict.NEW:
+            out.sightings[id_key] = Sighting(claim.fingerprint, rec.partition, rec.offset, 0.0,
+                                             claim.timestamp_us / 1e6)
+        decision = decide(state, claim, feed.policies)
         out.states[claim.student_id] = decision.state
         if decision.outcome:
             out.outcomes[decision.fields["id"]] = decision.outcome

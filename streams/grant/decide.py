@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones, reset
 import orjson
 
 from streams.errors import InvalidEvent
-from streams.events import AWARD_KIND, Limits, decode_document
+from streams.events import AWARD_KIND, Limits, decode_document, fingerprint
 from streams.policies import DEFAULT_MAX_CHANGES_PER_30_DAYS, Policies, to_us
 
 NS_GRANT = uuid.uuid5(uuid.NAMESPACE_URL, "https://xp-streams.example/grant")
@@ -201,6 +201,9 @@ class Claim:
     segment: str | None = None
     reward_tz: str | None = None
     requested_by: str | None = None
+    fingerprint: bytes = b""
+    """Content digest of the record's value (:func:`streams.events.fingerprint`): a claim id
+    seen again with another one is a conflict."""
 
     @classmethod
     def from_json(cls, value: dict[str, Any], timestamp_ms: int, partition: int = 0,
@@ -233,7 +236,8 @@ def decode_claim(key: bytes | None, value: bytes | None, limits: Limits | int,
         raise InvalidEvent("timestamp_out_of_range",
                            f"record time {timestamp_ms} ms is not in [1970, 2100)")
     try:
-        return Claim.from_json(doc, timestamp_ms, partition, offset)
+        return dataclasses.replace(Claim.from_json(doc, timestamp_ms, partition, offset),
+                                   fingerprint=fingerprint(doc))
     except UnknownTimeZone as exc:
         raise InvalidEvent("unknown_time_zone", f"{exc} is not a zone of tzdata "
                            f"{tzdata_version()}") from None

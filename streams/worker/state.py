@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from streams import topics
+from streams.dedupe import expired_encoded
 from streams.settings import Settings
 from streams.worker import faust_internals
 
@@ -70,6 +71,43 @@ class TableState(Generic[V]):
         order, after the key ``after`` (None: from the first): one slice of an expiry scan
         (values left encoded: the scan reads a field or two of each)."""
         return faust_internals.store_slice(self.table, partition, after, limit)
+
+
+class Expiry:
+    """Drops a sightings table's entries past the dedupe horizon, one slice at a time: up to
+    ``slice_`` entries per call, shared by the held partitions, each partition resuming after
+    the last key its previous slice read and starting over at its end. The event loop is held
+    for one slice, never for a whole table (docs/design.md, "Fold worker: checkpoints").
+
+    Args:
+        table: a table of encoded :class:`streams.dedupe.Sighting` values.
+        slice_: ``XP_DEDUPE_EXPIRE_SLICE`` (entries per call).
+    """
+
+    def __init__(self, table: TableState[Any], slice_: int) -> None:
+        self.table = table
+        self.slice = slice_
+        self._cursor: dict[int, bytes | None] = {}
+
+    def run(self, partitions: set[int], now: float, horizon: float) -> int:
+        """One slice: tombstone (in the next checkpoint) every entry of ``partitions`` that
+        :func:`streams.dedupe.expired_encoded` says is past ``horizon`` seconds at ``now``.
+        Returns how many were dropped."""
+        for p in list(self._cursor):
+            if p not in partitions:
+                del self._cursor[p]
+        if not partitions:
+            return 0
+        share = max(1, self.slice // len(partitions))
+        dropped = 0
+        for p in sorted(partitions):
+            entries = self.table.scan(p, self._cursor.get(p), share)
+            for key, raw in entries:
+                if expired_encoded(raw, now, horizon) and self.table.get(p, key) is not None:
+                    self.table.put(p, key, None)
+                    dropped += 1
+            self._cursor[p] = entries[-1][0] if len(entries) == share else None
+        return dropped
 
 
 WRITE_BUFFER_BYTES = 1024 * 1024

@@ -35,7 +35,6 @@ from streams.dedupe import (
     classify,
     decode_sighting,
     encode_sighting,
-    expired_encoded,
     from_ledger,
 )
 from streams.errors import DatabaseUnavailable, InvalidEvent
@@ -45,7 +44,7 @@ from streams.policies import to_us
 from streams.policy_feed import PolicyFeed
 from streams.settings import Settings
 from streams.worker.checkpoint import Checkpoint
-from streams.worker.state import TableState, new_table
+from streams.worker.state import Expiry, TableState, new_table
 from streams.xp.fold import Totals, already_applied, decode_totals, encode_totals, fold
 
 log = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ class XpStream:
         self._ledger: dict[bytes, tuple[int, int, int, bytes] | None] = {}
         """The batch's ledger look-ups: event id (16 bytes) -> its ledger position or None."""
         self._newest_created = 0.0
-        self._expiry_cursor: dict[int, bytes | None] = {}
+        self.expiry = Expiry(self.seen, settings.dedupe_expire_slice)
         """partition -> the last dedupe key the expiry scan read (None: start over)."""
 
     async def fold(self, partition: int, records: list[ConsumerRecord[bytes, bytes]],
@@ -176,26 +175,8 @@ class XpStream:
 
     def housekeeping(self, partitions: set[int], checkpoint: Checkpoint, now: float) -> None:
         """Drop dedupe entries past the horizon (tombstones in the next checkpoint), one slice
-        at a time: up to ``XP_DEDUPE_EXPIRE_SLICE`` entries per call, shared by ``partitions``,
-        each partition resuming after the last key its previous slice read and starting over
-        at its end. The event loop is held for one slice, never for a whole table
-        (docs/design.md, "Fold worker: checkpoints")."""
-        horizon = self.settings.dedupe_horizon_seconds
-        for p in list(self._expiry_cursor):
-            if p not in partitions:
-                del self._expiry_cursor[p]
-        if not partitions:
-            return
-        share = max(1, self.settings.dedupe_expire_slice // len(partitions))
-        dropped = 0
-        for p in sorted(partitions):
-            after = self._expiry_cursor.get(p)
-            entries = self.seen.scan(p, after, share)
-            for key, raw in entries:
-                if expired_encoded(raw, now, horizon) and self.seen.get(p, key) is not None:
-                    self.seen.put(p, key, None)
-                    dropped += 1
-            self._expiry_cursor[p] = entries[-1][0] if len(entries) == share else None
+        at a time (:class:`streams.worker.state.Expiry`)."""
+        dropped = self.expiry.run(partitions, now, self.settings.dedupe_horizon_seconds)
         if dropped:
             self.metrics.dedupe_expired.inc(dropped)
             log.debug("dedupe: expired %d entries past the horizon", dropped)

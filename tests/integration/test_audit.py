@@ -351,6 +351,9 @@ def test_the_changelog_audit_checks_every_table_of_the_worker(settings: Settings
     state = GrantState.from_json(value)
     planted.append((topics.GRANT_TABLE, p, key, dataclasses.replace(
         state, current_streak=state.current_streak + 5).to_json()))
+    p, key, value = first(topics.CLAIM_DEDUPE_TABLE)
+    planted.append((topics.CLAIM_DEDUPE_TABLE, p, key, encode_sighting(
+        decode_sighting(value)._replace(fingerprint=b"\x00" * 8))))
     p, key, value = first(topics.POSITIONS_TABLE)
     planted.append((topics.POSITIONS_TABLE, p, key,
                     topics.encode_position(topics.decode_position(value) - 1)))
@@ -370,4 +373,4 @@ def test_the_changelog_audit_checks_every_table_of_the_worker(settings: Settings
     assert stale.returncode == 1 and not found["ok"]
     assert found["differing"] == {t: 1 for t in topics.WORKER_TABLES}, found["differences"]
     shown = streams(["audit-changelogs"], s)
-    assert shown.returncode == 1 and b"6 keys differ" in shown.stdout, shown.stdout
+    assert shown.returncode == 1 and b"7 keys differ" in shown.stdout, shown.stdout

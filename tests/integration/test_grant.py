@@ -414,3 +414,47 @@ async def _read_dlq_reasons(s: Settings, expected: int, timeout_s: float = 60) -
         if len(reasons) < expected:
             await asyncio.sleep(0.2)
     return reasons
+
+
+def test_a_claim_id_resent_after_more_than_eight_outcomes_is_not_decided_again(
+        settings: Settings, tmp_path: Any) -> None:
+    """A learner's claims on ten days, then the first claim resent (same id and content) and
+    the second one's id reused with another zone, both on an eleventh day. Before: the state
+    remembered the last 8 claim ids only, so the resend was decided again and awarded a second
+    time, on day eleven. Now ``claim_dedupe`` remembers every claim id for the dedupe horizon:
+    the resend is a duplicate and the reuse a conflict, both dropped; replay and the changelog
+    audit agree."""
+    s = settings.with_(dedupe_horizon_seconds=30 * 86400.0)
+    pipeline = Pipeline(s, tmp_path, grants=True)
+    student = str(uuid.uuid4())
+    first_day = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - \
+        timedelta(days=12)
+    claims = [(student.encode(), _claim(student), ms(first_day + timedelta(days=n)))
+              for n in range(10)]
+    later = first_day + timedelta(days=11)
+    resent = (student.encode(), claims[0][1], ms(later))
+    reused = (student.encode(), {**claims[1][1], "client_tz": "Asia/Tokyo"},
+              ms(later + timedelta(hours=1)))
+    try:
+        asyncio.run(_send(s, s.policies_topic, [(b"daily_login:1", POLICY, PUBLISHED)]))
+        pipeline.start()
+        asyncio.run(_send(s, s.claims_topic, [*claims, resent, reused]))
+        asyncio.run(lag.wait_caught_up(s, [(s.worker_group, s.claims_topic)], 90))
+        outcomes = asyncio.run(_read_all(s, s.outcomes_topic, 12, timeout_s=5))
+        assert sorted(o["outcome"] for o in outcomes) == ["awarded"] * 10
+        port = pipeline.procs["worker"].metrics_port
+        assert metric(port, 'xp_records_total{outcome="duplicate",stage="grant"}') == 1
+        assert metric(port, 'xp_records_total{outcome="conflict",stage="grant"}') == 1
+        asyncio.run(lag.wait_caught_up(s, [(s.award_group, s.outcomes_topic)], 60))
+        replay = streams(["replay-grants", "--json"], s)
+        assert replay.returncode == 0, replay.stdout.decode() + replay.stderr.decode()
+        pipeline.wait_caught_up()
+        audit = streams(["audit-changelogs", "--json"], s)
+        assert audit.returncode == 0, audit.stdout.decode()[-2000:]
+    finally:
+        pipeline.stop()
+
+
+def ms(at: datetime) -> int:
+    """An instant as a record timestamp (milliseconds)."""
+    return int(at.timestamp() * 1000)

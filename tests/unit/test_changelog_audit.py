@@ -20,11 +20,12 @@ FP = b"\x01" * 16
 
 
 def row(n: int, partition: int = 0, offset: int = 0, created: datetime = AT) -> LedgerSighting:
-    return LedgerSighting(uuid.UUID(int=n, version=4), partition, offset, 0, FP, created)
+    return LedgerSighting(uuid.UUID(int=n, version=4), partition, offset, 0, FP,
+                          created.timestamp())
 
 
 def sighting(r: LedgerSighting) -> Sighting:
-    return Sighting(r.fingerprint, r.partition, r.offset, 0.0, r.created_at.timestamp(),
+    return Sighting(r.fingerprint, r.partition, r.offset, 0.0, r.created_at,
                     r.record_index)
 
 

@@ -77,9 +77,9 @@ def test_expiry_forgets_the_cursor_of_a_revoked_partition(tmp_path: Path) -> Non
     _fill(stream, 0, 6, old=True)
     _fill(stream, 1, 6, old=True)
     _tombstoned_after(stream, {0, 1})
-    assert set(stream._expiry_cursor) == {0, 1}
+    assert set(stream.expiry._cursor) == {0, 1}
     _tombstoned_after(stream, {1})
-    assert set(stream._expiry_cursor) == {1}
+    assert set(stream.expiry._cursor) == {1}
 
 
 @pytest.mark.parametrize("seen_at,created_at", [(NOW - 2 * HORIZON, NOW - 2 * HORIZON),
