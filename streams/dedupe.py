@@ -1,6 +1,7 @@
-"""The dedupe rule: decide what an event id already seen means. Pure functions, no I/O.
+"""The dedupe rule: decide what an event already seen means. Pure functions, no I/O.
 
-A sighting is kept per event id for the dedupe horizon (docs/design.md, guarantee 8). For a record:
+A sighting is kept per event (id and owner, :func:`event_key`) for the dedupe horizon
+(docs/design.md, guarantee 8). For a record:
 - no sighting -> ``NEW``;
 - a sighting at the same position (partition, offset, index in a batched record) ->
   ``REDELIVERY`` (the same record again, after
@@ -17,6 +18,25 @@ import enum
 from typing import NamedTuple
 
 import orjson
+
+
+def event_key(event_id: str, owner: str) -> bytes:
+    """The dedupe key of an event: its id's 16 bytes, then its owner's (the student or profile
+    the record is keyed by), 32 bytes. An event's identity is (id, owner): one id sent for two
+    students is two events (docs/design.md, Contracts).
+
+    Args:
+        event_id, owner: canonical lowercase UUIDs (as :mod:`streams.events` decodes them).
+
+    Raises:
+        ValueError: either is not a UUID in its canonical text form.
+    """
+    return bytes.fromhex(event_id.replace("-", "") + owner.replace("-", ""))
+
+
+LEGACY_KEY_BYTES = 16
+"""Length of the keys stores written before events were keyed by owner hold: the id alone.
+Looked up when an event's own key has no sighting (:func:`streams.worker.state.find_sighting`)."""
 
 
 class Verdict(enum.Enum):

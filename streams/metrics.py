@@ -105,6 +105,12 @@ class Metrics(_Exported):
             "Rows a sink wrote, by sink and result (inserted, present = idempotent hit).",
             ["sink", "result"], registry=r,
         )
+        self.sink_shared_ids = Counter(
+            "xp_sink_shared_ids_total",
+            "Ledger rows inserted whose event id another owner's row holds too: a client sent "
+            "one id for two students (two events, each counted for its student; docs/design.md"
+            " Contracts).", ["sink"], registry=r,
+        )
         self.sink_batch_records = Histogram(
             "xp_sink_batch_records", "Records per sink batch.", ["sink"], registry=r,
             buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000),

@@ -99,12 +99,13 @@ V = TypeVar("V")
 
 class LedgerRowsWriter:
     """Base of the append-only ledger writers (a :class:`BatchWriter`): each record is decoded
-    and validated with the worker's rules into rows keyed by event id (the first in a batch
-    wins), and a batch is COPYed into a staging table and moved with ``INSERT ... ON CONFLICT
-    (id) DO NOTHING`` (queries ``stage_<name>``, ``copy_<name>``, ``insert_<name>``), so a
-    re-delivered batch or a duplicate event is an idempotent hit, never a second row
-    (docs/design.md, guarantees 1 and 2). Invalid records are counted and skipped: the worker
-    alone writes the DLQ.
+    and validated with the worker's rules into rows keyed by event (id and owner: the first in
+    a batch wins), and a batch is COPYed into a staging table and moved with ``INSERT ... ON
+    CONFLICT (id, owner) DO NOTHING`` (queries ``stage_<name>``, ``copy_<name>``,
+    ``insert_<name>``), so a re-delivered batch or a duplicate event is an idempotent hit, never
+    a second row (docs/design.md, guarantees 1 and 2, and Contracts: an id sent for two owners
+    is two events, counted in ``xp_sink_shared_ids_total``). Invalid records are counted and
+    skipped: the worker alone writes the DLQ.
 
     A subclass sets :attr:`name` and implements :meth:`rows`.
     """
@@ -116,7 +117,7 @@ class LedgerRowsWriter:
         self.limits = limits
         self.partitions = partitions
         self.metrics = metrics
-        self._rows: dict[str, Row] = {}  # event id -> row; the first in the batch wins
+        self._rows: dict[tuple[str, str], Row] = {}  # (id, owner) -> row; the first wins
         self._added = 0
         self._invalid = 0
 
@@ -125,8 +126,9 @@ class LedgerRowsWriter:
         """The writer for ``settings`` (validation limits, partition count)."""
         return cls(settings.limits(), settings.topic_partitions, metrics)
 
-    def rows(self, record: ConsumerRecord[bytes, bytes]) -> list[tuple[str, Row]]:
-        """(event id, ``copy_<name>`` row) for each event of ``record``.
+    def rows(self, record: ConsumerRecord[bytes, bytes]) -> list[tuple[tuple[str, str], Row]]:
+        """((event id, owner), ``copy_<name>`` row) for each event of ``record`` (the owner:
+        the student or profile the record is keyed by).
 
         Raises:
             InvalidEvent: the record breaks its contract (docs/design.md, Contracts).
@@ -147,15 +149,15 @@ class LedgerRowsWriter:
             log.debug("%s: skipping invalid record %s/%s: %s", self.name, record.partition,
                       record.offset, exc)
             return
-        for event_id, row in rows:
-            self._rows.setdefault(event_id, row)
+        for identity, row in rows:
+            self._rows.setdefault(identity, row)
 
     def pending(self) -> int:
         """Records added since the last take (valid or not)."""
         return self._added
 
     def take(self) -> list[Row]:
-        """Return the batch's rows (each event id once) and start a new batch. Counts the
+        """Return the batch's rows (each event once) and start a new batch. Counts the
         batch's records by outcome (one metrics update per batch, not per record)."""
         rows = list(self._rows.values())
         self.metrics.records.labels(self.name, "valid").inc(self._added - self._invalid)
@@ -164,7 +166,8 @@ class LedgerRowsWriter:
         return rows
 
     async def write(self, conn: psycopg.AsyncConnection, rows: list[Row]) -> None:
-        """COPY ``rows`` to staging and insert the new ones, in ``conn``'s transaction."""
+        """COPY ``rows`` to staging and insert the new ones, in ``conn``'s transaction; count
+        the inserted rows whose id another owner holds too."""
         if not rows:
             return
         async with conn.cursor() as cur:
@@ -173,9 +176,13 @@ class LedgerRowsWriter:
                 for row in rows:
                     await copy.write_row(row)
             await cur.execute(query(f"insert_{self.name}"))
-            inserted = max(cur.rowcount, 0)
+            inserted, shared = await cur.fetchone() or (0, 0)
         self.metrics.sink_rows.labels(self.name, "inserted").inc(inserted)
         self.metrics.sink_rows.labels(self.name, "present").inc(len(rows) - inserted)
+        if shared:
+            self.metrics.sink_shared_ids.labels(self.name).inc(shared)
+            log.warning("%s: %d new rows carry an event id another owner holds too (a client "
+                        "reusing ids?): each counts for its own owner", self.name, shared)
         self.wrote(rows)
 
     def discard(self) -> None:

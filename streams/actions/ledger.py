@@ -22,8 +22,9 @@ class ActionLedgerWriter(LedgerRowsWriter):
 
     name = "actions"
 
-    def rows(self, record: ConsumerRecord[bytes, bytes]) -> list[tuple[str, Row]]:
+    def rows(self, record: ConsumerRecord[bytes, bytes]) -> list[tuple[tuple[str, str], Row]]:
         """The record's one action event as a row."""
         ev = decode_action(record.key, record.value, self.limits,
                            (record.partition, self.partitions), record.timestamp / 1000)
-        return [(ev.id, action_row(ev, record.topic, record.partition, record.offset))]
+        return [((ev.id, ev.profile_id),
+                 action_row(ev, record.topic, record.partition, record.offset))]

@@ -1,11 +1,12 @@
-"""The action stream of the fold worker: validate -> DLQ | dedupe by event id -> fold into
+"""The action stream of the fold worker: validate -> DLQ | dedupe by event -> fold into
 vector progress.
 
 It runs in the worker beside the XP stream, on the action topic (key = profile_id), with two
 tables partitioned like it:
 - ``vector_progress``: ``profile|vector|version`` -> :class:`streams.actions.fold.Progress`
   (its changelog feeds the progress writer, :mod:`streams.actions.progress`);
-- ``action_dedupe``: event id (16 bytes) -> first sighting (:mod:`streams.dedupe`).
+- ``action_dedupe``: event (id and profile, :func:`streams.dedupe.event_key`, 32 bytes) ->
+  first sighting (:mod:`streams.dedupe`).
 
 Crash safety is the XP stream's (:mod:`streams.xp.stream`): a record read again is
 recognised by its position (its sighting, and the progress row's last applied position), and
@@ -16,7 +17,6 @@ sightings are not expired (no horizon yet).
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import Counter
 from typing import Any
 
@@ -37,7 +37,7 @@ from streams.events import decode_action
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.worker.checkpoint import Checkpoint
-from streams.worker.state import TableState, new_table
+from streams.worker.state import TableState, find_sighting, new_table
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,7 @@ class ActionStream:
                 counts["invalid"] += 1
                 continue
             p, offset = record.partition, record.offset
-            id_key = uuid.UUID(ev.id).bytes
-            sighting = self.seen.get(p, id_key)
+            id_key, sighting = find_sighting(self.seen, p, ev.id, ev.profile_id)
             verdict = classify(sighting, ev.fingerprint, p, offset, 0)
             if verdict in (Verdict.DUPLICATE, Verdict.CONFLICT):
                 if verdict is Verdict.CONFLICT:

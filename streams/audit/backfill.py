@@ -171,8 +171,9 @@ def plan(settings: Settings, source: LegacySource, users: list[str] | None = Non
                     result.events.append(_reversal(source.name, sid, eid, delta, old_games))
                     result.reversals += 1
                     current[sid] = 0
-        present = {str(i) for (i,) in conn.execute(query("ledger_ids_present"),
-                                                   {"ids": [e["id"] for e in result.events]})}
+        present = {str(i) for i, _ in conn.execute(query("ledger_ids_present"), {
+            "ids": [e["id"] for e in result.events],
+            "students": [e["student_id"] for e in result.events]})}
         for sid, total in conn.execute(query("totals_of"), {"students": list(current)}):
             current[str(sid)] = total
     for e in result.events:

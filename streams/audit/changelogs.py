@@ -12,7 +12,7 @@ against what it must equal:
 - ``xp_totals``: each student's totals equal the fold of their ledger rows
   (:func:`streams.audit.rebuild.fold_ledger`) in ``total_xp``, ``games_played``,
   ``last_game_type``, ``version`` (events applied), ``seasonal_xp`` and ``season_id``;
-- ``xp_dedupe`` and ``action_dedupe``: each sighting is the ledger row of its event id (same
+- ``xp_dedupe`` and ``action_dedupe``: each sighting is the ledger row of its event (same
   partition, offset, place in its record, content fingerprint and ``created_at``, or
   ``selected_at`` for actions), and every ledger row has its sighting, unless the dedupe horizon
   may have expired it (XP rows whose ``created_at`` is older than the horizon; action sightings
@@ -166,11 +166,13 @@ def compare_totals(recovered: dict[str, Totals], ledger: dict[str, Totals]) -> l
 
 
 class LedgerSighting(NamedTuple):
-    """A ledger row as the sighting of its event id: ``(id, partition, offset, record_index,
-    fingerprint, created_at)`` (the queries ``ledger_sightings`` and ``action_sightings``, or
-    a claim's first record in a replay of the claims topic)."""
+    """A ledger row as the sighting of its event: ``(id, owner, partition, offset,
+    record_index, fingerprint, created_at)`` (the queries ``ledger_sightings`` and
+    ``action_sightings``, or a claim's first record in a replay of the claims topic, whose
+    sightings are keyed by the claim id alone: owner None)."""
 
     id: uuid.UUID
+    owner: uuid.UUID | None
     partition: int
     offset: int
     record_index: int
@@ -181,8 +183,13 @@ class LedgerSighting(NamedTuple):
     @classmethod
     def of_row(cls, row: tuple[Any, ...]) -> LedgerSighting:
         """From a row of ``ledger_sightings`` / ``action_sightings`` (a datetime last)."""
-        eid, partition, offset, index, fp, created = row
-        return cls(eid, partition, offset, index, bytes(fp), created.timestamp())
+        eid, owner, partition, offset, index, fp, created = row
+        return cls(eid, owner, partition, offset, index, bytes(fp), created.timestamp())
+
+    @property
+    def key(self) -> bytes:
+        """The table key: :func:`streams.dedupe.event_key`, or the claim id's 16 bytes."""
+        return self.id.bytes if self.owner is None else self.id.bytes + self.owner.bytes
 
 
 def _sighting_fields(partition: int, offset: int, index: int, fingerprint: bytes,
@@ -194,13 +201,14 @@ def _sighting_fields(partition: int, offset: int, index: int, fingerprint: bytes
 def compare_sightings(table: str, recovered: dict[tuple[int, bytes], bytes],
                       ledger: Iterable[LedgerSighting],
                       may_be_expired: Callable[[float], bool]) -> list[Difference]:
-    """Check a dedupe table against its ledger: each sighting must be its event id's ledger row
+    """Check a dedupe table against its ledger: each sighting must be its event's ledger row
     (same partition, offset, place, fingerprint and ``created_at``), and each ledger row must
     have its sighting in its partition unless ``may_be_expired(created_at)`` (seconds since
-    the epoch).
+    the epoch). A sighting under the id alone (a store written before events were keyed by
+    owner, :func:`streams.worker.state.find_sighting`) matches a row it equals.
 
     Args:
-        recovered: (partition, event id as 16 bytes) -> encoded
+        recovered: (partition, :attr:`LedgerSighting.key`) -> encoded
             :class:`streams.dedupe.Sighting` (decoded one at a time: the table can be the
             largest in memory); consumed, entries are removed as they are matched.
     """
@@ -209,23 +217,35 @@ def compare_sightings(table: str, recovered: dict[tuple[int, bytes], bytes],
         created = row.created_at
         want = _sighting_fields(row.partition, row.offset, row.record_index,
                                 bytes(row.fingerprint), created)
-        key = f"{row.id}@{row.partition}"
-        raw = recovered.pop((row.partition, row.id.bytes), None)
+        key = _shown(row.key, row.partition)
+        raw = recovered.pop((row.partition, row.key), None)
+        legacy = None if row.owner is None else recovered.get((row.partition, row.id.bytes))
+        if legacy is not None and _fields(legacy) == want:
+            del recovered[(row.partition, row.id.bytes)]
+            raw = raw or legacy
         if raw is None:
             if not may_be_expired(created):
                 out.append(Difference(table, key, None, want))
             continue
-        seen = decode_sighting(raw)
-        got = _sighting_fields(seen.partition, seen.offset, seen.record_index, seen.fingerprint,
-                               seen.created_at)
+        got = _fields(raw)
         if got != want:
             out.append(Difference(table, key, got, want))
-    for (partition, raw_id), raw in sorted(recovered.items()):
-        seen = decode_sighting(raw)
-        out.append(Difference(table, f"{uuid.UUID(bytes=raw_id)}@{partition}",
-                              _sighting_fields(seen.partition, seen.offset, seen.record_index,
-                                               seen.fingerprint, seen.created_at), None))
+    for (partition, raw_key), raw in sorted(recovered.items()):
+        out.append(Difference(table, _shown(raw_key, partition), _fields(raw), None))
     return out
+
+
+def _fields(raw: bytes) -> dict[str, object]:
+    """The compared fields of an encoded sighting."""
+    seen = decode_sighting(raw)
+    return _sighting_fields(seen.partition, seen.offset, seen.record_index, seen.fingerprint,
+                            seen.created_at)
+
+
+def _shown(key: bytes, partition: int) -> str:
+    """A sightings key as a report shows it: ``id[/owner]@partition``."""
+    ids = [str(uuid.UUID(bytes=key[i:i + 16])) for i in range(0, len(key), 16)]
+    return f"{'/'.join(ids)}@{partition}"
 
 
 def fold_actions(rows: Iterator[tuple[Any, ...]]) -> dict[bytes, Progress]:
@@ -348,7 +368,7 @@ async def audit_changelogs(settings: Settings,
     differences += compare_grant_states(grants, replay.states)
     differences += compare_sightings(
         topics.CLAIM_DEDUPE_TABLE, claim_seen,
-        (LedgerSighting(uuid.UUID(bytes=claim_id), p, seen.offset, 0, seen.fingerprint,
+        (LedgerSighting(uuid.UUID(bytes=claim_id), None, p, seen.offset, 0, seen.fingerprint,
                         seen.created_at)
          for (p, claim_id), seen in sorted(replay.sightings.items())),
         lambda created: created < horizon_start)

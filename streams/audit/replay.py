@@ -11,7 +11,8 @@ as the worker does, then compared per student with:
   guarantee 3), and, when the replay covers every partition from offset 0 to its end, against
   the replayed total itself.
 
-An event the replay accepts whose id the ledger holds at a position before the range is a
+An event (id and student, docs/design.md Contracts) the replay accepts that the ledger holds at
+a position before the range is a
 duplicate of an earlier event (the replay could not see the first copy), not a difference.
 Records beyond the ledger sink's stored position are in flight, not missing.
 """
@@ -161,10 +162,10 @@ class Replay:
         self._keys = frozenset(s.encode() for s in self.students)
         self.events_out = events_out
         self.on_progress = on_progress
-        self._seen: dict[str, Sighting] = {}
+        self._seen: dict[tuple[str, str], Sighting] = {}
         self._totals: dict[str, Totals] = {}
-        self._accepted: dict[str, tuple[str, int, int, int]] = {}
-        """Accepted id -> (student, delta, partition, offset)."""
+        self._accepted: dict[tuple[str, str], tuple[int, int, int]] = {}
+        """Accepted event (id, student) -> (delta, partition, offset)."""
 
     async def run(self) -> ReplayReport:
         """Read the range, then compare with PostgreSQL.
@@ -240,7 +241,8 @@ class Replay:
 
     def _accept(self, event: XpEvent, partition: int, offset: int, index: int,
                 timestamp_ms: int, report: ReplayReport) -> None:
-        seen = self._seen.get(event.id)
+        identity = (event.id, event.student_id)
+        seen = self._seen.get(identity)
         verdict = classify(seen, event.fingerprint, partition, offset, index)
         if verdict is Verdict.DUPLICATE:
             report.duplicates += 1
@@ -249,9 +251,9 @@ class Replay:
             report.conflicts += 1
             return
         created = event.created_at.timestamp()
-        self._seen[event.id] = Sighting(event.fingerprint, partition, offset, created, created,
+        self._seen[identity] = Sighting(event.fingerprint, partition, offset, created, created,
                                         index)
-        self._accepted[event.id] = (event.student_id, event.delta, partition, offset)
+        self._accepted[identity] = (event.delta, partition, offset)
         self._totals[event.student_id] = fold(self._totals.get(event.student_id), event,
                                               partition, offset, created, index)
         if self.events_out is not None:
@@ -262,37 +264,38 @@ class Replay:
         with connect(url) as conn, mapped_errors(url):
             sink_next: dict[int, int] = dict(conn.execute(query("load_offsets"), {
                 "group": self.settings.ledger_group, "topic": topic}).fetchall())
-            in_range: dict[str, tuple[str, int, int, int]] = {}
+            in_range: dict[tuple[str, str], tuple[int, int, int]] = {}
             for r in report.partitions:
                 rows = conn.execute(query("ledger_in_range"), {
                     "topic": topic, "partition": r.partition, "start": r.start,
                     "end": r.read_end, "students": list(self.students) or None}).fetchall()
-                in_range.update({str(i): (str(s), d, p, o) for i, s, d, p, o in rows})
-            outside = [i for i in self._accepted if i not in in_range]
-            before: set[str] = set()
+                in_range.update({(str(i), str(s)): (d, p, o) for i, s, d, p, o in rows})
+            outside = [e for e in self._accepted if e not in in_range]
+            before: set[tuple[str, str]] = set()
             if outside:
-                before = {str(i) for (i,) in conn.execute(query("ledger_ids_present"),
-                                                          {"ids": outside}).fetchall()}
-            students = set(self._totals) | {v[0] for v in in_range.values()}
+                before = {(str(i), str(s)) for i, s in conn.execute(
+                    query("ledger_ids_present"), {"ids": [e for e, _ in outside],
+                                                  "students": [s for _, s in outside]})}
+            students = set(self._totals) | {sid for _, sid in in_range}
             audits = {sid: StudentAudit(sid) for sid in students}
-            for event_id, (sid, delta, p, o) in self._accepted.items():
+            for (event_id, sid), (delta, p, o) in self._accepted.items():
                 a = audits[sid]
-                if event_id in before:
+                if (event_id, sid) in before:
                     report.duplicates_before_range += 1
                     continue
-                if event_id not in in_range and o >= sink_next.get(p, 0):
+                if (event_id, sid) not in in_range and o >= sink_next.get(p, 0):
                     report.in_flight += 1
                     continue
                 report.accepted += 1
                 a.replayed_xp += delta
                 a.replayed_events += 1
-                if event_id not in in_range:
+                if (event_id, sid) not in in_range:
                     a.only_in_replay.append(event_id)
-            for event_id, (sid, delta, _, _) in in_range.items():
+            for (event_id, sid), (delta, _, _) in in_range.items():
                 a = audits[sid]
                 a.ledger_range_xp += delta
                 a.ledger_range_events += 1
-                if event_id not in self._accepted or event_id in before:
+                if (event_id, sid) not in self._accepted or (event_id, sid) in before:
                     a.only_in_ledger.append(event_id)
             for sid, t in self._totals.items():
                 audits[sid].games_played = t.games_played

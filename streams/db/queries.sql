@@ -9,13 +9,23 @@ COPY xp_events_stage (id, student_id, kind, delta, word_set_id, homework_id, cre
 FROM STDIN;
 
 -- name: insert_ledger
+-- Idempotent by (event id, student): the first record of a pair wins. Returns the rows
+-- inserted, and how many of them carry an id that another student's row holds too.
+WITH ins AS (
 INSERT INTO xp_events (id, student_id, kind, delta, word_set_id, homework_id, created_at,
                        metadata, fingerprint, topic, "partition", "offset", record_index,
                        record_ts)
 SELECT id, student_id, kind, delta, word_set_id, homework_id, created_at,
        metadata, fingerprint, topic, "partition", "offset", record_index, record_ts
 FROM xp_events_stage
-ON CONFLICT (id) DO NOTHING;
+ON CONFLICT (id, student_id) DO NOTHING
+RETURNING id, student_id)
+SELECT count(*),
+       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM xp_events e
+                                      WHERE e.id = ins.id AND e.student_id <> ins.student_id)
+                        OR EXISTS (SELECT 1 FROM ins o
+                                   WHERE o.id = ins.id AND o.student_id <> ins.student_id))
+FROM ins;
 
 -- name: stage_totals
 CREATE TEMP TABLE IF NOT EXISTS xp_totals_stage
@@ -63,7 +73,8 @@ SELECT "partition", next_offset FROM consumer_offsets
 WHERE consumer_group = %(group)s AND topic = %(topic)s;
 
 -- name: ledger_position
-SELECT "partition", "offset", record_index, fingerprint FROM xp_events WHERE id = %(id)s;
+SELECT "partition", "offset", record_index, fingerprint FROM xp_events
+WHERE id = %(id)s AND student_id = %(student)s;
 
 -- name: mismatched_students
 SELECT coalesce(t.student_id, l.student_id) AS student_id,
@@ -80,7 +91,10 @@ WHERE topic = %(topic)s AND "partition" = %(partition)s
   AND (%(students)s::uuid[] IS NULL OR student_id = ANY(%(students)s::uuid[]));
 
 -- name: ledger_ids_present
-SELECT id FROM xp_events WHERE id = ANY(%(ids)s::uuid[]);
+-- (id, student) pairs of the ledger among the events ``ids``/``students`` (equal lengths).
+SELECT e.id, e.student_id
+FROM unnest(%(ids)s::uuid[], %(students)s::uuid[]) AS k(id, student_id)
+JOIN xp_events e USING (id, student_id);
 
 -- name: student_balances
 SELECT s.student_id, l.ledger_xp, l.ledger_events, t.total_xp, t.version
@@ -99,12 +113,12 @@ WHERE (%(students)s::uuid[] IS NULL OR l.student_id = ANY(%(students)s::uuid[]))
 ORDER BY l.student_id, l."partition", l."offset", l.record_index;
 
 -- name: ledger_sightings
--- Every XP ledger row as the dedupe sighting of its event id (the changelog audit).
-SELECT id, "partition", "offset", record_index, fingerprint, created_at FROM xp_events;
+-- Every XP ledger row as the dedupe sighting of its event (the changelog audit).
+SELECT id, student_id, "partition", "offset", record_index, fingerprint, created_at FROM xp_events;
 
 -- name: action_sightings
--- Every action ledger row as the dedupe sighting of its event id (the changelog audit).
-SELECT id, "partition", "offset", 0, fingerprint, selected_at FROM action_events;
+-- Every action ledger row as the dedupe sighting of its event (the changelog audit).
+SELECT id, profile_id, "partition", "offset", 0, fingerprint, selected_at FROM action_events;
 
 -- name: action_history
 -- Action events in the order the worker folded them (partition order), for the changelog
@@ -145,14 +159,22 @@ COPY action_events_stage (id, action_id, profile_id, source, vector, qol_domain,
                           "partition", "offset") FROM STDIN;
 
 -- name: insert_actions
--- Idempotent by event id: the first record of an id wins (as the XP ledger).
+-- Idempotent by (event id, profile): the first record of a pair wins (as the XP ledger).
+WITH ins AS (
 INSERT INTO action_events (id, action_id, profile_id, source, vector, qol_domain, selected_at,
                            completed_at, duration, mode, metadata, fingerprint, topic,
                            "partition", "offset")
 SELECT id, action_id, profile_id, source, vector, qol_domain, selected_at, completed_at,
        duration, mode, metadata, fingerprint, topic, "partition", "offset"
 FROM action_events_stage
-ON CONFLICT (id) DO NOTHING;
+ON CONFLICT (id, profile_id) DO NOTHING
+RETURNING id, profile_id)
+SELECT count(*),
+       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM action_events e
+                                      WHERE e.id = ins.id AND e.profile_id <> ins.profile_id)
+                        OR EXISTS (SELECT 1 FROM ins o
+                                   WHERE o.id = ins.id AND o.profile_id <> ins.profile_id))
+FROM ins;
 
 -- name: stage_progress
 CREATE TEMP TABLE IF NOT EXISTS vector_progress_stage
@@ -254,6 +276,7 @@ COPY xp_claim_outcomes_stage (outcome_id, claim_id, user_id, type, outcome, reas
 
 -- name: insert_outcomes
 -- Idempotent by outcome id, and each award once (by receipt; one per learner and day).
+-- Returns the outcomes inserted, and 0 (the ledgers' second count: ids held by two owners).
 WITH awards AS (
     INSERT INTO xp_awards (award_id, user_id, reward_day_id, reward_tz, xp_awarded, streak_day,
                            grace_consumed, policy_id, policy_version, season_id, claim_id,
@@ -263,13 +286,17 @@ WITH awards AS (
     FROM xp_claim_outcomes_stage WHERE outcome = 'awarded'
     ON CONFLICT DO NOTHING
     RETURNING 1
+), ins AS (
+    INSERT INTO xp_claim_outcomes (outcome_id, claim_id, user_id, type, outcome, reason,
+                                   decided_at, receipt_id, reward_day_id, body, topic,
+                                   "partition", "offset")
+    SELECT outcome_id, claim_id, user_id, type, outcome, reason, decided_at, receipt_id,
+           reward_day_id, body, topic, "partition", "offset"
+    FROM xp_claim_outcomes_stage
+    ON CONFLICT (outcome_id) DO NOTHING
+    RETURNING 1
 )
-INSERT INTO xp_claim_outcomes (outcome_id, claim_id, user_id, type, outcome, reason, decided_at,
-                               receipt_id, reward_day_id, body, topic, "partition", "offset")
-SELECT outcome_id, claim_id, user_id, type, outcome, reason, decided_at, receipt_id,
-       reward_day_id, body, topic, "partition", "offset"
-FROM xp_claim_outcomes_stage
-ON CONFLICT (outcome_id) DO NOTHING;
+SELECT count(*), 0 FROM ins;
 
 -- name: stage_grant
 CREATE TEMP TABLE IF NOT EXISTS xp_grant_stage
@@ -312,7 +339,7 @@ WHERE s.version < EXCLUDED.version;
 -- name: awards_vs_ledger
 -- Awards without their ledger row, or with another amount (expected: none once lag is 0).
 SELECT count(*) FROM xp_awards a
-LEFT JOIN xp_events e ON e.id = a.award_id
+LEFT JOIN xp_events e ON e.id = a.award_id AND e.student_id = a.user_id
 WHERE e.id IS NULL OR e.delta <> a.xp_awarded OR e.kind <> 'daily_login';
 
 -- name: rules
@@ -351,6 +378,8 @@ SELECT count(*) FROM xp_totals t FULL OUTER JOIN newest n USING (student_id)
 WHERE (t.season_id, t.seasonal_xp) IS DISTINCT FROM (n.season_id, coalesce(n.xp, 0));
 
 -- name: ledger_positions
--- The fold worker's look-up of a batch's event ids past the dedupe horizon.
-SELECT id, "partition", "offset", record_index, fingerprint FROM xp_events
-WHERE id = ANY(%(ids)s::uuid[]);
+-- The fold worker's look-up of a batch's events past the dedupe horizon (``ids`` and
+-- ``students`` of equal length: one event each).
+SELECT e.id, e.student_id, e."partition", e."offset", e.record_index, e.fingerprint
+FROM unnest(%(ids)s::uuid[], %(students)s::uuid[]) AS k(id, student_id)
+JOIN xp_events e USING (id, student_id);

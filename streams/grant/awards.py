@@ -30,11 +30,11 @@ def outcome_row(outcome: dict[str, object], topic: str, partition: int, offset: 
 
 
 class AwardWriter(LedgerRowsWriter):
-    """The award sink's writer (rows keyed by outcome id)."""
+    """The award sink's writer (rows keyed by outcome id and learner)."""
 
     name = "outcomes"
 
-    def rows(self, record: ConsumerRecord[bytes, bytes]) -> list[tuple[str, Row]]:
+    def rows(self, record: ConsumerRecord[bytes, bytes]) -> list[tuple[tuple[str, str], Row]]:
         """The record's outcome as a row. Raises :class:`InvalidEvent` (``schema``,
         ``bad_json``, ``key_mismatch``): only the worker writes this topic, so one is a bug."""
         doc = decode_document("xp_claim_outcome.v1.json", "student_id", record.key,
@@ -42,5 +42,6 @@ class AwardWriter(LedgerRowsWriter):
         if doc["outcome"] == "awarded" and not doc.get("receipt_id"):
             raise InvalidEvent("schema", "an awarded outcome without its receipt")
         assert record.value is not None
-        return [(str(doc["id"]), outcome_row(doc, record.topic, record.partition,
-                                             record.offset, orjson.dumps(doc)))]
+        return [((str(doc["id"]), str(doc["student_id"])),
+                 outcome_row(doc, record.topic, record.partition, record.offset,
+                             orjson.dumps(doc)))]

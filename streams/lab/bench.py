@@ -111,7 +111,7 @@ INSERT_LEDGER = (
     "INSERT INTO {table} (id, student_id, kind, delta, word_set_id, homework_id, created_at, "
     "metadata, fingerprint, topic, \"partition\", \"offset\", record_index, record_ts) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (id) DO NOTHING"
+    "ON CONFLICT (id, student_id) DO NOTHING"
 )
 
 
@@ -382,8 +382,9 @@ class Bench:
 
     def staged_insert(self, rows: list[tuple[Any, ...]], batch: int) -> None:
         """The ledger sink's own SQL without the sink: per ``batch`` rows, COPY into the staging
-        table, then ``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING`` into the indexed
-        ledger, one transaction each (the payloads are built before the clock starts)."""
+        table, then ``INSERT ... SELECT ... ON CONFLICT (id, student_id) DO NOTHING`` into the
+        indexed ledger (query ``insert_ledger``), one transaction each (the payloads are built
+        before the clock starts)."""
         payloads = [copy_text(rows[i:i + batch]) for i in range(0, len(rows), batch)]
         with connect(self.base.database_url) as conn:
             started = time.perf_counter()

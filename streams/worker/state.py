@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from streams import topics
-from streams.dedupe import expired_encoded
+from streams.dedupe import LEGACY_KEY_BYTES, Sighting, event_key, expired_encoded
 from streams.settings import Settings
 from streams.worker import faust_internals
 
@@ -71,6 +71,24 @@ class TableState(Generic[V]):
         order, after the key ``after`` (None: from the first): one slice of an expiry scan
         (values left encoded: the scan reads a field or two of each)."""
         return faust_internals.store_slice(self.table, partition, after, limit)
+
+
+def find_sighting(table: TableState[Sighting], partition: int, event_id: str,
+                  owner: str) -> tuple[bytes, Sighting | None]:
+    """The dedupe key of the event ``event_id`` of ``owner`` (:func:`streams.dedupe.event_key`)
+    and its sighting in ``partition``, or None.
+
+    A store written before events were keyed by owner holds sightings under the id alone: when
+    the event's own key has none, the id's is returned (its fingerprint covers the owner, so
+    the same event is still a duplicate; another owner's is a conflict, as it was then). The
+    caller stores the sighting under the returned key, and the old one expires with the
+    horizon (docs/design.md, Contracts).
+    """
+    key = event_key(event_id, owner)
+    seen = table.get(partition, key)
+    if seen is None:
+        seen = table.get(partition, key[:LEGACY_KEY_BYTES])
+    return key, seen
 
 
 class Expiry:

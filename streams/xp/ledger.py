@@ -31,12 +31,13 @@ class LedgerWriter(LedgerRowsWriter):
     name = "ledger"
     _newest_created = 0.0
 
-    def rows(self, record: ConsumerRecord[bytes, bytes]) -> list[tuple[str, Row]]:
+    def rows(self, record: ConsumerRecord[bytes, bytes]) -> list[tuple[tuple[str, str], Row]]:
         """One row per event of the record (one, or a batched record's events)."""
         events = decode_record(record.key, record.value, self.limits,
                                (record.partition, self.partitions), record.timestamp / 1000)
-        return [(ev.id, ledger_row(ev, record.topic, record.partition, record.offset, index,
-                                   record.timestamp))
+        return [((ev.id, ev.student_id),
+                 ledger_row(ev, record.topic, record.partition, record.offset, index,
+                            record.timestamp))
                 for index, ev in enumerate(events)]
 
     def wrote(self, rows: list[Row]) -> None:

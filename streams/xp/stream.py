@@ -1,12 +1,12 @@
-"""The XP stream of the fold worker: validate -> DLQ | dedupe by event id -> fold into totals.
+"""The XP stream of the fold worker: validate -> DLQ | dedupe by event -> fold into totals.
 
 Two tables, partitioned like the XP topic (key = student, so all of one student's event ids
 live in the student's partition):
 - ``xp_totals``: student_id -> :class:`~streams.xp.fold.Totals` (its changelog feeds the
   totals writer);
-- ``xp_dedupe``: event id (16 bytes) -> :class:`~streams.dedupe.Sighting`, kept for
-  the dedupe horizon, then expired; older ids are checked against the ledger (docs/design.md,
-  guarantee 8).
+- ``xp_dedupe``: event (id and student, :func:`streams.dedupe.event_key`, 32 bytes) ->
+  :class:`~streams.dedupe.Sighting`, kept for the dedupe horizon, then expired; older events are
+  checked against the ledger (docs/design.md, guarantee 8).
 
 Crash safety (guarantee 4): the reader resumes a partition at its durable position, but the
 changelogs may hold effects of later records (a kill -9 between the checkpoint's produce and
@@ -44,7 +44,7 @@ from streams.policies import to_us
 from streams.policy_feed import PolicyFeed
 from streams.settings import Settings
 from streams.worker.checkpoint import Checkpoint
-from streams.worker.state import Expiry, TableState, new_table
+from streams.worker.state import Expiry, TableState, find_sighting, new_table
 from streams.xp.fold import Totals, already_applied, decode_totals, encode_totals, fold
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ class XpStream:
         exports the policies topic's metrics."""
         self._conn: Any = None
         self._ledger: dict[bytes, tuple[int, int, int, bytes] | None] = {}
-        """The batch's ledger look-ups: event id (16 bytes) -> its ledger position or None."""
+        """The batch's ledger look-ups: event key (:func:`streams.dedupe.event_key`) -> its
+        ledger position or None."""
         self._newest_created = 0.0
         self.expiry = Expiry(self.seen, settings.dedupe_expire_slice)
         """partition -> the last dedupe key the expiry scan read (None: start over)."""
@@ -105,10 +106,15 @@ class XpStream:
                 decoded.append((record, exc))
         # Events past the dedupe horizon with no sighting: one ledger query for the batch
         old = now - self.settings.dedupe_horizon_seconds
-        self._ledger = await self.ledger_positions([
-            key for _, events in decoded if not isinstance(events, InvalidEvent)
-            for ev in events if ev.created_at.timestamp() < old
-            and self.seen.get(partition, key := uuid.UUID(ev.id).bytes) is None])
+        unseen_old: list[bytes] = []
+        for _, events in decoded:
+            if not isinstance(events, InvalidEvent):
+                for ev in events:
+                    if ev.created_at.timestamp() < old:
+                        key, seen = find_sighting(self.seen, partition, ev.id, ev.student_id)
+                        if seen is None:
+                            unseen_old.append(key)
+        self._ledger = await self.ledger_positions(unseen_old)
         try:
             for record, events in decoded:
                 if isinstance(events, InvalidEvent):
@@ -135,13 +141,12 @@ class XpStream:
         (``valid``, ``redelivery``, ``duplicate``, ``conflict``). Raises
         :class:`InvalidEvent` (``total_overflow``)."""
         p, offset = record.partition, record.offset
-        id_key = uuid.UUID(ev.id).bytes
-        sighting = self.seen.get(p, id_key)
+        id_key, sighting = find_sighting(self.seen, p, ev.id, ev.student_id)
         verdict = classify(sighting, ev.fingerprint, p, offset, index)
         created = ev.created_at.timestamp()
         if verdict is Verdict.NEW and created < now - self.settings.dedupe_horizon_seconds:
             found = (self._ledger[id_key] if id_key in self._ledger
-                     else await self.ledger_position(ev.id))
+                     else await self.ledger_position(ev.id, ev.student_id))
             verdict = from_ledger(found, ev.fingerprint, p, offset, index)
             self.metrics.ledger_checks.labels(verdict.value).inc()
         if verdict is Verdict.CONFLICT:
@@ -188,24 +193,27 @@ class XpStream:
         self._conn = None
         await self.feed.stop()
 
-    async def ledger_positions(self, ids: list[bytes]
+    async def ledger_positions(self, keys: list[bytes]
                                ) -> dict[bytes, tuple[int, int, int, bytes] | None]:
-        """Look up the event ids ``ids`` (16 bytes each) in the ledger in one query: id ->
-        (partition, offset, record_index, fingerprint), or None when absent. Retries as
-        :meth:`ledger_position` does."""
-        if not ids:
+        """Look up the events ``keys`` (:func:`streams.dedupe.event_key`, 32 bytes each) in
+        the ledger in one query: key -> (partition, offset, record_index, fingerprint), or None
+        when absent. Retries as :meth:`ledger_position` does."""
+        if not keys:
             return {}
-        found: dict[bytes, tuple[int, int, int, bytes] | None] = dict.fromkeys(ids)
-        rows = await self._query("ledger_positions", {"ids": [uuid.UUID(bytes=i) for i in ids]})
-        for event_id, p, o, i, fp in rows:
-            found[event_id.bytes] = (p, o, i, bytes(fp))
+        found: dict[bytes, tuple[int, int, int, bytes] | None] = dict.fromkeys(keys)
+        rows = await self._query("ledger_positions", {
+            "ids": [uuid.UUID(bytes=k[:16]) for k in keys],
+            "students": [uuid.UUID(bytes=k[16:]) for k in keys]})
+        for event_id, student_id, p, o, i, fp in rows:
+            found[event_id.bytes + student_id.bytes] = (p, o, i, bytes(fp))
         return found
 
-    async def ledger_position(self, event_id: str) -> tuple[int, int, int, bytes] | None:
-        """Return (partition, offset, record_index, fingerprint) of ``event_id`` in the
-        ledger, or None. Retries with backoff while the database is unavailable (the reader
-        waits; ``XP_DB_RETRY_MAX_SECONDS`` caps the backoff)."""
-        rows = await self._query("ledger_position", {"id": event_id})
+    async def ledger_position(self, event_id: str,
+                              student_id: str) -> tuple[int, int, int, bytes] | None:
+        """Return (partition, offset, record_index, fingerprint) of the event ``event_id`` of
+        ``student_id`` in the ledger, or None. Retries with backoff while the database is
+        unavailable (the reader waits; ``XP_DB_RETRY_MAX_SECONDS`` caps the backoff)."""
+        rows = await self._query("ledger_position", {"id": event_id, "student": student_id})
         return next(((p, o, i, bytes(fp)) for p, o, i, fp in rows), None)
 
     async def _query(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:

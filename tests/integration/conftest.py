@@ -142,6 +142,11 @@ def query_one(url: str, sql: str, *params: object) -> tuple[object, ...]:
     return tuple(row)
 
 
+def query_all(url: str, sql: str, *params: object) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+
+
 def streams(
     args: list[str], settings: Settings, stdin: bytes = b"", timeout_s: float = 300,
     **env_overrides: str,

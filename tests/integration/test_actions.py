@@ -76,7 +76,8 @@ def test_action_events_fold_into_vector_progress_exactly(settings: Settings,
 
 def test_rollback_undoes_migrations_newest_first_and_migrate_reapplies(settings: Settings) -> None:
     url = settings.database_url
-    assert rollback(url, 2) == ["V006__seasons_and_rules.sql", "V005__xp_grant.sql",
+    assert rollback(url, 2) == ["V007__event_identity.sql", "V006__seasons_and_rules.sql",
+                                "V005__xp_grant.sql",
                                 "V004__action_events.sql", "V003__roles_and_rls.sql"]
     with psycopg.connect(url) as conn:
         tables = {r[0] for r in conn.execute(
@@ -88,7 +89,8 @@ def test_rollback_undoes_migrations_newest_first_and_migrate_reapplies(settings:
     refused = streams(["migrate", "--rollback", "1"], settings, stdin=b"n\n")
     assert refused.returncode == 1 and b"Aborted" in refused.stderr
     assert migrate(url) == ["V003__roles_and_rls.sql", "V004__action_events.sql",
-                            "V005__xp_grant.sql", "V006__seasons_and_rules.sql"]
+                            "V005__xp_grant.sql", "V006__seasons_and_rules.sql",
+                            "V007__event_identity.sql"]
     done = streams(["migrate", "--rollback", "0", "--yes"], settings)
     assert done.returncode == 0, done.stderr.decode()
     assert b"V001__init_schema.sql" in done.stdout

@@ -20,7 +20,8 @@ def test_migrations_apply_once_and_detect_changes(stack, tmp_path: Path) -> None
     shutil.copytree(SQL_DIR, sql)
     assert migrate(url, sql) == ["V001__init_schema.sql", "V002__batched_records.sql",
                                  "V003__roles_and_rls.sql", "V004__action_events.sql",
-                                 "V005__xp_grant.sql", "V006__seasons_and_rules.sql"]
+                                 "V005__xp_grant.sql", "V006__seasons_and_rules.sql",
+                                 "V007__event_identity.sql"]
     assert migrate(url, sql) == []
     with psycopg.connect(url) as conn:
         tables = {r[0] for r in conn.execute(

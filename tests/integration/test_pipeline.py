@@ -19,10 +19,19 @@ import psycopg
 import pytest
 
 from streams import kafka
+from streams.db.queries import query
 from streams.dev.kafka_cluster import KafkaCluster
 from streams.dev.procs import free_port
-from streams.lab.loadgen import LoadSpec, batch_records, generate
-from tests.integration.conftest import Pipeline, metric, query_one, streams, wait_for
+from streams.events import partition_for
+from streams.lab.loadgen import LoadSpec, batch_records, generate, publish_records
+from tests.integration.conftest import (
+    Pipeline,
+    metric,
+    query_all,
+    query_one,
+    streams,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -209,6 +218,56 @@ def test_duplicate_after_the_dedupe_horizon_counts_once(stack, settings, tmp_pat
         assert metric(pipeline.settings.metrics_port,
                       'xp_dedupe_ledger_checks_total{verdict="duplicate"}') == 1
         assert ledger_rows(pipeline) == 2
+    finally:
+        pipeline.stop()
+
+
+def test_one_event_id_sent_for_two_students_counts_once_for_each(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """docs/design.md, Contracts: an event is (id, owner). One id sent for three students (two
+    in one partition, one in another) and for two profiles is an event of each: each total and
+    each vector progress includes it once, the ledgers hold a row per owner, the sinks count
+    the shared ids, and a fresh recovery of every table equals the ledgers. Before, the ledger
+    kept one row of the id while every partition folded it (and a second student in the same
+    partition was a conflict): total != SUM(ledger) for the others, for ever."""
+    s = settings
+    n = s.topic_partitions
+    students = [str(uuid.uuid4()) for _ in range(64)]
+    a = students[0]
+    b = next(x for x in students if partition_for(x.encode(), n) != partition_for(a.encode(), n))
+    c = next(x for x in students[1:]
+             if partition_for(x.encode(), n) == partition_for(a.encode(), n))
+    event_id, at = str(uuid.uuid4()), datetime.now(UTC).isoformat()
+
+    def xp(student: str, delta: int) -> tuple[bytes, bytes]:
+        return student.encode(), orjson.dumps({"id": event_id, "student_id": student,
+                                               "kind": "quiz", "delta": delta, "created_at": at})
+
+    def action(profile: str) -> tuple[bytes, bytes]:
+        return profile.encode(), orjson.dumps({
+            "id": event_id, "action_id": "apply_mind", "profile_id": profile,
+            "source": "dashboard", "vector": "mind", "selected_at": at, "completed_at": at})
+    pipeline = Pipeline(s, tmp_path / "logs", actions=True)
+    try:
+        pipeline.start()
+        pipeline.publish([xp(a, 10), xp(b, 20), xp(c, 30), xp(b, 20)])  # the last: a duplicate
+        asyncio.run(publish_records(s, [action(a), action(b), action(b)], topic=s.action_topic))
+        pipeline.wait_caught_up()
+        url = s.database_url
+        totals = dict(query_all(url, "SELECT student_id::text, total_xp FROM xp_totals"))
+        assert totals == {a: 10, b: 20, c: 30}
+        assert query_all(url, "SELECT count(*) FROM xp_events WHERE id = %s", event_id) == [(3,)]
+        assert query_all(url, "SELECT profile_id::text, applied FROM vector_progress "
+                              "WHERE applied > 0 ORDER BY 1") == sorted([(a, 1), (b, 1)])
+        assert query_all(url, "SELECT count(*) FROM action_events") == [(2,)]
+        assert query_all(url, query("mismatched_students")) == []
+        sinks = pipeline.procs
+        assert metric(sinks["sink"].metrics_port,
+                      'xp_sink_shared_ids_total{sink="ledger"}') == 3
+        assert metric(sinks["action-sink"].metrics_port,
+                      'xp_sink_shared_ids_total{sink="actions"}') == 2
+        assert metric(s.metrics_port, 'xp_records_total{outcome="duplicate",stage="worker"}') == 1
+        audit = streams(["audit-changelogs", "--json"], s)
+        assert audit.returncode == 0, audit.stdout.decode()[-2000:]
     finally:
         pipeline.stop()
 

@@ -112,7 +112,7 @@ def test_the_writer_may_only_add_ledger_rows_and_write_totals_and_offsets(url: s
         writer.execute(
             "INSERT INTO xp_events (id, student_id, kind, delta, created_at, fingerprint, topic, "
             "\"partition\", \"offset\") VALUES (gen_random_uuid(), %s, 'quiz', 1, now(), "
-            "'\\x00', 't', 0, 100) ON CONFLICT (id) DO NOTHING", (C,))
+            "'\\x00', 't', 0, 100) ON CONFLICT (id, student_id) DO NOTHING", (C,))
         writer.execute("UPDATE xp_totals SET total_xp = 11, version = 2 WHERE student_id = %s",
                        (C,))
         writer.execute("INSERT INTO consumer_offsets (consumer_group, topic, \"partition\", "

@@ -19,8 +19,12 @@ AT = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 FP = b"\x01" * 16
 
 
-def row(n: int, partition: int = 0, offset: int = 0, created: datetime = AT) -> LedgerSighting:
-    return LedgerSighting(uuid.UUID(int=n, version=4), partition, offset, 0, FP,
+STUDENT = uuid.UUID(int=99, version=4)
+
+
+def row(n: int, partition: int = 0, offset: int = 0, created: datetime = AT,
+        owner: uuid.UUID = STUDENT) -> LedgerSighting:
+    return LedgerSighting(uuid.UUID(int=n, version=4), owner, partition, offset, 0, FP,
                           created.timestamp())
 
 
@@ -35,31 +39,43 @@ def seen(r: LedgerSighting, **changes: int) -> bytes:
 
 def test_matching_sightings_and_expired_ones_are_not_differences() -> None:
     rows = [row(1, 0, 5), row(2, 1, 7), row(3, 1, 8, AT - timedelta(days=30))]
-    recovered = {(r.partition, r.id.bytes): seen(r) for r in rows[:2]}  # row 3: expired
+    recovered = {(r.partition, r.key): seen(r) for r in rows[:2]}  # row 3: expired
     assert compare_sightings(topics.DEDUPE_TABLE, recovered, rows,
                              lambda created: created < (AT - timedelta(days=7)).timestamp()) == []
 
 
 def test_a_missing_a_moved_and_an_extra_sighting_are_each_a_difference() -> None:
     rows = [row(1, 0, 5), row(2, 1, 7), row(3, 1, 8, AT - timedelta(days=30))]
-    recovered = {(1, rows[1].id.bytes): seen(rows[1], offset=9),   # moved
-                 (1, rows[2].id.bytes): seen(rows[2]),
-                 (2, uuid.UUID(int=4, version=4).bytes): seen(row(4, 2, 1))}  # no ledger row
+    recovered = {(1, rows[1].key): seen(rows[1], offset=9),   # moved
+                 (1, rows[2].key): seen(rows[2]),
+                 (2, row(4).key): seen(row(4, 2, 1))}  # no ledger row
     found = compare_sightings(topics.DEDUPE_TABLE, recovered, rows, lambda _c: False)
     assert [(d.key, d.recovered is None, d.ledger is None) for d in found] == [
-        (f"{rows[0].id}@0", True, False),
-        (f"{rows[1].id}@1", False, False),
-        (f"{uuid.UUID(int=4, version=4)}@2", False, True)]
+        (f"{rows[0].id}/{STUDENT}@0", True, False),
+        (f"{rows[1].id}/{STUDENT}@1", False, False),
+        (f"{uuid.UUID(int=4, version=4)}/{STUDENT}@2", False, True)]
     assert found[1].recovered is not None and found[1].recovered["offset"] == 9
 
 
-def test_one_event_id_sighted_in_two_partitions_is_a_difference() -> None:
-    """The ledger keeps one row per event id: a sighting of the same id in another partition
-    (one id used for two students) has no ledger row of its own."""
-    r = row(1, 0, 5)
-    recovered = {(0, r.id.bytes): seen(r), (3, r.id.bytes): seen(r, partition=3)}
-    found = compare_sightings(topics.DEDUPE_TABLE, recovered, [r], lambda _c: False)
-    assert [d.key for d in found] == [f"{r.id}@3"]
+def test_one_event_id_of_two_students_is_two_sightings_each_with_its_ledger_row() -> None:
+    """An event is (id, owner): one id sent for two students is two ledger rows and two
+    sightings; a sighting of the id for a student without that row is a difference."""
+    other = uuid.UUID(int=98, version=4)
+    first, second = row(1, 0, 5), row(1, 3, 2, owner=other)
+    recovered = {(0, first.key): seen(first), (3, second.key): seen(second)}
+    assert compare_sightings(topics.DEDUPE_TABLE, dict(recovered), [first, second],
+                             lambda _c: False) == []
+    found = compare_sightings(topics.DEDUPE_TABLE, recovered, [first], lambda _c: False)
+    assert [d.key for d in found] == [f"{first.id}/{other}@3"]
+
+
+def test_a_sighting_under_the_id_alone_matches_the_row_it_equals() -> None:
+    """Stores written before events were keyed by owner hold the id alone as the key."""
+    r, moved = row(1, 0, 5), row(2, 0, 6)
+    recovered = {(0, r.id.bytes): seen(r), (0, moved.id.bytes): seen(moved, offset=1)}
+    found = compare_sightings(topics.DEDUPE_TABLE, recovered, [r, moved], lambda _c: False)
+    assert [(d.key, d.recovered is None) for d in found] == [
+        (f"{moved.id}/{STUDENT}@0", True), (f"{moved.id}@0", False)]
 
 
 def test_progress_is_folded_per_key_in_partition_order() -> None:
