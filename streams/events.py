@@ -147,8 +147,9 @@ def fingerprint(doc: dict[str, Any]) -> bytes:
 
 
 def parse_timestamp(text: str) -> datetime:
-    """Parse an RFC 3339 timestamp with offset; raise ``ValueError`` when not a real instant."""
-    value = datetime.fromisoformat(text)
+    """Parse an RFC 3339 timestamp with offset; raise ``ValueError`` when not a real instant.
+    RFC 3339 allows a lower-case ``z`` (and ``t``), which ``datetime.fromisoformat`` refuses."""
+    value = datetime.fromisoformat(text[:-1] + "Z" if text.endswith("z") else text)
     if value.tzinfo is None:
         raise ValueError("timestamp has no UTC offset")
     return value
@@ -350,8 +351,15 @@ def _instant(doc: dict[str, Any], field: str, limits: Limits, timestamp_s: float
 
 
 def _check_metadata(metadata: dict[str, Any] | None, limits: Limits) -> None:
+    """``metadata_too_large``: ``metadata`` serialises to more than ``limits.metadata_bytes``,
+    or nests deeper than orjson serialises inside its event (253 levels; a 1 KB record can:
+    the fingerprint, the size check and the ledger's jsonb would each raise ``TypeError``, a
+    worker exit on the same record after every restart)."""
     if metadata:
-        size = len(orjson.dumps(metadata))
+        try:  # inside a list, as inside its event: the fingerprint serialises the event
+            size = len(orjson.dumps([metadata])) - 2
+        except TypeError as exc:  # orjson's recursion limit
+            raise InvalidEvent("metadata_too_large", f"metadata: {exc}") from None
         if size > limits.metadata_bytes:
             raise InvalidEvent("metadata_too_large",
                                f"metadata is {size} bytes, limit {limits.metadata_bytes}")

@@ -31,6 +31,13 @@ DEFAULT_MAX_CLIENT_SKEW_SECONDS = 900
 PREVIEW_STREAK_DAYS = 400
 """Streak days every merged definition is checked over (``1 <= xp <= cap``)."""
 
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(2099, 12, 31)
+"""A policy's effective day and its windows' days lie in [FIRST_DAY, LAST_DAY]: the days a
+claim can have (record times in [1970, 2100), :mod:`streams.grant.decide`). A day near
+9999-12-31 made the check's date arithmetic raise ``OverflowError``, which ended the worker
+on the same policies record after every restart."""
+
 
 class PolicyError(ValueError):
     """A policy or calendar record breaks a rule beyond its schema; the message says which."""
@@ -157,6 +164,12 @@ class PolicyVersion:
         """Build from a schema-valid ``policy`` record. Raises :class:`PolicyError`."""
         version = cls(record["policy_id"], int(record["version"]),
                       date.fromisoformat(record["effective_day"]), record["definition"])
+        days = [version.effective_day, *(date.fromisoformat(w[k]) for _, w in _windows(version)
+                                         for k in ("from_day", "to_day") if k in w)]
+        if any(not FIRST_DAY <= day <= LAST_DAY for day in days):
+            raise PolicyError(f"{version.policy_id} v{version.version}: its days must lie in "
+                              f"[{FIRST_DAY}, {LAST_DAY}] (the days claims can have), not "
+                              f"{min(days)} .. {max(days)}")
         version.check()
         return version
 
@@ -204,6 +217,17 @@ class PolicyVersion:
                         inside = "no window" if window is None else f"window {window}"
                         raise PolicyError(f"{where}: streak day {day} would award {xp} XP on "
                                           f"{reward_day} ({inside})")
+
+
+def _windows(version: PolicyVersion) -> list[tuple[str | None, dict[str, Any]]]:
+    """Every window of ``version``: (season or segment override, or None; the window)."""
+    d = version.definition
+    out: list[tuple[str | None, dict[str, Any]]] = [(None, w) for w in d.get("windows", [])]
+    for overrides in ("season_overrides", "segment_overrides"):
+        for name, patch in d.get(overrides, {}).items():
+            if isinstance(patch, dict):
+                out += [(name, w) for w in patch.get("windows") or []]
+    return out
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones, reset
 import orjson
 
 from streams.errors import InvalidEvent
-from streams.events import AWARD_KIND, Limits, decode_document, fingerprint
+from streams.events import AWARD_KIND, Limits, decode_document, fingerprint, parse_timestamp
 from streams.policies import DEFAULT_MAX_CHANGES_PER_30_DAYS, Policies, to_us
 
 NS_GRANT = uuid.uuid5(uuid.NAMESPACE_URL, "https://xp-streams.example/grant")
@@ -227,11 +227,19 @@ def decode_claim(key: bytes | None, value: bytes | None, limits: Limits | int,
 
     Raises:
         InvalidEvent: ``oversized``, ``bad_json``, ``schema``, ``key_mismatch``,
-            ``wrong_partition``, ``unknown_time_zone`` or ``timestamp_out_of_range`` (the
-            record time is not in [1970, :data:`LATEST_CLAIM_MS`)).
+            ``wrong_partition``, ``unknown_time_zone``, ``bad_timestamp`` (``client_time`` is
+            no real instant: the hint's parse ended the worker on the same record after every
+            restart) or ``timestamp_out_of_range`` (the record time is not in [1970,
+            :data:`LATEST_CLAIM_MS`)).
     """
     position = None if partitions is None else (partition, partitions)
     doc = decode_document("xp_claim.v1.json", "student_id", key, value, limits, position)
+    if "client_time" in doc:  # the pattern lets 2016-12-31T23:59:60Z or month 13 through
+        try:
+            parse_timestamp(doc["client_time"])
+        except ValueError as exc:
+            raise InvalidEvent("bad_timestamp",
+                               f"client_time {doc['client_time']!r}: {exc}") from None
     if not 0 <= timestamp_ms < LATEST_CLAIM_MS:
         raise InvalidEvent("timestamp_out_of_range",
                            f"record time {timestamp_ms} ms is not in [1970, 2100)")

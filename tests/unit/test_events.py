@@ -219,3 +219,25 @@ def test_a_string_holding_nul_is_refused_before_postgresql_sees_it(
     assert reason_of(STUDENT.encode(), value) == "nul_character" or "kind" in where
     plain = orjson.dumps(event(metadata={"note": "a\\u0000b"}))  # the six characters: fine
     assert decode_xp(STUDENT.encode(), plain, 65536).metadata == {"note": "a\\u0000b"}
+
+
+@pytest.mark.parametrize("depth", [253, 254, 1023])
+def test_metadata_nested_past_orjsons_limit_is_too_large_not_a_crash(depth: int) -> None:
+    """A 1 KB record whose metadata nests 255+ levels parsed, then made ``orjson.dumps`` raise
+    ``TypeError`` in the size check: the worker exited on the same record after every restart
+    (found by the hostile-input campaign)."""
+    value = orjson.dumps(event(metadata="@")).replace(
+        b'"@"', b'{"a":' * depth + b"1" + b"}" * depth)
+    if depth < 254:
+        assert decode_xp(STUDENT.encode(), value, 65536).metadata is not None
+    else:
+        assert reason_of(STUDENT.encode(), value) == "metadata_too_large"
+
+
+@pytest.mark.parametrize("created_at", ["2026-11-20t08:15:30z", "2026-11-20T08:15:30.5z"])
+def test_rfc3339_lower_case_z_is_a_valid_time(created_at: str) -> None:
+    """RFC 3339 (and the schema's pattern) allow ``z``; ``datetime.fromisoformat`` does not:
+    such events went to the DLQ as ``bad_timestamp``."""
+    ev = decode_xp(STUDENT.encode(), orjson.dumps(event(created_at=created_at)), 65536)
+    assert ev.created_at == datetime(2026, 11, 20, 8, 15, 30, ev.created_at.microsecond,
+                                     tzinfo=UTC)

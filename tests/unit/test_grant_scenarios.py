@@ -403,3 +403,36 @@ def test_policy_validate_previews_every_window(tmp_path: Any) -> None:
     refused = CliRunner().invoke(main, ["policy", "validate", "--offline", str(path)])
     assert refused.exit_code == 1
     assert "window weekend" in refused.output and "0 XP" in refused.output
+
+
+@pytest.mark.parametrize(("effective", "window"), [
+    ("9999-12-31", None), ("0001-01-01", None),
+    ("2026-01-01", {"id": "w", "pct": 200, "from_day": "9999-12-30", "to_day": "9999-12-31"})])
+def test_a_policy_dated_at_the_ends_of_the_calendar_is_refused_not_a_crash(
+        effective: str, window: dict[str, Any] | None) -> None:
+    """A policy effective 9999-12-31 made the check's date arithmetic raise OverflowError in
+    the policy feed: the worker exited on the same policies record after every restart, and
+    every claim halted (found by the hostile-input campaign)."""
+    definition = {**P, **({"windows": [window]} if window else {})}
+    record = {"kind": "policy", "policy_id": "daily_login", "version": 2,
+              "effective_day": effective, "definition": definition}
+    why = refusal(record, datetime(2026, 6, 1, tzinfo=UTC), 3600, Policies())
+    assert why is not None and "[1970-01-01, 2099-12-31]" in why
+
+
+@pytest.mark.parametrize("client_time", ["2016-12-31T23:59:60Z", "2026-13-01T00:00:00Z",
+                                         "0000-01-01T00:00:00Z", "2026-06-01T12:00:00+24:00"])
+def test_a_claim_whose_client_time_is_no_instant_is_dead_lettered(client_time: str) -> None:
+    """The schema's pattern lets a leap second or month 13 through; the clock-skew hint's
+    parse raised ValueError in decide: the worker exited on the same claim after every
+    restart (found by the hostile-input campaign). Now ``bad_timestamp``, decided never."""
+    from streams.errors import InvalidEvent
+    from streams.grant.decide import decode_claim
+
+    student = str(uuid.uuid4())
+    value = orjson.dumps({"type": "daily_login_claim", "id": str(uuid.uuid4()),
+                          "student_id": student, "client_tz": "UTC",
+                          "client_time": client_time})
+    with pytest.raises(InvalidEvent) as info:
+        decode_claim(student.encode(), value, 65536, 1_780_000_000_000, 0, 0)
+    assert info.value.reason == "bad_timestamp"
