@@ -31,6 +31,9 @@ SCHEMA_DIR = (_PACKAGE / "schemas" if (_PACKAGE / "schemas").is_dir()
 AWARD_KIND = "daily_login"
 """The kind of the XP event a daily-login award is (docs/design.md, "Grants")."""
 
+AWARD_SOURCE = "grant:daily_login"
+"""``metadata.source`` of the grant stream's awards."""
+
 NON_GAME_KINDS = frozenset({AWARD_KIND, "adjustment", "backfill"})
 """Kinds that change total_xp but are not games: they do not count in games_played nor set
 last_game_type (games_played counts games played)."""
@@ -312,11 +315,17 @@ def _holds_nul(doc: Any) -> bool:
 
 
 def _carries_legacy_date(doc: dict[str, Any]) -> bool:
-    """A backfill, or the adjustment reversing one (``metadata.reverses``, streams backfill
-    --reset), carries the legacy balance's date: exempt from the past bound."""
+    """Exempt from the past bound: a backfill, or the adjustment reversing one
+    (``metadata.reverses``, streams backfill --reset), carries the legacy balance's date; an
+    award of the grant stream (``metadata.source`` ``grant:daily_login``) carries its claim's
+    record time, and is emitted when the claim is decided, which may be long after (a claim
+    stamped 400 days ago: its award was dead-lettered, the learner's XP lost while
+    ``xp_awards`` held the award)."""
     metadata = doc.get("metadata")
     return doc["kind"] == "backfill" or (
-        doc["kind"] == "adjustment" and isinstance(metadata, dict) and "reverses" in metadata)
+        isinstance(metadata, dict)
+        and ((doc["kind"] == "adjustment" and "reverses" in metadata)
+             or (doc["kind"] == AWARD_KIND and metadata.get("source") == AWARD_SOURCE)))
 
 
 def _check_key(key: bytes | None, owner: str, field: str,

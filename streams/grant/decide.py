@@ -35,7 +35,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones, reset
 import orjson
 
 from streams.errors import InvalidEvent
-from streams.events import AWARD_KIND, Limits, decode_document, fingerprint, parse_timestamp
+from streams.events import (
+    AWARD_KIND,
+    AWARD_SOURCE,
+    Limits,
+    decode_document,
+    fingerprint,
+    parse_timestamp,
+)
 from streams.policies import DEFAULT_MAX_CHANGES_PER_30_DAYS, Policies, to_us
 
 NS_GRANT = uuid.uuid5(uuid.NAMESPACE_URL, "https://xp-streams.example/grant")
@@ -448,7 +455,7 @@ def _claim(state: GrantState, claim: Claim, t: int,
     award = {
         "id": award_id, "student_id": claim.student_id, "kind": AWARD_KIND, "delta": xp,
         "created_at": iso(t),
-        "metadata": {"source": "grant:daily_login", "reward_day_id": day.isoformat(),
+        "metadata": {"source": AWARD_SOURCE, "reward_day_id": day.isoformat(),
                      "reward_tz": state.reward_tz, "streak_day": c, "grace_consumed": consumed,
                      "policy_id": POLICY_ID, "policy_version": version.version,
                      "season_id": season, "claim_id": claim.id, "tzdata": tzdata_version()},

@@ -6,13 +6,14 @@ milestones +50 at 7 and +200 at 30; cap 100). XP by streak day: 1-2 = 10, 3-6 = 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
 
-from streams.events import decode_record, schema_validator
+from streams.errors import InvalidEvent
+from streams.events import Limits, decode_record, schema_validator
 from streams.grant.decide import (
     NS_GRANT,
     Claim,
@@ -360,7 +361,6 @@ def test_a_claim_timed_near_year_9999_is_refused_as_invalid_not_a_crash(when: da
     """A broker that accepts any record time (Kafka 3.x) passes a claim stamped 9999: decoding
     refuses it (the worker dead-letters it) instead of ``decide`` raising ``OverflowError`` and
     halting the partition."""
-    from streams.errors import InvalidEvent
     from streams.grant.decide import decode_claim
 
     student = str(uuid.uuid4())
@@ -426,7 +426,6 @@ def test_a_claim_whose_client_time_is_no_instant_is_dead_lettered(client_time: s
     """The schema's pattern lets a leap second or month 13 through; the clock-skew hint's
     parse raised ValueError in decide: the worker exited on the same claim after every
     restart (found by the hostile-input campaign). Now ``bad_timestamp``, decided never."""
-    from streams.errors import InvalidEvent
     from streams.grant.decide import decode_claim
 
     student = str(uuid.uuid4())
@@ -436,3 +435,26 @@ def test_a_claim_whose_client_time_is_no_instant_is_dead_lettered(client_time: s
     with pytest.raises(InvalidEvent) as info:
         decode_claim(student.encode(), value, 65536, 1_780_000_000_000, 0, 0)
     assert info.value.reason == "bad_timestamp"
+
+
+def test_an_award_decided_long_after_its_claim_is_a_valid_xp_event() -> None:
+    """An award carries its claim's record time as created_at and is emitted (record time:
+    now) when the claim is decided. A claim stamped 400 days ago made an award the XP stream
+    dead-lettered as timestamp_out_of_range: xp_awards held the award, the learner's total
+    and the ledger did not (found by the hostile-input campaign)."""
+    pol = Policies()
+    pol.add(PolicyVersion("daily_login", 1, datetime(2000, 1, 1).date(), P))
+    u = Student("Europe/Stockholm", pol)
+    when = datetime.now(UTC) - timedelta(days=400)
+    claim = Claim.from_json({"type": "daily_login_claim", "id": str(uuid.uuid4()),
+                             "student_id": u.id, "client_tz": "UTC"}, to_us(when) // 1000)
+    decision = decide(u.state, claim, u.policies)
+    assert decision.award is not None
+    (event,) = decode_record(u.id.encode(), decision.award, Limits(), (0, 1),
+                             datetime.now(UTC).timestamp())
+    assert event.delta == 10
+    forged = {**orjson.loads(decision.award), "metadata": {"source": "a game server"}}
+    with pytest.raises(InvalidEvent) as info:  # only the grant stream's awards are exempt
+        decode_record(u.id.encode(), orjson.dumps(forged), Limits(), (0, 1),
+                      datetime.now(UTC).timestamp())
+    assert info.value.reason == "timestamp_out_of_range"
