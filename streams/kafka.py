@@ -372,12 +372,23 @@ def changelog_specs(settings: Settings) -> list[TopicSpec]:
                       settings.topic_partitions, COMPACT) for t in topics.WORKER_TABLES]
 
 
+KEEP_FOREVER = (("retention.ms", "-1"),)
+"""Claims and outcomes are kept for good: ``replay-grants`` and the changelog audit decide
+every claim again from offset 0. With the broker's default (7 days) a segment whose records
+carry old timestamps (a claim stamped a month ago rolls its segment at the next append) was
+deleted within minutes, and the replay, missing a partition's first claims, reported
+differences the worker had not made (found by the hostile-input campaign)."""
+
+
 def grant_specs(settings: Settings) -> list[TopicSpec]:
     """The grant stream's topics: claims, their DLQ and the outcomes with ``topic_partitions``
-    each (claims and XP events are co-partitioned by student), the policies with one
-    partition, compacted (docs/design.md, "Grants")."""
-    return [*(TopicSpec(n, settings.topic_partitions) for n in (
-                settings.claims_topic, settings.claims_dlq_topic, settings.outcomes_topic)),
+    each (claims and XP events are co-partitioned by student), claims and outcomes kept for
+    good (:data:`KEEP_FOREVER`), the policies with one partition, compacted (docs/design.md,
+    "Grants")."""
+    n = settings.topic_partitions
+    return [TopicSpec(settings.claims_topic, n, KEEP_FOREVER),
+            TopicSpec(settings.claims_dlq_topic, n),
+            TopicSpec(settings.outcomes_topic, n, KEEP_FOREVER),
             TopicSpec(settings.policies_topic, 1, COMPACT)]
 
 

@@ -1,4 +1,4 @@
-"""The harness's commands: ``streams loadgen``, ``demo``, ``bench``, ``chaos``
+"""The harness's commands: ``streams loadgen``, ``demo``, ``bench``, ``chaos``, ``hostile``
 (:mod:`streams.lab`)."""
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--storm-repeats", default=100, show_default=True, type=click.IntRange(1),
               help="How often duplicate-storm resends its 1,000 records.")
 @click.option("--poison", default=2000, show_default=True, type=click.IntRange(10),
-              help="Invalid records of one poison-burst.")
+              help="Hostile records (streams hostile's XP cases) of one poison-burst.")
 @click.option("--broker-restart-command",
               help="Shell command that restarts a durable broker (for the broker-restart fault).")
 @click.option("--local", is_flag=True,
@@ -258,3 +258,65 @@ def chaos(events: int, students: int, partitions: int, workers: int, rate: int, 
     else:
         console.print(f"logs kept in {workdir}")
     sys.exit(0 if report.ok else 2 if report.broker_limit else 1)
+
+
+@main.command()
+@click.option("--records", default=100_000, show_default=True, type=click.IntRange(100),
+              help="Records of the campaign over the XP, action, claims and policies topics.")
+@click.option("--seed", default=1, show_default=True, type=int, help="Seeds the generators.")
+@click.option("--partitions", default=4, show_default=True, type=click.IntRange(1),
+              help="Partitions of the campaign's topics.")
+@click.option("--timeout", "timeout_s", default=600.0, show_default=True,
+              type=click.FloatRange(10), help="Seconds every group has to reach lag 0 (a "
+                                              "group still behind then is a stall).")
+@click.option("--local", is_flag=True,
+              help="Run on a throwaway local stack instead of the configured servers.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report to this file as JSON.")
+def hostile(records: int, seed: int, partitions: int, timeout_s: float, local: bool,
+            json_out: Path | None) -> None:
+    """Send a seeded campaign of hostile input through every stream and check that each record
+    was decided or dead-lettered with its reason (exit 0: all held; 1: a check failed)."""
+    from rich.console import Console
+
+    from streams.dev.procs import interrupt_on_sigterm
+    from streams.dev.stack import LocalStack, default_base_dir
+    from streams.lab.hostile import Campaign, Report, render
+
+    setup_logging("WARNING")
+    quiet_clients()
+    interrupt_on_sigterm()
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    workdir = Path(tempfile.mkdtemp(prefix="xp-hostile-"))
+
+    def run(settings: Settings) -> Report:
+        return Campaign(settings.with_(topic_partitions=partitions), records, seed, workdir,
+                        timeout_s, say=console.print).run()
+
+    try:
+        if local:
+            stack = LocalStack(default_base_dir(), settings=Settings(topic_partitions=partitions))
+            try:
+                report = run(stack.start())
+            finally:
+                stack.stop()
+        else:
+            report = run(load_settings())
+    except KeyboardInterrupt:
+        console.print(f"interrupted; logs kept in {workdir}")
+        sys.exit(130)
+    console.print(render(report))
+    if json_out is not None:
+        json_out.write_bytes(report.to_json())
+    for problem in report.problems:
+        console.print(f"[red]FAILED[/] {problem}")
+    for record in report.differing:
+        console.print(f"  {record}")
+    if report.ok:
+        console.print("[green]every record decided or dead-lettered as expected[/]: 0 exits, "
+                      "0 stalls, totals = SUM(ledger), nothing refused by PostgreSQL, the "
+                      "changelog audit clean")
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        console.print(f"logs kept in {workdir}")
+    sys.exit(0 if report.ok else 1)

@@ -99,6 +99,8 @@ class Scratch:
             finally:
                 await admin.close()
 
+        if not self.topics:
+            return
         try:
             asyncio.run(delete())
         except Exception as exc:  # noqa: BLE001 - report, the run's figures are still good

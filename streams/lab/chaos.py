@@ -18,7 +18,10 @@ every ``--fault-interval`` seconds (the schedule cycles through the faults in a 
   guarantee 6), with each process's peak RSS over the outage (backpressure);
   ``pg-terminate``: every client connection terminated while a write runs (6);
 - ``duplicate-storm``: 1,000 already published valid records resent ``--storm-repeats`` times
-  (guarantee 2); ``poison-burst``: ``--poison`` invalid records of every DLQ reason (5);
+  (guarantee 2); ``poison-burst``: ``--poison`` hostile XP records the pipeline must
+  dead-letter, drawn from ``streams hostile``'s generators (:func:`streams.lab.hostile.poison`:
+  random bytes, deep JSON, numbers past 2^63, dates at the calendar's ends, bad keys, wrong
+  partitions, junk headers, values at the size limit...), each with its expected reason (5);
 - ``claim-storm``: 100 new learners each claim their daily login 5 times at one instant (one
   claim id sent by 3 producers, another id twice), and a worker is killed -9 half way: each
   learner must get exactly one award (one ledger row, total = the award's XP);
@@ -56,7 +59,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,6 +76,7 @@ from streams.dev.scratch import Scratch
 from streams.dev.stack import LocalStack, PipelineProcess
 from streams.errors import InvalidEvent
 from streams.events import decode_record
+from streams.lab import hostile
 from streams.lab.loadgen import (
     CLAIM_POLICY,
     CLAIM_POLICY_PUBLISHED_MS,
@@ -592,15 +596,15 @@ class Chaos:
                 f"{victim} killed -9 half way, restarted after {pause:.1f} s")
 
     def fault_poison_burst(self) -> str:
-        spec = LoadSpec(events=self.poison, students=100, invalid_ratio=1.0, duplicate_ratio=0.0,
-                        conflict_ratio=0.0, seed=self.rng.randrange(1 << 30),
-                        max_record_bytes=self.spec.max_record_bytes)
-        records, expected = generate(spec)
-        self.publish_now(records)
+        burst = hostile.poison(self.poison, self.rng.randrange(1 << 30), self.settings)
+        accepted, _ = asyncio.run(hostile.publish(self.settings, [r for r, _ in burst]))
+        taken = {id(r) for r, _ in accepted}
+        reasons = Counter(reason for r, reason in burst if id(r) in taken)
         with self.lock:
-            merge(self.expected, expected)
-            self.report.records_published += len(records)
-        return f"{sum(expected.invalid.values()):,} invalid records published ({expected.invalid})"
+            merge(self.expected, Expected(records=len(accepted), invalid=dict(reasons)))
+            self.report.records_published += len(accepted)
+        return (f"{len(accepted):,} hostile records the pipeline must dead-letter published "
+                f"(streams hostile's XP cases: {dict(reasons.most_common())})")
 
     def fault_broker_restart(self) -> str:
         before = asyncio.run(kafka.high_watermarks(self.settings, self.settings.xp_topic))

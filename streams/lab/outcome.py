@@ -89,7 +89,7 @@ def read_action_outcome(settings: Settings, expected: ActionExpected) -> ActionO
     out.ledger_rows, out.progress_rows = len(ids), len(rows)
     got = {(str(p), v): [step, skipped] for p, v, step, skipped in rows}
     want = {k: list(v) for k, v in expected.progress.items()}
-    out.dlq = sum(asyncio.run(count_dlq(settings.with_(xp_topic=settings.action_topic))).values())
+    out.dlq = sum(asyncio.run(count_dlq(settings, topic=settings.action_dlq_topic)).values())
     if ids != expected.ids:
         out.problems.append(f"action ledger: {len(ids - expected.ids)} unexpected, "
                             f"{len(expected.ids - ids)} missing events")

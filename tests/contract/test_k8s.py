@@ -248,7 +248,8 @@ def test_strimzi_topics_are_the_pipelines_topics() -> None:
     for name, spec in specs.items():
         assert declared[name]["partitions"] == spec.partitions, name
         assert declared[name]["replicas"] == replicas, name
-        assert dict(spec.configs).items() <= declared[name]["config"].items(), name
+        config = {k: str(v) for k, v in declared[name]["config"].items()}  # YAML ints
+        assert dict(spec.configs).items() <= config.items(), name
     users = of_kind(objs, "KafkaUser")
     assert [u["metadata"]["name"] for u in users] == [settings_env(objs)["KAFKA_SASL_USERNAME"]]
     assert not [j for j in of_kind(objs, "Job") if container(j)["args"] == ["create-topics"]]

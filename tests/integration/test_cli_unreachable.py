@@ -52,6 +52,7 @@ def arguments(tmp: Path, database_url: str) -> dict[str, tuple[list[str], set[st
         "claim": ([STUDENT, "--tz", "Europe/Stockholm"], {"broker"}),
         "compare-xp": (["--source-url", database_url], {"db"}),
         "create-topics": ([], {"broker"}),
+        "hostile": (["--records", "100"], both),
         "loadgen": (["--events", "10", "--students", "2", "--expected",
                      str(tmp / "expected.json")], {"broker"}),
         "migrate": ([], {"db"}),
