@@ -129,6 +129,50 @@ class _Gen:
         return (text + zone).replace("T", self.rng.choice("Tt"))
 
 
+@dataclass(frozen=True)
+class _Stream:
+    """How one input topic's valid records look: the case families every topic shares
+    (:func:`_valid`, :func:`_again`) are built from it."""
+
+    topic: str
+    owner: str
+    """The field the record key must equal."""
+    make_doc: Callable[[_Gen], dict[str, Any]]
+    sent: Callable[[_Gen], list[dict[str, Any]]]
+    """The valid documents sent so far (resends pick from them)."""
+    changed: Callable[[dict[str, Any]], dict[str, Any]]
+    """The same event with other content (a conflict)."""
+    stamp: Callable[[_Gen], int | None] = lambda g: None
+    """The record time of a valid record (None: now)."""
+
+
+def _valid(t: _Stream) -> Callable[[_Gen], HostileRecord]:
+    def make(g: _Gen) -> HostileRecord:
+        doc = t.make_doc(g)
+        t.sent(g).append(doc)
+        return g.record(t.topic, "valid", doc[t.owner].encode(), orjson.dumps(doc),
+                        timestamp_ms=t.stamp(g))
+    return make
+
+
+def _again(t: _Stream, case: str) -> Callable[[_Gen], HostileRecord]:
+    """An earlier valid document sent again: unchanged (``duplicate``), with other content
+    (``conflict``) or for another owner (``id of another owner``: a second event)."""
+    def make(g: _Gen) -> HostileRecord:
+        sent = t.sent(g)
+        if not sent:
+            _valid(t)(g)
+        doc = g.rng.choice(sent)
+        if case == "conflict":
+            doc = t.changed(doc)
+        elif case == "id of another owner":
+            doc = {**doc, t.owner: g.student()}
+            sent.append(doc)
+        return g.record(t.topic, case, doc[t.owner].encode(), orjson.dumps(doc),
+                        timestamp_ms=t.stamp(g))
+    return make
+
+
 # -- XP topic ---------------------------------------------------------------------------------
 
 GAME_KINDS = ("typing", "choice", "quiz", "memory")
@@ -145,46 +189,11 @@ def _xp_doc(g: _Gen, student: str | None = None) -> dict[str, Any]:
     return doc
 
 
-def _xp_valid(g: _Gen) -> HostileRecord:
-    doc = _xp_doc(g)
-    g.xp_sent.append(doc)
-    return g.record("xp", "valid", doc["student_id"].encode(), orjson.dumps(doc))
-
-
 def _xp_batch(g: _Gen) -> HostileRecord:
     student = g.student()
     docs = [_xp_doc(g, student) for _ in range(g.rng.randint(2, 20))]
     g.xp_sent.extend(docs)
     return g.record("xp", "valid batch", student.encode(), orjson.dumps(docs))
-
-
-def _earlier(g: _Gen, sent: list[dict[str, Any]], make: Callable[[_Gen], HostileRecord]
-             ) -> dict[str, Any] | None:
-    if not sent:
-        make(g)
-    return g.rng.choice(sent) if sent else None
-
-
-def _xp_duplicate(g: _Gen) -> HostileRecord:
-    doc = _earlier(g, g.xp_sent, _xp_valid)
-    assert doc is not None
-    return g.record("xp", "duplicate", doc["student_id"].encode(), orjson.dumps(doc))
-
-
-def _xp_conflict(g: _Gen) -> HostileRecord:
-    doc = _earlier(g, g.xp_sent, _xp_valid)
-    assert doc is not None
-    other = {**doc, "delta": doc["delta"] + 1}
-    return g.record("xp", "conflict", doc["student_id"].encode(), orjson.dumps(other))
-
-
-def _xp_shared_id(g: _Gen) -> HostileRecord:
-    doc = _earlier(g, g.xp_sent, _xp_valid)
-    assert doc is not None
-    other = {**doc, "student_id": g.student()}
-    g.xp_sent.append(other)
-    return g.record("xp", "id of another student", other["student_id"].encode(),
-                    orjson.dumps(other))
 
 
 def _xp_extreme_delta(g: _Gen) -> HostileRecord:
@@ -411,34 +420,6 @@ def _action_doc(g: _Gen, profile: str | None = None) -> dict[str, Any]:
     return doc
 
 
-def _action_valid(g: _Gen) -> HostileRecord:
-    doc = _action_doc(g)
-    g.actions_sent.append(doc)
-    return g.record("actions", "valid", doc["profile_id"].encode(), orjson.dumps(doc))
-
-
-def _action_duplicate(g: _Gen) -> HostileRecord:
-    doc = _earlier(g, g.actions_sent, _action_valid)
-    assert doc is not None
-    return g.record("actions", "duplicate", doc["profile_id"].encode(), orjson.dumps(doc))
-
-
-def _action_conflict(g: _Gen) -> HostileRecord:
-    doc = _earlier(g, g.actions_sent, _action_valid)
-    assert doc is not None
-    return g.record("actions", "conflict", doc["profile_id"].encode(),
-                    orjson.dumps({**doc, "source": "feed"}))
-
-
-def _action_shared_id(g: _Gen) -> HostileRecord:
-    doc = _earlier(g, g.actions_sent, _action_valid)
-    assert doc is not None
-    other = {**doc, "profile_id": g.student()}
-    g.actions_sent.append(other)
-    return g.record("actions", "id of another profile", other["profile_id"].encode(),
-                    orjson.dumps(other))
-
-
 # -- claims topic -----------------------------------------------------------------------------
 
 ZONES = ("Europe/Stockholm", "America/New_York", "Asia/Kolkata", "Pacific/Kiritimati",
@@ -461,26 +442,6 @@ def _claim_doc(g: _Gen, student: str | None = None) -> dict[str, Any]:
 
 def _claim_at(g: _Gen) -> int:
     return g.now_ms - g.rng.randint(0, 30 * 86_400_000)
-
-
-def _claim_valid(g: _Gen) -> HostileRecord:
-    doc = _claim_doc(g)
-    g.claims_sent.append(doc)
-    return g.record("claims", "valid", doc["student_id"].encode(), orjson.dumps(doc),
-                    timestamp_ms=_claim_at(g))
-
-
-def _claim_again(case: str) -> Callable[[_Gen], HostileRecord]:
-    def make(g: _Gen) -> HostileRecord:
-        doc = _earlier(g, g.claims_sent, _claim_valid)
-        assert doc is not None
-        if case == "conflict":
-            doc = {**doc, "client_tz": "Asia/Tokyo"}
-        elif case == "id of another student":
-            doc = {**doc, "student_id": g.student()}
-        return g.record("claims", case, doc["student_id"].encode(), orjson.dumps(doc),
-                        timestamp_ms=_claim_at(g))
-    return make
 
 
 def _claim_zone(g: _Gen) -> HostileRecord:
@@ -561,6 +522,14 @@ def _policies(g: _Gen) -> list[HostileRecord]:
     return out
 
 
+XP = _Stream("xp", "student_id", lambda g: _xp_doc(g), lambda g: g.xp_sent,
+             lambda doc: {**doc, "delta": doc["delta"] + 1})
+ACTIONS = _Stream("actions", "profile_id", lambda g: _action_doc(g), lambda g: g.actions_sent,
+                  lambda doc: {**doc, "source": "feed"})
+CLAIMS = _Stream("claims", "student_id", lambda g: _claim_doc(g), lambda g: g.claims_sent,
+                 lambda doc: {**doc, "client_tz": "Asia/Tokyo"}, lambda g: _claim_at(g))
+
+
 def _cases() -> dict[str, list[tuple[Callable[[_Gen], HostileRecord], float]]]:
     """Per topic, the generator cases and their weights."""
     def hostile(topic: str, make_doc: Callable[[_Gen], dict[str, Any]], owner: str,
@@ -582,17 +551,18 @@ def _cases() -> dict[str, list[tuple[Callable[[_Gen], HostileRecord], float]]]:
         return f
 
     return {
-        "xp": [(_xp_valid, 45), (_xp_batch, 3), (_xp_duplicate, 6), (_xp_conflict, 1),
-               (_xp_shared_id, 2), (_xp_extreme_delta, 0.5),
+        "xp": [(_valid(XP), 45), (_xp_batch, 3), (_again(XP, "duplicate"), 6),
+               (_again(XP, "conflict"), 1), (_again(XP, "id of another owner"), 2),
+               (_xp_extreme_delta, 0.5),
                (_record_time("xp", _xp_doc, "student_id"), 1),
                *hostile("xp", _xp_doc, "student_id", ("delta",), "created_at", None, same)],
-        "actions": [(_action_valid, 45), (_action_duplicate, 6), (_action_conflict, 1),
-                    (_action_shared_id, 2),
+        "actions": [(_valid(ACTIONS), 45), (_again(ACTIONS, "duplicate"), 6),
+                    (_again(ACTIONS, "conflict"), 1), (_again(ACTIONS, "id of another owner"), 2),
                     (_record_time("actions", _action_doc, "profile_id"), 1),
                     *hostile("actions", _action_doc, "profile_id", ("duration",),
                              "selected_at", None, same)],
-        "claims": [(_claim_valid, 40), (_claim_again("duplicate"), 6),
-                   (_claim_again("conflict"), 1), (_claim_again("id of another student"), 2),
+        "claims": [(_valid(CLAIMS), 40), (_again(CLAIMS, "duplicate"), 6),
+                   (_again(CLAIMS, "conflict"), 1), (_again(CLAIMS, "id of another owner"), 2),
                    (_claim_zone, 8), (_claim_time, 3),
                    *hostile("claims", _claim_doc, "student_id", ("client_tz", "client_time"),
                             "client_time", None, _with_claim_time)],
