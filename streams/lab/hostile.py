@@ -34,7 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import orjson
 from aiokafka.errors import KafkaError
@@ -52,7 +53,7 @@ from streams.events import Limits, decode_action, decode_record, partition_for
 from streams.grant.decide import IN_FUTURE, decode_claim
 from streams.lab.loadgen import CLAIM_POLICY, CLAIM_POLICY_PUBLISHED_MS
 from streams.policies import Policies
-from streams.policy_feed import apply, refusal
+from streams.policy_feed import apply, judge
 from streams.settings import Settings
 
 TOPICS = ("xp", "actions", "claims", "policies")
@@ -678,21 +679,16 @@ def expect(accepted: list[tuple[HostileRecord, int]], settings: Settings, now_s:
 
 
 def _policy_result(r: HostileRecord, settings: Settings, policies: Policies) -> str:
-    """``applied`` or the refusal's kind, as the grant stream's policy feed counts it."""
-    if r.value is None:
+    """``applied``, ``tombstone`` or the refusal's kind, as the grant stream's policy feed
+    counts it (its own :func:`streams.policy_feed.judge`)."""
+    seen = SimpleNamespace(value=r.value, timestamp=r.timestamp_ms)  # what judge reads
+    value, why = judge(cast(Any, seen), settings.policy_min_lead_seconds, policies)
+    if why is not None:
+        return why.split(":", 1)[0]
+    if value is None:
         return "tombstone"
-    try:
-        value = orjson.loads(r.value)
-    except orjson.JSONDecodeError:
-        return "bad_json"
-    if not isinstance(value, dict):
-        return "schema"
-    at = datetime.fromtimestamp(r.timestamp_ms / 1000, UTC)
-    why = refusal(value, at, settings.policy_min_lead_seconds, policies)
-    if why is None:
-        apply(value, policies)
-        return "applied"
-    return why.split(":", 1)[0]
+    apply(value, policies)
+    return "applied"
 
 
 # -- the run ----------------------------------------------------------------------------------
