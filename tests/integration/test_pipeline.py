@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -44,6 +45,17 @@ def sigterm_disposition(pid: int) -> str:
     if int(fields["SigIgn"], 16) & bit:
         return "ignored"
     return "caught" if int(fields["SigCgt"], 16) & bit else "default"
+
+
+def stacks_of(pid: int) -> str:
+    """The Python stacks of every thread of process ``pid`` (py-spy), to tell why it has not
+    exited: a test's own evidence when a process hangs, taken before it is killed."""
+    try:
+        dump = subprocess.run([str(Path(sys.executable).parent / "py-spy"), "dump", "--pid",
+                               str(pid)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"py-spy failed: {exc!r}"
+    return dump.stdout + dump.stderr
 
 
 def ledger_rows(pipeline: Pipeline) -> int:
@@ -158,9 +170,16 @@ def test_sigterm_mid_workload_commits_what_was_written_and_exits_0(pipeline: Pip
         assert p.proc is not None
         p.proc.send_signal(signal.SIGTERM)
     started = time.monotonic()
-    codes = {p.command: p.stop(timeout_s=30) for p in procs}  # SIGKILL after 30 s: code -9
+    hung: dict[str, str] = {}
+    for p in procs:
+        assert p.proc is not None
+        try:
+            p.proc.wait(max(0.0, started + 30 - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            hung[p.command] = stacks_of(p.proc.pid)
+    codes = {p.command: p.stop(timeout_s=0) for p in procs}  # SIGKILL after 30 s: code -9
     assert codes == {"worker": 0, "totals-writer": 0, "sink": 0}, (codes, dispositions, {
-        name: pipeline.logs(name)[-3000:] for name, code in codes.items() if code != 0})
+        name: pipeline.logs(name)[-3000:] for name, code in codes.items() if code != 0}, hung)
     assert time.monotonic() - started < 30
     assert ledger_rows(pipeline) < expected.valid_unique, "stopped too late to prove anything"
 

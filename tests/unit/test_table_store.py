@@ -1,0 +1,72 @@
+"""The worker's table store holds each partition's keys apart, on RocksDB and on the memory
+store, through the reader's writes and through Faust's own changelog recovery: one key may
+live in two partitions (a claim id two students' clients both used), and each partition must
+read its own value (docs/design.md, "Fold worker: checkpoints")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+from streams.dedupe import Sighting, encode_sighting
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.worker import faust_internals
+from streams.worker.app import create_app
+from streams.xp.stream import XpStream
+
+STORES = ["rocksdb://", "memory://"]
+KEY = b"claim-id-of-two-students"
+
+
+def _table(tmp_path: Path, store: str) -> Any:
+    settings = Settings().with_(table_store=store, data_dir=str(tmp_path), topic_partitions=2)
+    faust_internals.patch_all(settings)
+    return XpStream(create_app(settings), settings, Metrics()).seen.table
+
+
+def _value(partition: int) -> bytes:
+    return encode_sighting(Sighting(bytes([partition]), partition, 7, 1.0, 1.0))
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_one_key_in_two_partitions_keeps_two_values(tmp_path: Path, store: str) -> None:
+    table = _table(tmp_path, store)
+    for p in (0, 1):
+        faust_internals.store_write(table, p, {KEY: _value(p)}, 1)
+    assert [faust_internals.store_get(table, p, KEY) for p in (0, 1)] == [_value(0), _value(1)]
+    assert [faust_internals.store_slice(table, p, None, 10) for p in (0, 1)] == [
+        [(KEY, _value(0))], [(KEY, _value(1))]]
+    faust_internals.store_write(table, 0, {KEY: None}, 2)
+    assert faust_internals.store_get(table, 0, KEY) is None
+    assert faust_internals.store_get(table, 1, KEY) == _value(1)
+    assert faust_internals.store_slice(table, 0, None, 10) == []
+
+
+class _Message(NamedTuple):
+    partition: int
+    value: bytes | None
+
+
+class _Event(NamedTuple):
+    message: _Message
+    key: bytes
+    value: bytes | None
+
+
+@pytest.mark.asyncio
+async def test_memory_recovery_keeps_partitions_apart(tmp_path: Path) -> None:
+    """Faust's recovery applies changelog records of both partitions; the store then answers
+    per partition, and a recovery that ends with partition 1 alone drops partition 0's keys."""
+    from faust.types import TP
+
+    table = _table(tmp_path, "memory://")
+    store = table.data
+    store.apply_changelog_batch([_Event(_Message(p, _value(p)), KEY, _value(p)) for p in (0, 1)],
+                                to_key=lambda k: k, to_value=lambda v: v)
+    assert [faust_internals.store_get(table, p, KEY) for p in (0, 1)] == [_value(0), _value(1)]
+    await store.on_recovery_completed({TP(table.changelog_topic.get_topic_name(), 1)}, set())
+    assert faust_internals.store_get(table, 0, KEY) is None
+    assert faust_internals.store_get(table, 1, KEY) == _value(1)
