@@ -453,8 +453,3 @@ def decode_document(schema: str, key_field: str, key: bytes | None, value: bytes
     _check_key(key, doc[key_field].lower(), key_field, position)
     result: dict[str, Any] = doc
     return result
-
-
-def encode_xp(event: dict[str, Any]) -> bytes:
-    """Serialise an event dict to the wire form (orjson); the inverse of :func:`decode_xp`."""
-    return orjson.dumps(event)

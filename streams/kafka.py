@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -33,9 +32,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from streams import topics
+from streams import topology
 from streams.errors import BrokerUnavailable, ConfigError
-from streams.settings import Settings
+from streams.settings import Settings, variable
 
 T = TypeVar("T")
 
@@ -53,9 +52,8 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
         "security_protocol": settings.kafka_security_protocol,
     }
     if settings.kafka_security_protocol in {"SSL", "SASL_SSL"}:
-        for name, path in (("KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile),
-                           ("KAFKA_SSL_CERTFILE", settings.kafka_ssl_certfile),
-                           ("KAFKA_SSL_KEYFILE", settings.kafka_ssl_keyfile)):
+        for field in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            name, path = variable(field).name, getattr(settings, field)
             if path and not os.access(path, os.R_OK):
                 raise ConfigError(f"{name} {path}: "
                                   f"{'cannot be read' if os.path.exists(path) else 'no such file'}")
@@ -352,59 +350,10 @@ async def with_admin(settings: Settings,
     raise AssertionError("unreachable: AsyncRetrying reraises")  # pragma: no cover
 
 
-@dataclass(frozen=True)
-class TopicSpec:
-    """One topic of the pipeline as :func:`pipeline_topics` creates it (and as the Strimzi
-    ``KafkaTopic`` resources of ``deploy/k8s`` declare it: a contract test compares them)."""
-
-    name: str
-    partitions: int
-    configs: tuple[tuple[str, str], ...] = ()
-    """Topic configs, e.g. ``(("cleanup.policy", "compact"),)``."""
-
-
-COMPACT = (("cleanup.policy", "compact"),)
-
-
-def changelog_specs(settings: Settings) -> list[TopicSpec]:
-    """The worker's table changelogs: compacted, ``topic_partitions`` each."""
-    return [TopicSpec(topics.changelog_topic(settings.worker_group, t),
-                      settings.topic_partitions, COMPACT) for t in topics.WORKER_TABLES]
-
-
-KEEP_FOREVER = (("retention.ms", "-1"),)
-"""Claims and outcomes are kept for good: ``replay-grants`` and the changelog audit decide
-every claim again from offset 0. With the broker's default (7 days) a segment whose records
-carry old timestamps (a claim stamped a month ago rolls its segment at the next append) was
-deleted within minutes, and the replay, missing a partition's first claims, reported
-differences the worker had not made (found by the hostile-input campaign)."""
-
-
-def grant_specs(settings: Settings) -> list[TopicSpec]:
-    """The grant stream's topics: claims, their DLQ and the outcomes with ``topic_partitions``
-    each (claims and XP events are co-partitioned by student), claims and outcomes kept for
-    good (:data:`KEEP_FOREVER`), the policies with one partition, compacted (docs/design.md,
-    "Grants")."""
-    n = settings.topic_partitions
-    return [TopicSpec(settings.claims_topic, n, KEEP_FOREVER),
-            TopicSpec(settings.claims_dlq_topic, n),
-            TopicSpec(settings.outcomes_topic, n, KEEP_FOREVER),
-            TopicSpec(settings.policies_topic, 1, COMPACT)]
-
-
-def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic of the pipeline: the input topics (XP, action events) and their DLQs, the
-    sinks' DLQ, the grant stream's topics, the worker's table changelogs."""
-    inputs = (settings.xp_topic, settings.dlq_topic, settings.action_topic,
-              settings.action_dlq_topic, settings.sink_dlq_topic)
-    return ([TopicSpec(n, settings.topic_partitions) for n in inputs]
-            + grant_specs(settings) + changelog_specs(settings))
-
-
-async def create_missing(settings: Settings, specs: Iterable[TopicSpec]) -> None:
+async def create_missing(settings: Settings, specs: Iterable[topology.TopicSpec]) -> None:
     """Create the topics of ``specs`` that do not exist (with
     ``settings.topic_replication_factor`` replicas); existing topics are left as they are."""
-    groups: dict[int, list[TopicSpec]] = {}
+    groups: dict[int, list[topology.TopicSpec]] = {}
     for spec in specs:
         groups.setdefault(spec.partitions, []).append(spec)
     for partitions, group in groups.items():
@@ -413,25 +362,26 @@ async def create_missing(settings: Settings, specs: Iterable[TopicSpec]) -> None
 
 
 async def changelog_topics(settings: Settings) -> None:
-    """Create the worker's table changelogs (:func:`changelog_specs`) when they do not exist.
-    The worker calls it before Faust starts: Faust itself declares no topic (docs/design.md,
-    "Local stack"), because its declaration asks the node the metadata names as controller
-    and crashes the worker when that node is down."""
-    await create_missing(settings, changelog_specs(settings))
+    """Create the worker's table changelogs (:func:`streams.topology.changelog_specs`) when
+    they do not exist. The worker calls it before Faust starts: Faust itself declares no topic
+    (docs/design.md, "Local stack"), because its declaration asks the node the metadata names
+    as controller and crashes the worker when that node is down."""
+    await create_missing(settings, topology.changelog_specs(settings))
 
 
 async def pipeline_topics(settings: Settings) -> None:
-    """Create every topic of the pipeline (:func:`topic_specs`) that does not exist. Creating
-    the changelogs here, not on first use, keeps a consumer that reads one before the worker
-    writes it from having the broker auto-create it with the wrong partition count."""
-    await create_missing(settings, topic_specs(settings))
+    """Create every topic of the pipeline (:func:`streams.topology.topic_specs`) that does
+    not exist. Creating the changelogs here, not on first use, keeps a consumer that reads one
+    before the worker writes it from having the broker auto-create it with the wrong
+    partition count."""
+    await create_missing(settings, topology.topic_specs(settings))
 
 
 async def grant_topics(settings: Settings) -> None:
-    """Create the grant stream's topics (:func:`grant_specs`) when they do not exist. The
-    worker calls it before it starts, as it does for its changelogs: its reader is assigned
-    every source topic of the topology."""
-    await create_missing(settings, grant_specs(settings))
+    """Create the grant stream's topics (:func:`streams.topology.grant_specs`) when they do
+    not exist. The worker calls it before it starts, as it does for its changelogs: its reader
+    is assigned every source topic of the topology."""
+    await create_missing(settings, topology.grant_specs(settings))
 
 
 async def topic_exists(settings: Settings, topic: str) -> bool:

@@ -43,7 +43,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from psycopg.pq import TransactionStatus
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from streams import kafka
+from streams import kafka, topology
 from streams.db.connect import aconnect, mapped_errors
 from streams.db.queries import query
 from streams.errors import DatabaseUnavailable, InvalidEvent
@@ -543,7 +543,7 @@ class PostgresSink:
         topic = self.settings.sink_dlq_topic
         if self._dlq is None:
             await kafka.create_missing(self.settings, [
-                kafka.TopicSpec(topic, self.settings.topic_partitions)])
+                topology.TopicSpec(topic, self.settings.topic_partitions)])
             producer = kafka.producer(self.settings)
             await kafka.start(producer)
             self._dlq = producer

@@ -22,8 +22,9 @@ from typing import Any
 
 import orjson
 
-from streams import kafka, lag
+from streams import kafka, lag, topology
 from streams.db.connect import connect, mapped_errors
+from streams.db.queries import query
 from streams.dedupe import Sighting, Verdict, classify_within
 from streams.errors import BrokerUnavailable, InvalidEvent
 from streams.grant.decide import IN_FUTURE, GrantState, decide, decode_claim
@@ -175,7 +176,7 @@ async def replay_grants(settings: Settings, wait_s: float = 60.0,
     """
     s = settings
     result = GrantReplay()
-    result.caught_up = await lag.wait_past(s, [([s.award_group], s.outcomes_topic)], wait_s)
+    result.caught_up = await lag.wait_past(s, [topology.readers(s, s.outcomes_topic)], wait_s)
     replay = await replay_claims(s, on_progress)
     result.records, result.invalid = replay.records, dict(replay.invalid)
     result.outcomes, result.awards = len(replay.outcomes), len(replay.awards)
@@ -187,12 +188,10 @@ def _compare(s: Settings, outcomes: dict[str, bytes], awards: dict[str, tuple[An
              result: GrantReplay) -> None:
     with connect(s.database_url) as conn, mapped_errors(s.database_url):
         stored = {str(i): orjson.dumps(body, option=orjson.OPT_SORT_KEYS) for i, body in
-                  conn.execute("SELECT outcome_id, body FROM xp_claim_outcomes")}
+                  conn.execute(query("stored_outcomes"))}
         stored_awards = {
             str(r[0]): (str(r[1]), r[2].isoformat(), r[3], r[4], r[5], r[6], r[7], str(r[8]))
-            for r in conn.execute(
-                "SELECT award_id, user_id, reward_day_id, xp_awarded, streak_day, "
-                "policy_version, grace_consumed, season_id, claim_id FROM xp_awards")}
+            for r in conn.execute(query("stored_awards"))}
     result.outcomes_missing = sorted(set(outcomes) - set(stored))
     result.outcomes_extra = sorted(set(stored) - set(outcomes))
     result.outcomes_differing = sorted(i for i in set(outcomes) & set(stored)

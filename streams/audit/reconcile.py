@@ -29,7 +29,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
-from streams import lag
+from streams import lag, topology
 from streams.db.connect import connect, mapped_errors
 from streams.db.queries import query
 from streams.errors import StreamsError
@@ -122,8 +122,8 @@ async def wait_past(settings: Settings, timeout_s: float) -> bool:
         False when that did not happen within ``timeout_s`` seconds.
     """
     s = settings
-    return await lag.wait_past(s, [([s.worker_group, s.ledger_group], s.xp_topic),
-                                   ([s.totals_group], s.totals_changelog_topic)], timeout_s)
+    return await lag.wait_past(s, [topology.readers(s, s.xp_topic),
+                                   topology.readers(s, s.totals_changelog_topic)], timeout_s)
 
 
 def reconcile(settings: Settings, wait_s: float = 60.0, rounds: int = 3) -> Reconciliation:
@@ -174,7 +174,7 @@ def awards_unmatched(settings: Settings, wait_s: float) -> int:
         DatabaseUnavailable: the database cannot be reached.
     """
     return _count_twice(settings, "awards_vs_ledger", lambda: lag.wait_past(
-        settings, [([settings.ledger_group], settings.xp_topic)], wait_s))
+        settings, [topology.readers(settings, settings.xp_topic)], wait_s))
 
 
 def seasons_unmatched(settings: Settings, wait_s: float) -> int:

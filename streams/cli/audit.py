@@ -20,7 +20,7 @@ from streams.cli.base import (
     run_until_signal,
     setup_logging,
 )
-from streams.settings import Settings
+from streams.settings import LEGACY_DATABASE_URL, Settings, variable
 
 
 @main.command()
@@ -198,9 +198,9 @@ def rebuild_totals_cmd(users: tuple[str, ...], force: bool, as_json: bool) -> No
 def _legacy_options(command: Callable[..., None]) -> Callable[..., None]:
     """The options naming a legacy balance table (defaults: the legacy student_progress)."""
     options = [
-        click.option("--source-url", envvar="XP_LEGACY_DATABASE_URL",
-                     help="PostgreSQL URL of the legacy table [env XP_LEGACY_DATABASE_URL; "
-                          "default: DATABASE_URL]."),
+        click.option("--source-url", envvar=LEGACY_DATABASE_URL.name,
+                     help=f"PostgreSQL URL of the legacy table [env {LEGACY_DATABASE_URL.name}; "
+                          f"default: {variable('database_url').name}]."),
         click.option("--table", default="student_progress", show_default=True),
         click.option("--student-column", default="student_id", show_default=True),
         click.option("--points-column", default="total_points", show_default=True),

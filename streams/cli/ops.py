@@ -1,5 +1,5 @@
 """Operating the pipeline: ``streams monitor``, ``status``, ``publish``, ``migrate``,
-``create-topics``."""
+``create-topics``, ``settings``."""
 
 from __future__ import annotations
 
@@ -121,3 +121,25 @@ def create_topics() -> None:
     s = load_settings()
     asyncio.run(kafka.pipeline_topics(s))
     click.echo(f"topics ready for {s.xp_topic} ({s.topic_partitions} partitions)")
+
+
+@main.command("settings")
+@click.option("--markdown", is_flag=True,
+              help="Print the table of every variable (README.md's Settings) instead.")
+@click.option("--json", "as_json", is_flag=True, help="The effective settings as JSON.")
+def settings_cmd(markdown: bool, as_json: bool) -> None:
+    """Show the effective settings (from the environment; passwords redacted), one variable
+    per line."""
+    import orjson
+
+    from streams.settings import settings_table, variable
+
+    if markdown:
+        click.echo(settings_table(), nl=False)
+        return
+    described = load_settings().describe()
+    if as_json:
+        click.echo(orjson.dumps(described, option=orjson.OPT_INDENT_2).decode())
+        return
+    for name, value in described.items():
+        click.echo(f"{variable(name).name}={'' if value is None else value}")

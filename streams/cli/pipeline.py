@@ -1,7 +1,13 @@
-"""The pipeline's processes: ``streams worker``, the sinks built from the topology
-(docs/design.md, Data flow)."""
+"""The pipeline's processes: ``streams worker`` and the sinks, each built for its stage of
+the topology (docs/design.md, Data flow). Where the stream packages' classes meet the
+topology: :func:`writers` names each sink command's writer, :func:`fold_streams` the worker's
+stream of each source topic (a contract test checks both against
+:func:`streams.topology.stages`)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from streams.cli.base import (
     load_settings,
@@ -9,6 +15,40 @@ from streams.cli.base import (
     run_until_signal,
     setup_logging,
 )
+
+if TYPE_CHECKING:
+    from streams.metrics import Metrics
+    from streams.settings import Settings
+    from streams.sink import BatchWriter
+    from streams.worker.reader import StreamFactory
+
+
+def writers() -> dict[str, Callable[[Settings, Metrics], BatchWriter]]:
+    """Sink command -> the factory of its writer (``Writer.from_settings``). Imported when a
+    process starts, so ``streams --help`` stays quick."""
+    from streams.actions.ledger import ActionLedgerWriter
+    from streams.actions.progress import ProgressWriter
+    from streams.grant.awards import AwardWriter
+    from streams.grant.rules import RulesWriter
+    from streams.grant.streaks import GrantWriter
+    from streams.xp.ledger import LedgerWriter
+    from streams.xp.totals import TotalsWriter
+
+    return {"sink": LedgerWriter.from_settings, "totals-writer": TotalsWriter.from_settings,
+            "action-sink": ActionLedgerWriter.from_settings,
+            "progress-writer": ProgressWriter.from_settings,
+            "award-sink": AwardWriter.from_settings, "grant-writer": GrantWriter.from_settings,
+            "rules-sink": RulesWriter.from_settings}
+
+
+def fold_streams() -> list[StreamFactory]:
+    """The fold worker's streams, in the order of the topology's source topics (XP, actions,
+    claims)."""
+    from streams.actions.stream import ActionStream
+    from streams.grant.stream import GrantStream
+    from streams.xp.stream import XpStream
+
+    return [XpStream, ActionStream, GrantStream]
 
 
 @main.command()
@@ -22,7 +62,7 @@ def worker() -> None:
     settings = load_settings()
     metrics, health = Metrics(), Health()
     serve(settings.metrics_port, metrics.registry, health)
-    run(settings, metrics, health)
+    run(settings, metrics, fold_streams(), health)
 
 
 def _run_sink(command: str) -> None:
@@ -36,9 +76,9 @@ def _run_sink(command: str) -> None:
     settings = load_settings()
     metrics, health = Metrics(), Health()
     stage = topology.sink(settings, command)
-    writer = topology.build_writer(stage, settings, metrics)
-    sink = PostgresSink(settings, stage.topic, stage.group, writer, metrics,
-                        scratch=lambda: topology.build_writer(stage, settings, Metrics()))
+    make = writers()[command]
+    sink = PostgresSink(settings, stage.topic, stage.group, make(settings, metrics), metrics,
+                        scratch=lambda: make(settings, Metrics()))
     health.set_readiness(sink.readiness)
     serve(settings.metrics_port, metrics.registry, health)
     run_until_signal(sink.run, health)

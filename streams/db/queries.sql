@@ -383,3 +383,14 @@ WHERE (t.season_id, t.seasonal_xp) IS DISTINCT FROM (n.season_id, coalesce(n.xp,
 SELECT e.id, e.student_id, e."partition", e."offset", e.record_index, e.fingerprint
 FROM unnest(%(ids)s::uuid[], %(students)s::uuid[]) AS k(id, student_id)
 JOIN xp_events e USING (id, student_id);
+
+-- name: stored_outcomes
+-- The grant replay's comparison (streams.audit.grants): every stored claim outcome.
+SELECT outcome_id, body FROM xp_claim_outcomes;
+
+-- name: stored_awards
+-- The grant replay's comparison (streams.audit.grants): every stored award, in the order of
+-- the replay's award key.
+SELECT award_id, user_id, reward_day_id, xp_awarded, streak_day, policy_version,
+       grace_consumed, season_id, claim_id
+FROM xp_awards;

@@ -12,7 +12,8 @@ import orjson
 
 from streams.dev.postgres import PostgresCluster
 from streams.dev.procs import stop_pid
-from streams.dev.stack import LocalStack, settings_env
+from streams.dev.stack import LocalStack
+from streams.settings import to_env, variable
 
 
 def up(base_dir: Path) -> None:
@@ -35,9 +36,10 @@ def up(base_dir: Path) -> None:
         "postgres_port": stack.postgres.port,
     }))
     click.echo(f"stack up in {base_dir}. Export these to use it:")
-    for name, value in settings_env(settings).items():
-        if name in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "XP_DATA_DIR"}:
-            click.echo(f"export {name}={value}")
+    env = to_env(settings)
+    for field in ("kafka_bootstrap_servers", "database_url", "data_dir"):
+        name = variable(field).name
+        click.echo(f"export {name}={env[name]}")
 
 
 def down(base_dir: Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import shutil
 import signal
 import subprocess
@@ -32,6 +31,7 @@ from aiokafka.client import AIOKafkaClient, CoordinationType
 from streams.dev.netcut import NodeProxy
 from streams.dev.procs import free_port, stop_process, wait_for_port
 from streams.errors import StreamsError
+from streams.settings import KAFKA_JARS
 
 KAFKA_VERSION = "4.4.0"
 POM = Path(__file__).with_name("kafka") / "pom.xml"
@@ -80,7 +80,7 @@ def log_tail(path: Path, lines: int = 5) -> str:
 def jars_dir() -> Path:
     """Where the broker's jars are kept: ``XP_KAFKA_JARS`` if set, else ``build/kafka-4.4.0``
     in the source checkout this package runs from, else ``~/.cache/xp-streams/kafka-4.4.0``."""
-    if env := os.environ.get("XP_KAFKA_JARS"):
+    if env := KAFKA_JARS.read():
         return Path(env)
     checkout = Path(__file__).resolve().parents[2]
     if (checkout / "pyproject.toml").is_file():

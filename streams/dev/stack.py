@@ -25,7 +25,7 @@ from streams.db.migrate import migrate
 from streams.dev.kafka_cluster import KafkaCluster
 from streams.dev.postgres import PostgresCluster
 from streams.dev.procs import stop_process
-from streams.settings import Settings
+from streams.settings import LOCAL_BROKER, Settings, to_env
 
 DATABASE = "xp_streams"
 BROKER_KINDS = ("kafka", "kafka-3")
@@ -37,9 +37,10 @@ def local_broker_kind(value: str | None = None) -> str:
     Raises:
         ValueError: not one of :data:`BROKER_KINDS`.
     """
-    kind = (value or os.environ.get("XP_LOCAL_BROKER") or "kafka").strip().lower()
+    kind = (value or LOCAL_BROKER.read() or LOCAL_BROKER.default).strip().lower()
     if kind not in BROKER_KINDS:
-        raise ValueError(f"XP_LOCAL_BROKER={kind!r}: expected one of {', '.join(BROKER_KINDS)}")
+        raise ValueError(f"{LOCAL_BROKER.name}={kind!r}: expected one of "
+                         f"{', '.join(BROKER_KINDS)}")
     return kind
 
 
@@ -118,71 +119,6 @@ class LocalStack:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment variables that reproduce ``settings`` in a child process."""
-    optional = {
-        "KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
-        "KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
-        "KAFKA_SASL_PASSWORD": settings.kafka_sasl_password,
-        "KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
-        "KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
-        "KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
-    }
-    return {name: value for name, value in optional.items() if value is not None} | {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
-        "DATABASE_URL": settings.database_url,
-        "XP_TOPIC": settings.xp_topic,
-        "XP_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "XP_TOPIC_REPLICATION_FACTOR": str(settings.topic_replication_factor),
-        "XP_WORKER_GROUP": settings.worker_group,
-        "XP_LEDGER_GROUP": settings.ledger_group,
-        "XP_TOTALS_GROUP": settings.totals_group,
-        "XP_ACTION_TOPIC": settings.action_topic,
-        "XP_CLAIMS_TOPIC": settings.claims_topic,
-        "XP_SINK_DLQ_TOPIC": settings.sink_dlq_topic,
-        "XP_AWARD_GROUP": settings.award_group,
-        "XP_GRANT_GROUP": settings.grant_group,
-        "XP_RULES_GROUP": settings.rules_group,
-        "XP_POLICIES_TOPIC": settings.policies_topic,
-        "XP_OUTCOMES_TOPIC": settings.outcomes_topic,
-        "XP_POLICY_MIN_LEAD_SECONDS": str(settings.policy_min_lead_seconds),
-        "XP_ACTION_LEDGER_GROUP": settings.action_ledger_group,
-        "XP_PROGRESS_GROUP": settings.progress_group,
-        "XP_SINK_BATCH_RECORDS": str(settings.sink_batch_records),
-        "XP_SINK_BATCH_SECONDS": str(settings.sink_batch_seconds),
-        "XP_SINK_BATCH_BYTES": str(settings.sink_batch_bytes),
-        "XP_PRODUCER_LINGER_MS": str(settings.producer_linger_ms),
-        "XP_DB_RETRY_MAX_SECONDS": str(settings.db_retry_max_seconds),
-        "XP_BROKER_WAIT_SECONDS": str(settings.broker_wait_seconds),
-        "XP_DEDUPE_HORIZON_SECONDS": str(settings.dedupe_horizon_seconds),
-        "XP_CLAIM_MAX_AHEAD_SECONDS": str(settings.claim_max_ahead_seconds),
-        "XP_DEDUPE_EXPIRE_INTERVAL_SECONDS": str(settings.dedupe_expire_interval_seconds),
-        "XP_DEDUPE_EXPIRE_SLICE": str(settings.dedupe_expire_slice),
-        "XP_WORKER_RECOVERY_TIMEOUT_SECONDS": str(settings.worker_recovery_timeout_seconds),
-        "XP_MAX_RECORD_BYTES": str(settings.max_record_bytes),
-        "XP_MAX_METADATA_BYTES": str(settings.max_metadata_bytes),
-        "XP_MAX_FUTURE_SECONDS": str(settings.max_future_seconds),
-        "XP_MAX_PAST_SECONDS": str(settings.max_past_seconds),
-        "XP_METRICS_PORT": str(settings.metrics_port),
-        "XP_DATA_DIR": settings.data_dir,
-        "XP_TABLE_STORE": settings.table_store,
-        "XP_FAUST_SENSOR": str(int(settings.faust_sensor)),
-        "XP_PRODUCER_IDEMPOTENCE": str(int(settings.producer_idempotence)),
-        "XP_WORKER_BATCH_RECORDS": str(settings.worker_batch_records),
-        "XP_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
-        "XP_ROCKSDB_MEMORY_MB": str(settings.rocksdb_memory_mb),
-        "XP_WORKER_BATCH_SECONDS": str(settings.worker_batch_seconds),
-        "XP_WORKER_DLQ_LIMIT": str(settings.worker_dlq_limit),
-        "XP_WORKER_DLQ_WINDOW": str(settings.worker_dlq_window),
-        "XP_WORKER_FAILPOINT": settings.worker_failpoint,
-        "XP_WORKER_INSTANCE_ID": settings.worker_instance_id,
-        "XP_WORKER_STANDBY_REPLICAS": str(settings.worker_standby_replicas),
-        "XP_BROKER_SESSION_TIMEOUT": str(settings.broker_session_timeout),
-        "XP_BROKER_REBALANCE_TIMEOUT": str(settings.broker_rebalance_timeout),
-    }
-
-
 class PipelineProcess:
     """One pipeline process (``streams worker|sink|totals-writer``) run as a child."""
 
@@ -197,8 +133,8 @@ class PipelineProcess:
 
     def start(self) -> None:
         """Start it with the environment of :attr:`settings`; output goes to :attr:`log_path`."""
-        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1",
-               "XP_METRICS_PORT": str(self.metrics_port)}
+        env = {**os.environ, **to_env(self.settings.with_(metrics_port=self.metrics_port)),
+               "PYTHONUNBUFFERED": "1"}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(

@@ -13,32 +13,24 @@ import time
 
 import click
 import orjson
+from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
 from streams.db.connect import connect
 from streams.db.queries import query
+from streams.lab.queries import lab_query
 from streams.settings import Settings
 
 SCHEMA = "xp_bench"
 
-FILL = """
-INSERT INTO xp_events (id, student_id, kind, delta, created_at, fingerprint, topic,
-                       "partition", "offset")
-SELECT gen_random_uuid(),
-       ('00000000-0000-4000-8000-' || lpad(to_hex(g %% %(students)s), 12, '0'))::uuid,
-       'quiz', g %% 50, now() - make_interval(secs => g), '\\x00'::bytea, 'bench', g %% 12, g
-FROM generate_series(1, %(rows)s) g
-"""
-
-
-def _timed(conn: object, sql: str, params: dict[str, object] | None = None,
+def _timed(conn: object, statement: object, params: dict[str, object] | None = None,
            repeat: int = 3) -> tuple[float, object]:
     """Best of ``repeat`` runs (seconds), and the last result."""
     best, result = float("inf"), None
     for _ in range(repeat):
         started = time.perf_counter()
-        result = conn.execute(sql, params).fetchall()  # type: ignore[attr-defined]
+        result = conn.execute(statement, params).fetchall()  # type: ignore[attr-defined]
         best = min(best, time.perf_counter() - started)
     return best, result
 
@@ -51,27 +43,21 @@ def main(rows: int, students: int, as_json: bool) -> None:
     """Time the reconciliation on ROWS ledger rows."""
     url = Settings.from_env().database_url
     with connect(url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-        conn.execute(f"CREATE SCHEMA {SCHEMA}")
+        conn.execute(lab_query("create_schema", schema=SCHEMA))
         try:
-            for table in ("xp_events", "xp_totals"):
-                conn.execute(f"CREATE TABLE {SCHEMA}.{table} (LIKE public.{table} INCLUDING ALL)")
-            conn.execute(f"SET search_path = {SCHEMA}")
+            conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(SCHEMA)))
             started = time.perf_counter()
-            conn.execute(FILL, {"rows": rows, "students": students})
-            conn.execute("INSERT INTO xp_totals (student_id, total_xp, version) "
-                         "SELECT student_id, sum(delta), count(*) FROM xp_events "
-                         "GROUP BY student_id")
+            conn.execute(lab_query("fill_ledger"), {"rows": rows, "students": students})
+            conn.execute(lab_query("totals_from_ledger"))
             fill_s = time.perf_counter() - started
-            conn.execute("VACUUM ANALYZE xp_events")
-            conn.execute("VACUUM ANALYZE xp_totals")
-            scan_s, _ = _timed(conn, "SELECT count(*) FROM xp_events")
+            conn.execute("VACUUM ANALYZE xp_events, xp_totals")
+            scan_s, _ = _timed(conn, lab_query("count_ledger"))
             full_s, found = _timed(conn, query("mismatched_students"))
-            some = [r[0] for r in conn.execute("SELECT student_id FROM xp_totals LIMIT 1000")]
+            some = [r[0] for r in conn.execute(lab_query("some_students"))]
             recheck_s, _ = _timed(conn, query("student_balances"), {"students": some})
         finally:
             conn.execute("RESET search_path")
-            conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+            conn.execute(lab_query("drop_schema", schema=SCHEMA))
     figures = {"ledger_rows": rows, "students": students, "fill_seconds": round(fill_s, 1),
                "seq_count_seconds": round(scan_s, 3), "full_compare_seconds": round(full_s, 3),
                "full_compare_vs_seq_count": round(full_s / scan_s, 2),

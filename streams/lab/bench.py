@@ -51,7 +51,7 @@ from typing import Any
 import orjson
 from aiokafka.structs import TopicPartition
 
-from streams import kafka, lag
+from streams import kafka, lag, topology
 from streams.db.connect import connect
 from streams.db.queries import query
 from streams.dev.procs import free_port, memory_mib
@@ -73,6 +73,7 @@ from streams.lab.loadgen import (
     publish_timed,
 )
 from streams.lab.outcome import read_outcome
+from streams.lab.queries import lab_query
 from streams.settings import Settings
 from streams.xp.ledger import ledger_row
 
@@ -87,33 +88,6 @@ NAIVE_EVENTS = 3_000
 
 TRIGGER_EVENTS = 50_000
 """Events (at most) of the per-row trigger baseline."""
-
-TRIGGER_SQL = """
-CREATE TABLE trig_events (LIKE xp_events INCLUDING ALL);
-CREATE TABLE trig_totals (student_id uuid PRIMARY KEY, total_xp bigint NOT NULL,
-                          games_played integer NOT NULL, last_game_type text,
-                          updated_at timestamptz NOT NULL);
-CREATE FUNCTION trig_apply() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  INSERT INTO trig_totals AS t VALUES (NEW.student_id, NEW.delta,
-      CASE WHEN NEW.kind IN ('daily_login', 'adjustment', 'backfill') THEN 0 ELSE 1 END,
-      NEW.kind, now())
-  ON CONFLICT (student_id) DO UPDATE SET total_xp = t.total_xp + EXCLUDED.total_xp,
-      games_played = t.games_played + EXCLUDED.games_played,
-      last_game_type = EXCLUDED.last_game_type, updated_at = now();
-  RETURN NEW;
-END $$;
-CREATE TRIGGER trig_apply AFTER INSERT ON trig_events FOR EACH ROW EXECUTE FUNCTION trig_apply();
-"""
-"""The replaced design: the ledger insert fires a per-row trigger that upserts the totals."""
-
-INSERT_LEDGER = (
-    "INSERT INTO {table} (id, student_id, kind, delta, word_set_id, homework_id, created_at, "
-    "metadata, fingerprint, topic, \"partition\", \"offset\", record_index, record_ts) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (id, student_id) DO NOTHING"
-)
-
 
 BROKER_LIMIT = "raw consume (getmany + orjson)"
 """Name of the broker side's limit stage."""
@@ -290,6 +264,13 @@ class Bench:
         return asyncio.run(lag.wait_caught_up(settings, pairs, timeout_s=3600,
                                                 on_progress=check, interval_s=0.2))
 
+    def wait_data_flow(self, settings: Settings, procs: list[PipelineProcess]) -> None:
+        """:meth:`wait` for the readers of the XP topic (worker, ledger sink), then for the
+        readers of the totals changelog (totals writer), from :mod:`streams.topology`."""
+        self.wait(settings, topology.group_topics(settings, settings.xp_topic), procs)
+        self.wait(settings, topology.group_topics(settings, settings.totals_changelog_topic),
+                  procs)
+
     # ---- stages --------------------------------------------------------------------------
 
     def run(self) -> Report:
@@ -366,17 +347,14 @@ class Bench:
     def copy_limit(self, rows: list[tuple[Any, ...]]) -> None:
         """Limit of the database side: one COPY of every ledger row into an unindexed table."""
         with connect(self.base.database_url) as conn:
-            conn.execute("CREATE TABLE copy_limit (LIKE xp_events INCLUDING DEFAULTS)")
+            conn.execute(lab_query("create_like_ledger", table="copy_limit"))
             payload = copy_text(rows)
             started = time.perf_counter()
-            with conn.cursor() as cur, cur.copy(
-                    "COPY copy_limit (id, student_id, kind, delta, word_set_id, homework_id, "
-                    "created_at, metadata, fingerprint, topic, \"partition\", \"offset\", "
-                    "record_index, record_ts) FROM STDIN") as copy:
+            with conn.cursor() as cur, cur.copy(lab_query("copy_rows", table="copy_limit")) as copy:
                 copy.write(payload)
             conn.commit()
             seconds = time.perf_counter() - started
-            conn.execute("DROP TABLE copy_limit")
+            conn.execute(lab_query("drop_table", table="copy_limit"))
             conn.commit()
         self.add(Stage(DATABASE_LIMIT, len(rows), seconds))
 
@@ -396,7 +374,7 @@ class Bench:
                     cur.execute(query("insert_ledger"))
                 conn.commit()
             seconds = time.perf_counter() - started
-            conn.execute("TRUNCATE xp_events")
+            conn.execute(lab_query("truncate_ledger"))
             conn.commit()
         self.add(Stage(f"COPY to staging + INSERT ON CONFLICT, {batch:,}/tx", len(rows),
                        seconds, DATABASE_LIMIT, "the sink's SQL, no Python"))
@@ -404,9 +382,9 @@ class Bench:
     def naive(self, rows: list[tuple[Any, ...]]) -> None:
         """Baseline: one INSERT and one commit per event, into a copy of the ledger table."""
         with connect(self.base.database_url) as conn:
-            conn.execute("CREATE TABLE naive_events (LIKE xp_events INCLUDING ALL)")
+            conn.execute(lab_query("create_like_ledger_indexed", table="naive_events"))
             conn.commit()
-            sql = INSERT_LEDGER.format(table="naive_events")
+            sql = lab_query("insert_row", table="naive_events")
             started = time.perf_counter()
             for row in rows:
                 conn.execute(sql, row)
@@ -418,9 +396,9 @@ class Bench:
     def trigger(self, rows: list[tuple[Any, ...]]) -> None:
         """Baseline: the replaced design's per-row trigger, 1,000 rows per transaction."""
         with connect(self.base.database_url) as conn:
-            conn.execute(TRIGGER_SQL)
+            conn.execute(lab_query("trigger_baseline"))
             conn.commit()
-            sql = INSERT_LEDGER.format(table="trig_events")
+            sql = lab_query("insert_row", table="trig_events")
             started = time.perf_counter()
             for i in range(0, len(rows), 1000):
                 with conn.cursor() as cur:
@@ -434,10 +412,9 @@ class Bench:
               label: str = "") -> None:
         """``command`` (``worker`` or ``sink``) alone on the published ``records``, in its own
         consumer group (see :func:`committed_rate`); the sink's ledger is emptied after."""
-        name, group, limit = {
-            "worker": ("fold worker alone", settings.worker_group, BROKER_LIMIT),
-            "sink": ("ledger sink alone", settings.ledger_group, DATABASE_LIMIT),
-        }[command]
+        name, limit = {"worker": ("fold worker alone", BROKER_LIMIT),
+                       "sink": ("ledger sink alone", DATABASE_LIMIT)}[command]
+        group = topology.stage(settings, command, settings.xp_topic).group
         if command == "worker" and self.workers > 1:
             name += f" ({self.workers} processes)"
         self.say(f"{name}{label} ...")
@@ -448,7 +425,7 @@ class Bench:
         self.add(Stage(f"{name}{label}", events, seconds, limit, "first commit to lag 0"))
         if command == "sink":
             with connect(self.base.database_url, autocommit=True) as conn:
-                conn.execute("TRUNCATE xp_events, consumer_offsets")
+                conn.execute(lab_query("truncate_sink"))
 
     def recovery(self, records: list[Record]) -> None:
         """One worker process (static group membership: ``XP_WORKER_INSTANCE_ID``) on a fresh
@@ -458,7 +435,8 @@ class Bench:
         + 20 s."""
         settings = self.scratch.variant("recovery").with_(
             worker_instance_id=f"bench-recovery-{uuid.uuid4().hex[:8]}")
-        pair = [(settings.worker_group, settings.xp_topic)]
+        worker = topology.stage(settings, "worker", settings.xp_topic)
+        pair = [(worker.group, worker.topic)]
         self.say("recovery: kill -9 of the worker under a backlog ...")
         workers, self.workers = self.workers, 1
         try:
@@ -512,7 +490,8 @@ class Bench:
         try:
             with self.processes(settings, "worker") as procs:
                 events, seconds = asyncio.run(committed_rate(
-                    settings, settings.worker_group, settings.claims_topic,
+                    settings, topology.stage(settings, "worker", settings.claims_topic).group,
+                    settings.claims_topic,
                     event_index([(k, v) for k, v, _ in claims], settings.topic_partitions),
                     procs))
         finally:
@@ -529,9 +508,7 @@ class Bench:
             self.wait_joined(settings, procs)
             started = time.monotonic()
             asyncio.run(publish_records(settings, records))
-            self.wait(settings, [(settings.worker_group, settings.xp_topic),
-                                 (settings.ledger_group, settings.xp_topic)], procs)
-            self.wait(settings, [(settings.totals_group, settings.totals_changelog_topic)], procs)
+            self.wait_data_flow(settings, procs)
             seconds = time.monotonic() - started
             outcome = read_outcome(settings, expected)
             self.report.mismatches = len(outcome.expected_vs_totals)
@@ -549,12 +526,9 @@ class Bench:
                               "kind": "typing", "delta": 0,
                               "created_at": datetime.now(UTC).isoformat()})
         asyncio.run(publish_records(settings, [(probe_student.encode(), probe)]))
-        self.wait(settings, [(settings.worker_group, settings.xp_topic),
-                             (settings.ledger_group, settings.xp_topic)], procs)
-        self.wait(settings, [(settings.totals_group, settings.totals_changelog_topic)], procs)
+        self.wait_data_flow(settings, procs)
         with connect(self.base.database_url, autocommit=True) as conn:
-            conn.execute("DELETE FROM xp_totals WHERE student_id = %s", (probe_student,))
-            conn.execute("DELETE FROM xp_events WHERE student_id = %s", (probe_student,))
+            conn.execute(lab_query("delete_probe"), {"student": probe_student})
 
     def latency(self, settings: Settings, procs: list[PipelineProcess]) -> None:
         """Offer events of ``--students`` fresh students at :attr:`rate` events/s; per event,
@@ -734,9 +708,7 @@ async def offer(settings: Settings, rate: int, seconds: float, students: int,
             while not stop.is_set() or (pending and time.monotonic() < deadline):
                 if pending:
                     chunk = list(itertools.islice(pending, POLL_CHUNK))
-                    cur = await conn.execute(
-                        "SELECT student_id::text, version FROM xp_totals "
-                        "WHERE student_id = ANY(%s::uuid[])", (chunk,))
+                    cur = await conn.execute(lab_query("totals_versions"), (chunk,))
                     now = time.monotonic()
                     for sid, version in await cur.fetchall():
                         waiting = pending.pop(sid, [])

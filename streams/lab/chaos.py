@@ -67,7 +67,7 @@ from typing import Any
 
 import orjson
 
-from streams import kafka, lag, topics
+from streams import kafka, lag, topics, topology
 from streams.audit.changelogs import audit_changelogs
 from streams.db.connect import connect
 from streams.dev.kafka_cluster import KafkaCluster
@@ -90,6 +90,7 @@ from streams.lab.loadgen import (
     publish_timed,
 )
 from streams.lab.outcome import read_outcome
+from streams.lab.queries import lab_query
 from streams.publish import Publisher
 from streams.settings import Settings
 
@@ -355,7 +356,8 @@ class Chaos:
 
     async def _monitor(self) -> None:
         s = self.settings
-        groups = {"worker": s.worker_group, "ledger": s.ledger_group}
+        groups = {"worker": topology.stage(s, "worker", s.xp_topic).group,
+                  "ledger": topology.sink(s, "sink").group}
         moved: dict[str, tuple[int, float]] = {}
         async with kafka.OffsetReader(s) as reader:
             while not self.stop_monitor.is_set():
@@ -477,11 +479,7 @@ class Chaos:
         deadline = time.monotonic() + timeout_s
         with connect(self.settings.database_url, autocommit=True) as conn:
             while time.monotonic() < deadline:
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND pid <> pg_backend_pid() AND state = 'active' "
-                    "AND (query ILIKE '%xp_events%' OR query ILIKE '%xp_totals%' "
-                    "OR query ILIKE 'COMMIT%')").fetchone()
+                row = conn.execute(lab_query("active_writes")).fetchone()
                 if row is not None and row[0] > 0:
                     return True
                 time.sleep(0.005)
@@ -534,10 +532,7 @@ class Chaos:
     def fault_pg_terminate(self) -> str:
         seen = self._wait_for_write()
         with connect(self.settings.database_url, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND backend_type = 'client backend'").fetchone()
+            row = conn.execute(lab_query("terminate_clients")).fetchone()
         n = row[0] if row else 0
         return (f"{n} connections terminated" + (" while a write ran" if seen
                                                  else " (no write seen within 20 s)"))
@@ -709,10 +704,10 @@ class Chaos:
         started = time.monotonic()
         if any(f.name == "claim-storm" for f in self.report.faults):
             asyncio.run(lag.wait_caught_up(  # claims first: their awards go to the XP topic
-                s, [(s.worker_group, s.claims_topic)], CATCH_UP_TIMEOUT_S,
+                s, topology.group_topics(s, s.claims_topic), CATCH_UP_TIMEOUT_S,
                 lambda _: self.check_alive(), 1.0))  # (an empty topic never counts as done)
         asyncio.run(lag.wait_caught_up(
-            s, [(s.worker_group, s.xp_topic), (s.ledger_group, s.xp_topic)],
+            s, topology.group_topics(s, s.xp_topic),
             CATCH_UP_TIMEOUT_S, lambda _: self.check_alive(), 1.0))
         now = time.monotonic()
         with self.lock:  # lag 0: every fault's target is passed (the monitor samples each second)
@@ -720,7 +715,7 @@ class Chaos:
                 if fault.catch_up_s is None:
                     fault.catch_up_s = now - (self.started + fault.at_s + fault.took_s)
         asyncio.run(lag.wait_caught_up(
-            s, [(s.totals_group, s.totals_changelog_topic)], CATCH_UP_TIMEOUT_S,
+            s, topology.group_topics(s, s.totals_changelog_topic), CATCH_UP_TIMEOUT_S,
             lambda _: self.check_alive(), 1.0))
         self.report.catch_up_after_last_s = round(time.monotonic() - started, 1)
 

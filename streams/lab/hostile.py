@@ -52,6 +52,7 @@ from streams.errors import InvalidEvent
 from streams.events import Limits, decode_action, decode_record, partition_for
 from streams.grant.decide import IN_FUTURE, decode_claim
 from streams.lab.loadgen import CLAIM_POLICY, CLAIM_POLICY_PUBLISHED_MS
+from streams.lab.queries import lab_query
 from streams.policies import Policies
 from streams.policy_feed import apply, judge
 from streams.settings import Settings
@@ -914,8 +915,7 @@ class Campaign:
                                 "expected")
         with connect(s.database_url) as conn, mapped_errors(s.database_url):
             xp_rows, awards, action_rows = conn.execute(
-                "SELECT (SELECT count(*) FROM xp_events), (SELECT count(*) FROM xp_awards), "
-                "(SELECT count(*) FROM action_events)").fetchone() or (0, 0, 0)
+                lab_query("campaign_counts")).fetchone() or (0, 0, 0)
         report.awards = awards
         report.ledger_rows = (xp_rows - awards, len(expected.xp_events))
         report.action_rows = (action_rows, len(expected.action_events))

@@ -13,6 +13,7 @@ from streams.audit.reconcile import Mismatch, mismatched_students
 from streams.db.connect import connect, mapped_errors
 from streams.db.queries import query
 from streams.lab.loadgen import ActionExpected, ClaimExpected, Expected
+from streams.lab.queries import lab_query
 from streams.settings import Settings
 
 
@@ -51,9 +52,9 @@ def read_outcome(settings: Settings, expected: Expected) -> Outcome:
     out = Outcome()
     with connect(url) as conn, mapped_errors(url):
         out.ledger_rows, out.ledger_students = conn.execute(
-            "SELECT count(*), count(DISTINCT student_id) FROM xp_events").fetchone() or (0, 0)
+            lab_query("ledger_counts")).fetchone() or (0, 0)
         totals = {str(sid): [total, games, kind] for sid, total, games, kind in conn.execute(
-            "SELECT student_id, total_xp, games_played, last_game_type FROM xp_totals")}
+            lab_query("totals_rows"))}
     out.totals_rows = len(totals)
     out.ledger_vs_totals = mismatched_students(url)
     for sid, want in expected.students.items():
@@ -83,9 +84,8 @@ def read_action_outcome(settings: Settings, expected: ActionExpected) -> ActionO
     url = settings.database_url
     out = ActionOutcome()
     with connect(url) as conn, mapped_errors(url):
-        ids = {str(r[0]) for r in conn.execute("SELECT id FROM action_events")}
-        rows = conn.execute("SELECT profile_id, vector, step_index, draft_skipped_at "
-                            "FROM vector_progress WHERE version = 'v1' AND applied > 0").fetchall()
+        ids = {str(r[0]) for r in conn.execute(lab_query("action_ids"))}
+        rows = conn.execute(lab_query("progress_rows")).fetchall()
     out.ledger_rows, out.progress_rows = len(ids), len(rows)
     got = {(str(p), v): [step, skipped] for p, v, step, skipped in rows}
     want = {k: list(v) for k, v in expected.progress.items()}
@@ -122,15 +122,10 @@ def read_grant_outcome(settings: Settings, expected: ClaimExpected) -> GrantOutc
     out = GrantOutcome()
     with connect(url) as conn, mapped_errors(url):
         got: dict[str, list[tuple[str, int]]] = {}
-        for sid, day, xp in conn.execute("SELECT user_id, reward_day_id, xp_awarded FROM "
-                                         "xp_awards ORDER BY user_id, reward_day_id"):
+        for sid, day, xp in conn.execute(lab_query("awards_by_day")):
             got.setdefault(str(sid), []).append((day.isoformat(), xp))
-        streaks = {str(r[0]): tuple(r[1:]) for r in conn.execute(
-            "SELECT user_id, current_streak, longest_streak, grace_tokens FROM xp_streaks "
-            "WHERE last_reward_day_id IS NOT NULL")}
-        row = conn.execute("SELECT coalesce(sum(e.delta), 0), count(*) FROM xp_events e "
-                           "JOIN xp_awards a ON a.award_id = e.id "
-                           "WHERE e.kind = 'daily_login'").fetchone()
+        streaks = {str(r[0]): tuple(r[1:]) for r in conn.execute(lab_query("streak_rows"))}
+        row = conn.execute(lab_query("award_ledger_rows")).fetchone()
     out.awards = sum(len(a) for a in got.values())
     out.ledger_xp, out.ledger_rows = (int(row[0]), int(row[1])) if row else (0, 0)
     if got != expected.awards:
@@ -169,12 +164,10 @@ def read_season_outcome(settings: Settings,
     url = settings.database_url
     out = SeasonOutcome()
     with connect(url) as conn, mapped_errors(url):
-        got = {str(r[0]): (r[1], int(r[2])) for r in conn.execute(
-            "SELECT student_id, season_id, seasonal_xp FROM xp_totals "
-            "WHERE season_id IS NOT NULL")}
+        got = {str(r[0]): (r[1], int(r[2])) for r in conn.execute(lab_query("season_rows"))}
         row = conn.execute(query("seasons_vs_ledger")).fetchone()
         out.ledger_differing = int(row[0]) if row else 0
-        row = conn.execute("SELECT coalesce(sum(seasonal_xp), 0) FROM xp_balance").fetchone()
+        row = conn.execute(lab_query("current_season_xp")).fetchone()
         out.current_season_xp = int(row[0]) if row else 0
     differ = [s for s in set(got) | set(expected) if got.get(s) != expected.get(s)]
     out.differing = len(differ)

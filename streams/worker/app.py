@@ -13,16 +13,18 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Sequence
 from typing import Any
 
 import faust
 
 from streams import kafka, topics, topology
+from streams.errors import ConfigError
 from streams.health import Health
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.worker import faust_internals
-from streams.worker.reader import SourceReader
+from streams.worker.reader import SourceReader, StreamFactory
 from streams.worker.restart import broker_lost, start_again
 from streams.worker.state import TableState, new_table
 
@@ -82,9 +84,16 @@ def create_app(settings: Settings) -> faust.App:
     )
 
 
-def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, SourceReader]:
-    """Create the app, the streams' tables, the positions table and the reader, wired to
-    Faust's rebalance signals. Raises :class:`faust_internals.FaustMismatch`."""
+def build(settings: Settings, metrics: Metrics,
+          streams: Sequence[StreamFactory]) -> tuple[faust.App, SourceReader]:
+    """Create the app, the ``streams`` (one per source topic of the topology, in its order:
+    ``streams.cli.pipeline`` hands them over), their tables, the positions table and the
+    reader, wired to Faust's rebalance signals.
+
+    Raises:
+        FaustMismatch: the installed faust-streaming is not the pinned one.
+        ConfigError: the streams' topics are not the topology's source topics.
+    """
     faust_internals.patch_all(settings)
     metrics.rocksdb_memory.set_function(faust_internals.rocksdb_memory_bytes)
     app = create_app(settings)
@@ -95,8 +104,12 @@ def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, SourceReader
     positions: TableState[int] = TableState(
         new_table(app, settings, topics.POSITIONS_TABLE), topics.encode_position,
         topics.decode_position)
-    streams = topology.build_streams(settings, app, metrics)
-    reader = SourceReader(settings, metrics, streams, positions)
+    built = [make(app, settings, metrics) for make in streams]
+    expected = topology.source_topics(settings)
+    if [st.topic for st in built] != expected:
+        raise ConfigError(f"the worker's streams read {[st.topic for st in built]}; the "
+                          f"topology's source topics are {expected}")
+    reader = SourceReader(settings, metrics, built, positions)
 
     @positions.table.on_recover  # type: ignore[untyped-decorator]
     async def on_recover() -> None:
@@ -113,10 +126,12 @@ def build(settings: Settings, metrics: Metrics) -> tuple[faust.App, SourceReader
     return app, reader
 
 
-def run(settings: Settings, metrics: Metrics, health: Health | None = None) -> None:
-    """Run the worker until SIGTERM/SIGINT: the reader checkpoints its batch in progress and
-    closes before Faust leaves the group. ``health`` watches Faust's event loop and asks the
-    reader whether it is ready (:meth:`streams.worker.reader.SourceReader.readiness`).
+def run(settings: Settings, metrics: Metrics, streams: Sequence[StreamFactory],
+        health: Health | None = None) -> None:
+    """Run the worker with ``streams`` (:func:`build`) until SIGTERM/SIGINT: the reader
+    checkpoints its batch in progress and closes before Faust leaves the group. ``health``
+    watches Faust's event loop and asks the reader whether it is ready
+    (:meth:`streams.worker.reader.SourceReader.readiness`).
 
     Waits first for a broker (:func:`streams.kafka.wait_for_brokers`) and creates the grant
     stream's topics and the table changelogs. Raises
@@ -127,7 +142,7 @@ def run(settings: Settings, metrics: Metrics, health: Health | None = None) -> N
         await kafka.changelog_topics(settings)
 
     asyncio.run(prepare())
-    app, reader = build(settings, metrics)
+    app, reader = build(settings, metrics, streams)
     if health is not None:
         health.set_readiness(reader.readiness)
 

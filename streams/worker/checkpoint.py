@@ -44,7 +44,6 @@ from streams import kafka, topics
 from streams.errors import InvalidEvent, StreamsError
 from streams.metrics import Metrics
 from streams.settings import FAILPOINT_PATTERN
-from streams.worker import faust_internals
 from streams.worker.state import TableState
 
 log = logging.getLogger(__name__)
@@ -207,7 +206,7 @@ class Checkpoint:
         # 3. The local store, with the changelog offsets it now reflects.
         for table, parts in [*changes, (self.positions, positions)]:
             for p, entries in parts.items():
-                faust_internals.store_write(table.table, p, entries, acked[(table.topic, p)])
+                table.store.write(p, entries, acked[(table.topic, p)])
         self.advanced, self.records = {}, {}
         self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
 

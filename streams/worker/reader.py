@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -70,6 +71,11 @@ class FoldStream(Protocol):
     async def close(self) -> None:
         """Close the stream's own clients (a database connection, a feed) at shutdown."""
         ...
+
+
+StreamFactory = Callable[[Any, Settings, Metrics], FoldStream]
+"""Builds one :class:`FoldStream` over the worker's Faust app: ``(app, settings, metrics) ->
+stream`` (the stream classes' constructors)."""
 
 
 class DlqLimit:

@@ -15,9 +15,11 @@ import time
 
 from aiokafka.errors import KafkaError
 
+from streams.settings import START_ATTEMPT
+
 log = logging.getLogger(__name__)
 
-START_ATTEMPT_ENV = "XP_WORKER_START_ATTEMPT"
+START_ATTEMPT_ENV = START_ATTEMPT.name
 """Environment variable counting the starts of this process image (internal, not a setting)."""
 
 MAX_START_ATTEMPTS = 5

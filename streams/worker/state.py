@@ -37,13 +37,22 @@ class TableState(Generic[V]):
         """The changelog topic (partition p holds the keys of source partition p)."""
         self.pending: dict[int, dict[bytes, V | None]] = {}
         """partition -> key -> value this checkpoint will write (None: delete)."""
+        self._store: faust_internals.TableStore | None = None
+
+    @property
+    def store(self) -> faust_internals.TableStore:
+        """The table's local store (:func:`streams.worker.faust_internals.store_of`), opened
+        on first use."""
+        if self._store is None:
+            self._store = faust_internals.store_of(self.table)
+        return self._store
 
     def get(self, partition: int, key: bytes) -> V | None:
         """The value of ``key`` in ``partition``: this checkpoint's, else the local store's."""
         part = self.pending.get(partition)
         if part is not None and key in part:
             return part[key]
-        raw = faust_internals.store_get(self.table, partition, key)
+        raw = self.store.get(partition, key)
         return None if raw is None else self.decode(raw)
 
     def put(self, partition: int, key: bytes, value: V | None) -> None:
@@ -70,7 +79,7 @@ class TableState(Generic[V]):
         """Up to ``limit`` keys and encoded values of ``partition`` in the local store, in key
         order, after the key ``after`` (None: from the first): one slice of an expiry scan
         (values left encoded: the scan reads a field or two of each)."""
-        return faust_internals.store_slice(self.table, partition, after, limit)
+        return self.store.slice(partition, after, limit)
 
 
 def find_sighting(table: TableState[Sighting], partition: int, event_id: str,

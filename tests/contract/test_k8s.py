@@ -5,7 +5,7 @@ its kind: Kubernetes' own kinds against the OpenAPI-derived schemas the kubernet
 package ships (strict: unknown fields fail), Strimzi, KEDA and prometheus-operator kinds against
 their CRDs' ``openAPIV3Schema`` (tests/contract/k8s_schemas/fetch.sh gets them; unknown fields
 fail unless the schema preserves them). Then the manifests against the code: real settings,
-real commands, the topics of ``streams.kafka.topic_specs``, the stages' groups and topics,
+real commands, the topics of ``streams.topology.topic_specs``, the stages' groups and topics,
 the PrometheusRule equal to deploy/prometheus/alerts.yml.
 """
 
@@ -236,8 +236,8 @@ def test_the_worker_is_a_statefulset_with_no_more_replicas_than_partitions(
 
 
 def test_strimzi_topics_are_the_pipelines_topics() -> None:
-    from streams.kafka import topic_specs
     from streams.settings import Settings
+    from streams.topology import topic_specs
 
     objs = render("overlays/prod")
     partitions = int(settings_env(objs)["XP_TOPIC_PARTITIONS"])
@@ -283,7 +283,7 @@ def test_keda_scales_each_sink_on_its_own_group_and_topic(overlay: str) -> None:
     objs = render(f"overlays/{overlay}")
     deployments = {d["metadata"]["name"]: container(d)["args"][0]
                    for d in of_kind(objs, "Deployment")}
-    sinks = {st.command: st for st in topology.stages(Settings()) if st.writer}
+    sinks = {st.command: st for st in topology.stages(Settings()) if st.sink}
     scaled = of_kind(objs, "ScaledObject")
     assert len(scaled) == len(sinks) - 1  # the rules sink reads one partition
     for obj in scaled:

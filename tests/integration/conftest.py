@@ -22,10 +22,11 @@ import pytest
 
 from streams import kafka, lag
 from streams.dev.procs import free_port
-from streams.dev.stack import DATABASE, LocalStack, PipelineProcess, default_base_dir, settings_env
+from streams.dev.stack import DATABASE, LocalStack, PipelineProcess, default_base_dir
 from streams.lab.loadgen import Expected, Record, publish_records
 from streams.lab.outcome import read_outcome
 from streams.settings import Settings
+from streams.settings import to_env as settings_env
 
 _counter = itertools.count(1)
 

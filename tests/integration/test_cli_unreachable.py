@@ -58,6 +58,7 @@ def arguments(tmp: Path, database_url: str) -> dict[str, tuple[list[str], set[st
         "migrate": ([], {"db"}),
         "publish": ([str(events)], {"broker"}),
         "rebuild-totals": ([], {"db"}),
+        "settings": ([], set()),  # reads the environment only
         "reconcile": ([], {"db"}),
         "replay": (["--since", "1h"], both),
         "replay-grants": ([], both),

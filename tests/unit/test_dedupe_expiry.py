@@ -11,7 +11,6 @@ import pytest
 from streams.dedupe import Sighting, encode_sighting
 from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.worker import faust_internals
 from streams.worker.app import create_app
 from streams.xp.stream import XpStream
 
@@ -31,7 +30,7 @@ def _fill(stream: XpStream, partition: int, n: int, old: bool) -> set[bytes]:
     for i in range(n):
         key = bytes([partition, old]) + i.to_bytes(4, "big")
         entries[key] = encode_sighting(Sighting(b"f", partition, i, seen_at, seen_at))
-    faust_internals.store_write(stream.seen.table, partition, entries, n)
+    stream.seen.store.write(partition, entries, n)
     return set(entries)
 
 
@@ -41,7 +40,7 @@ def _tombstoned(stream: XpStream) -> dict[int, set[bytes]]:
     for p, entries in stream.seen.take().items():
         assert all(v is None for v in entries.values())
         out[p] = set(entries)
-        faust_internals.store_write(stream.seen.table, p, entries, 1)
+        stream.seen.store.write(p, entries, 1)
     return out
 
 

@@ -50,7 +50,7 @@ def test_every_store_shares_one_budget(tmp_path: Path) -> None:
             entries: dict[bytes, bytes | None] = {
                 round_.to_bytes(2, "big") + i.to_bytes(4, "big"): os.urandom(1024)
                 for i in range(2000)}
-            faust_internals.store_write(stream.seen.table, p, entries, round_)
+            stream.seen.store.write(p, entries, round_)
             peak = max(peak, cache.get_usage() - before)
         settled = max(settled, settled_usage(cache, before, bound))
     assert peak >= WRITE_BUFFER_BYTES, "the stores' write buffers are charged to it"
@@ -64,5 +64,5 @@ def test_every_store_shares_one_budget(tmp_path: Path) -> None:
         readings = (faust_internals.rocksdb_memory_bytes(), cache.get_usage())
     assert readings[0] == readings[1], readings
     # every key is still there (flushed to SST files, read back through the shared cache)
-    assert faust_internals.store_get(stream.seen.table, 3, (5).to_bytes(2, "big")
-                                     + (1999).to_bytes(4, "big")) is not None
+    assert stream.seen.store.get(3, (5).to_bytes(2, "big") + (1999).to_bytes(4, "big")) \
+        is not None

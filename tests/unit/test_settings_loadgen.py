@@ -27,23 +27,55 @@ def test_bad_values_raise_config_error(name: str, value: str) -> None:
 
 
 def test_child_processes_get_every_setting() -> None:
-    """The local stack starts pipeline processes with ``settings_env``: every setting the
-    environment can give reaches them (a missing one ran tests on the default silently)."""
+    """The local stack starts pipeline processes with ``to_env``: every setting reaches them
+    (a missing one ran tests on the default silently), and reads back equal."""
     import dataclasses
-    import re
-    from pathlib import Path
 
-    from streams.dev.stack import settings_env
+    from streams.settings import to_env, variables
 
-    source = Path(__file__).resolve().parents[2] / "streams" / "settings.py"
-    names = set(re.findall(r'"((?:XP|KAFKA)_[A-Z0-9_]+|DATABASE_URL)"', source.read_text()))
     s = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="PLAIN",
                  kafka_sasl_username="u", kafka_sasl_password="p", kafka_ssl_cafile="ca",
                  kafka_ssl_certfile="c", kafka_ssl_keyfile="k", worker_standby_replicas=2,
-                 sink_batch_bytes=12345, producer_linger_ms=7)
-    env = settings_env(s)
-    assert names <= set(env), names - set(env)
+                 sink_batch_bytes=12345, producer_linger_ms=7, worker_instance_id="w-1",
+                 worker_failpoint="folded:3", faust_sensor=True, producer_idempotence=False)
+    env = to_env(s)
+    assert {v.name for v in variables()} == set(env)
     assert dataclasses.asdict(Settings.from_env(env)) == dataclasses.asdict(s)
+
+
+@pytest.mark.parametrize(("raw", "value"), [("1", True), ("true", True), ("Yes", True),
+                                            ("ON", True), ("0", False), ("false", False),
+                                            ("no", False), ("off", False)])
+def test_booleans_read_every_usual_spelling(raw: str, value: bool) -> None:
+    assert Settings.from_env({"XP_FAUST_SENSOR": raw}).faust_sensor is value
+
+
+def test_a_boolean_that_is_none_is_refused() -> None:
+    with pytest.raises(ConfigError, match="XP_FAUST_SENSOR='maybe' is not a boolean"):
+        Settings.from_env({"XP_FAUST_SENSOR": "maybe"})
+
+
+def test_an_unknown_xp_variable_is_named_with_the_likely_one(
+        caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings.from_env({"XP_TOPIC_PARTITION": "3", "XP_LOCAL_BROKER": "kafka",
+                                  "HOME": "/root"})
+    assert settings.topic_partitions == Settings().topic_partitions
+    assert [r.getMessage() for r in caplog.records] == [
+        "XP_TOPIC_PARTITION is not a setting and is ignored (did you mean XP_TOPIC_PARTITIONS?)"]
+
+
+def test_the_readme_lists_every_variable_as_declared() -> None:
+    """README.md's settings table is :func:`streams.settings.settings_table`
+    (``streams settings --markdown`` prints it)."""
+    from pathlib import Path
+
+    from streams.settings import settings_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    begin, end = "<!-- settings table: streams settings --markdown -->\n", "<!-- end -->"
+    assert begin in readme
+    table = readme[readme.index(begin) + len(begin):readme.index(end, readme.index(begin))]
+    assert table == settings_table()
 
 
 def test_passwords_are_redacted() -> None:

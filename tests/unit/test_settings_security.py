@@ -37,7 +37,7 @@ def test_sasl_settings_reach_aiokafka_and_faust(mechanism: str) -> None:
     ({**SASL, "KAFKA_SASL_MECHANISM": "GSSAPI"}, "is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
     ({**SASL, "KAFKA_SASL_PASSWORD": ""}, "needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"),
     ({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CERTFILE": "c.pem"}, "go together"),
-    ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "is not a known protocol"),
+    ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
 ])
 def test_incomplete_security_settings_are_refused_in_one_line(env: dict[str, str],
                                                               message: str) -> None:

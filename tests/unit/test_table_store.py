@@ -27,22 +27,26 @@ def _table(tmp_path: Path, store: str) -> Any:
     return XpStream(create_app(settings), settings, Metrics()).seen.table
 
 
+def test_the_version_check_finds_every_private_name() -> None:
+    faust_internals.check_version()
+    assert len(faust_internals.private_names()) >= 20
+
+
 def _value(partition: int) -> bytes:
     return encode_sighting(Sighting(bytes([partition]), partition, 7, 1.0, 1.0))
 
 
-@pytest.mark.parametrize("store", STORES)
-def test_one_key_in_two_partitions_keeps_two_values(tmp_path: Path, store: str) -> None:
-    table = _table(tmp_path, store)
+@pytest.mark.parametrize("store_url", STORES)
+def test_one_key_in_two_partitions_keeps_two_values(tmp_path: Path, store_url: str) -> None:
+    store = faust_internals.store_of(_table(tmp_path, store_url))
     for p in (0, 1):
-        faust_internals.store_write(table, p, {KEY: _value(p)}, 1)
-    assert [faust_internals.store_get(table, p, KEY) for p in (0, 1)] == [_value(0), _value(1)]
-    assert [faust_internals.store_slice(table, p, None, 10) for p in (0, 1)] == [
-        [(KEY, _value(0))], [(KEY, _value(1))]]
-    faust_internals.store_write(table, 0, {KEY: None}, 2)
-    assert faust_internals.store_get(table, 0, KEY) is None
-    assert faust_internals.store_get(table, 1, KEY) == _value(1)
-    assert faust_internals.store_slice(table, 0, None, 10) == []
+        store.write(p, {KEY: _value(p)}, 1)
+    assert [store.get(p, KEY) for p in (0, 1)] == [_value(0), _value(1)]
+    assert [store.slice(p, None, 10) for p in (0, 1)] == [[(KEY, _value(0))], [(KEY, _value(1))]]
+    store.write(0, {KEY: None}, 2)
+    assert store.get(0, KEY) is None
+    assert store.get(1, KEY) == _value(1)
+    assert store.slice(0, None, 10) == []
 
 
 class _Message(NamedTuple):
@@ -63,10 +67,12 @@ async def test_memory_recovery_keeps_partitions_apart(tmp_path: Path) -> None:
     from faust.types import TP
 
     table = _table(tmp_path, "memory://")
-    store = table.data
-    store.apply_changelog_batch([_Event(_Message(p, _value(p)), KEY, _value(p)) for p in (0, 1)],
-                                to_key=lambda k: k, to_value=lambda v: v)
-    assert [faust_internals.store_get(table, p, KEY) for p in (0, 1)] == [_value(0), _value(1)]
-    await store.on_recovery_completed({TP(table.changelog_topic.get_topic_name(), 1)}, set())
-    assert faust_internals.store_get(table, 0, KEY) is None
-    assert faust_internals.store_get(table, 1, KEY) == _value(1)
+    faust_store, store = table.data, faust_internals.store_of(table)
+    faust_store.apply_changelog_batch(
+        [_Event(_Message(p, _value(p)), KEY, _value(p)) for p in (0, 1)],
+        to_key=lambda k: k, to_value=lambda v: v)
+    assert [store.get(p, KEY) for p in (0, 1)] == [_value(0), _value(1)]
+    await faust_store.on_recovery_completed({TP(table.changelog_topic.get_topic_name(), 1)},
+                                            set())
+    assert store.get(0, KEY) is None
+    assert store.get(1, KEY) == _value(1)
