@@ -18,6 +18,8 @@ busy.
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -27,6 +29,20 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from streams.errors import ConfigError
+from streams.settings import variable
+
+
+class DualStackServer(ThreadingWSGIServer):
+    """prometheus-client's threading WSGI server on ``::`` with ``IPV6_V6ONLY`` off: one
+    socket answers IPv6 and IPv4 (mapped) clients, so probes and scrapes reach it on
+    IPv6-only, IPv4-only and dual-stack clusters alike."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
 
 LOOP_TIMEOUT_S = 5.0
 """How long the event loop may take to run a no-op before ``/healthz`` says it is stuck."""
@@ -98,8 +114,9 @@ class _Quiet(WSGIRequestHandler):
 
 
 def serve(port: int, registry: CollectorRegistry, health: Health) -> None:
-    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``port`` (all interfaces) from a
-    daemon thread; 0 = do not serve.
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``port`` of every interface, IPv6
+    and IPv4 (:class:`DualStackServer`; IPv4 alone on a host without IPv6), from a daemon
+    thread; 0 = do not serve.
 
     Raises:
         ConfigError: the port is taken (or not allowed), in one line naming
@@ -108,10 +125,16 @@ def serve(port: int, registry: CollectorRegistry, health: Health) -> None:
     if not port:
         return
     try:
-        server = make_server("0.0.0.0", port, _app(registry, health),  # noqa: S104 - probes
-                             ThreadingWSGIServer, handler_class=_Quiet)
+        try:
+            server: ThreadingWSGIServer = make_server(
+                "::", port, _app(registry, health), DualStackServer, handler_class=_Quiet)
+        except OSError as exc:
+            if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                raise
+            server = make_server("0.0.0.0", port, _app(registry, health),  # noqa: S104
+                                 ThreadingWSGIServer, handler_class=_Quiet)
     except OSError as exc:
-        raise ConfigError(f"cannot serve metrics on port {port} (XP_METRICS_PORT): "
-                          f"{exc.strerror or exc}; give each process on this host its own "
-                          "port, or 0 for none") from None
+        raise ConfigError(f"cannot serve metrics on port {port} "
+                          f"({variable('metrics_port').name}): {exc.strerror or exc}; give "
+                          "each process on this host its own port, or 0 for none") from None
     threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()

@@ -59,3 +59,12 @@ def test_liveness_follows_the_event_loop_and_readiness_the_check() -> None:
         thread.join(5)
         loop.close()
     assert get(port, "/healthz") == (200, "ok\n")  # a closed loop: the process is exiting
+
+
+def test_the_endpoints_answer_on_ipv6_and_ipv4() -> None:
+    """IPv6-only clusters probe ``[::1]``-style addresses; IPv4 ones ``127.0.0.1``."""
+    port = free_port()
+    serve(port, CollectorRegistry(), Health())
+    for host in ("[::1]", "127.0.0.1"):
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=10) as r:  # noqa: S310
+            assert (r.status, r.read()) == (200, b"ok\n"), host
