@@ -313,3 +313,17 @@ def test_prometheus_rule_and_dashboard_equal_their_sources() -> None:
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/part-of":
                                                           "xp-streams"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_restarted_worker_pod_keeps_its_partitions(overlay: str) -> None:
+    """Workers use static membership (their pod name); the session timeout must outlast a pod
+    restart (docs/runbook.md, 5b: 45 s), or each restart costs two rebalances of everyone."""
+    from streams.settings import Settings, variable
+
+    objs = render(f"overlays/{overlay}")
+    (worker,) = [o for o in of_kind(objs, "StatefulSet") if container(o)["args"] == ["worker"]]
+    assert variable("worker_instance_id").name in {e["name"] for e in container(worker)["env"]}
+    timeout = float(settings_env(objs).get(variable("broker_session_timeout").name,
+                                           Settings().broker_session_timeout))
+    assert 45 <= timeout <= 300, timeout
