@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -327,3 +328,47 @@ def test_a_restarted_worker_pod_keeps_its_partitions(overlay: str) -> None:
     timeout = float(settings_env(objs).get(variable("broker_session_timeout").name,
                                            Settings().broker_session_timeout))
     assert 45 <= timeout <= 300, timeout
+
+
+def operator_job(monitor: Obj, endpoint: Obj, namespace: str, pod_labels: dict[str, str]) -> str:
+    """The ``job`` label prometheus-operator gives a PodMonitor target: ``<namespace>/<name>``
+    (or the pod label ``jobLabel`` names), then the endpoint's relabelings that target
+    ``job`` (one source label, ``$1`` replaced; the operator's default regex ``(.*)``)."""
+    job_label = monitor["spec"].get("jobLabel")
+    job = pod_labels.get(job_label, "") if job_label else (
+        f"{namespace}/{monitor['metadata']['name']}")
+    for rule in endpoint.get("relabelings", []):
+        if rule.get("targetLabel") != "job":
+            continue
+        (source,) = rule["sourceLabels"]
+        prefix = "__meta_kubernetes_pod_label_"
+        assert source.startswith(prefix), source
+        label = next(k for k in pod_labels
+                     if re.sub(r"[^a-zA-Z0-9_]", "_", k) == source[len(prefix):])
+        job = rule.get("replacement", "$1").replace("$1", pod_labels[label])
+    return job
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheus_operator_targets_match_the_alerts_job_selector(overlay: str) -> None:
+    """XpProcessDown and the dashboard select ``job=~"xp-streams-.*"``: every pipeline pod's
+    target must get such a job under prometheus-operator (its default, ``<namespace>/<name>``,
+    matched nothing), and kube-prometheus-stack must select the PodMonitor and the rules."""
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    (down,) = [r for g in rules["groups"] for r in g["rules"] if r["alert"] == "XpProcessDown"]
+    selector = re.search(r'job=~"([^"]+)"', down["expr"])
+    assert selector is not None
+    objs = render(f"overlays/{overlay}")
+    (monitor,) = of_kind(objs, "PodMonitor")
+    (rule,) = of_kind(objs, "PrometheusRule")
+    for obj in (monitor, rule):
+        assert obj["metadata"]["labels"].get("release"), obj["metadata"]["name"]
+    selected = monitor["spec"]["selector"]["matchLabels"]
+    pods = [o for o in of_kind(objs, *LONG_RUNNING)
+            if selected.items() <= o["spec"]["template"]["metadata"]["labels"].items()]
+    assert {container(p)["args"][0] for p in pods} >= {"worker", "sink", "monitor"}
+    for pod in pods:
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+            job = operator_job(monitor, endpoint, "xp-prod",
+                               pod["spec"]["template"]["metadata"]["labels"])
+            assert re.fullmatch(selector.group(1), job), (pod["metadata"]["name"], job)
