@@ -372,3 +372,53 @@ def test_prometheus_operator_targets_match_the_alerts_job_selector(overlay: str)
             job = operator_job(monitor, endpoint, "xp-prod",
                                pod["spec"]["template"]["metadata"]["labels"])
             assert re.fullmatch(selector.group(1), job), (pod["metadata"]["name"], job)
+
+
+FIRST = ("xp-streams/first", "true")
+"""The label of what the runbook applies first (docs/runbook.md, 5a)."""
+
+
+def references(pod_spec: Obj) -> set[tuple[str, str]]:
+    """(kind, name) of the ServiceAccount, ConfigMaps and Secrets a pod spec uses."""
+    found = {("ServiceAccount", pod_spec.get("serviceAccountName", "default"))}
+    for c in pod_spec["containers"]:
+        for source in c.get("envFrom", []):
+            for key, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+                if key in source:
+                    found.add((kind, source[key]["name"]))
+        for env in c.get("env", []):
+            ref = env.get("valueFrom", {})
+            for key, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+                if key in ref:
+                    found.add((kind, ref[key]["name"]))
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_what_the_runbook_applies_first_is_complete(overlay: str) -> None:
+    """``kubectl apply -l xp-streams/first=true`` must bring every object its Jobs use that
+    the manifests hold (Secrets are created beforehand, by hand): a Job whose ServiceAccount
+    or ConfigMap is left for later gets its pods refused and the wait times out."""
+    objs = render(f"overlays/{overlay}")
+    first = {(o["kind"], o["metadata"]["name"]) for o in objs
+             if o["metadata"].get("labels", {}).get(FIRST[0]) == FIRST[1]}
+    jobs = [o for o in of_kind(objs, "Job") if ("Job", o["metadata"]["name"]) in first]
+    assert {container(j)["args"][0] for j in jobs} >= {"migrate"}
+    held = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    for job in jobs:
+        used = references(job["spec"]["template"]["spec"]) & held
+        assert used <= first, (job["metadata"]["name"], used - first)
+    assert not [j for j in of_kind(objs, "Job") if ("Job", j["metadata"]["name"]) not in first]
+
+
+def test_the_upgrade_deletes_every_job_before_applying() -> None:
+    """A Job's pod template is immutable: the runbook's upgrade (5b) deletes each Job of the
+    manifests (both overlays) before it applies the new ones, or the apply fails."""
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    section = runbook[runbook.index("### 5b. Upgrading on Kubernetes"):]
+    block = section[section.index("```bash"):section.index("```", section.index("```bash") + 3)]
+    deletes = [line for line in block.splitlines() if "delete job" in line]
+    assert deletes and block.index(deletes[0]) < block.index("kubectl apply")
+    jobs = {j["metadata"]["name"] for overlay in OVERLAYS
+            for j in of_kind(render(f"overlays/{overlay}"), "Job")}
+    assert jobs <= set(" ".join(deletes).split()), jobs
