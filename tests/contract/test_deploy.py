@@ -154,3 +154,36 @@ def test_compose_prometheus_scrapes_every_pipeline_process_and_passes_promtool(
     done = subprocess.run([promtool(), "check", "config", "prometheus.yml"], cwd=tmp_path,
                           capture_output=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+
+
+def test_compose_rotates_every_log_and_runs_the_tested_kafka() -> None:
+    """Docker's default json-file log grows for ever on a long-running host; the broker is the
+    version every test runs (Apache Kafka from streams.dev.kafka_cluster)."""
+    from streams.dev.kafka_cluster import KAFKA_VERSION
+
+    services: dict[str, dict[str, object]] = compose()["services"]  # type: ignore[assignment]
+    for name, service in services.items():
+        options = yaml.safe_load(yaml.safe_dump(service.get("logging", {}))).get("options", {})
+        assert options.get("max-size"), name
+        assert int(options.get("max-file", "1")) >= 2, name
+    assert services["kafka"]["image"] == f"docker.io/apache/kafka:{KAFKA_VERSION}"
+
+
+def test_the_image_user_and_group_are_the_manifests() -> None:
+    """The Containerfile's user and group ids are the ``runAsUser`` and ``runAsGroup`` of
+    every pod of deploy/k8s (a group id the image does not know leaves the volume's files
+    owned by a group the process is not in)."""
+    text = (DEPLOY / "Containerfile").read_text()
+    gid = re.search(r"groupadd [^\n]*--gid (\d+)", text)
+    uid = re.search(r"useradd [^\n]*--uid (\d+) --gid (\d+)", text)
+    assert gid and uid and gid.group(1) == uid.group(2), "user and group created with ids"
+    user = re.search(r"^USER (\d+):(\d+)$", text, re.M)
+    assert user and (user.group(1), user.group(2)) == (uid.group(1), gid.group(1))
+    ids = set()
+    for path in (DEPLOY / "k8s" / "base").glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and "template" in doc.get("spec", {}):
+                ctx = doc["spec"]["template"]["spec"].get("securityContext", {})
+                if "runAsUser" in ctx:
+                    ids.add((str(ctx["runAsUser"]), str(ctx.get("runAsGroup"))))
+    assert ids == {(uid.group(1), gid.group(1))}, ids
