@@ -422,3 +422,29 @@ def test_the_upgrade_deletes_every_job_before_applying() -> None:
     jobs = {j["metadata"]["name"] for overlay in OVERLAYS
             for j in of_kind(render(f"overlays/{overlay}"), "Job")}
     assert jobs <= set(" ".join(deletes).split()), jobs
+
+
+def test_keda_threshold_is_seconds_of_a_sinks_measured_rate() -> None:
+    """lagThreshold / the ledger sink's rate in README's Performance table (the slower run)
+    is 10 to 30 s of work: a replica per burst (the old 20,000: half a second) or never."""
+    readme = (ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| ledger sink alone |"))
+    rate = min(int(n.replace(",", "")) for n in re.findall(r"\| ([\d,]{5,}) \|", row))
+    objs = render("overlays/prod")
+    for obj in of_kind(objs, "ScaledObject"):
+        (trigger,) = obj["spec"]["triggers"]
+        seconds = int(trigger["metadata"]["lagThreshold"]) / rate
+        assert 10 <= seconds <= 30, (obj["metadata"]["name"], rate, seconds)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_workers_spread_over_nodes(overlay: str) -> None:
+    """Workers hold each other's standbys: a node may hold at most one more than another."""
+    objs = render(f"overlays/{overlay}")
+    (worker,) = [o for o in of_kind(objs, "StatefulSet") if container(o)["args"] == ["worker"]]
+    spec = worker["spec"]["template"]["spec"]
+    own = worker["spec"]["template"]["metadata"]["labels"]
+    hard = [c for c in spec.get("topologySpreadConstraints", [])
+            if c["topologyKey"] == "kubernetes.io/hostname"
+            and c["whenUnsatisfiable"] == "DoNotSchedule" and c["maxSkew"] == 1]
+    assert hard and hard[0]["labelSelector"]["matchLabels"].items() <= own.items()
