@@ -76,6 +76,11 @@ def ignore_sigterm_from_now_on() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+HARNESS = ("streams.lab", "streams.dev")
+"""The packages of the harness (the lab and the local stack): a source checkout has them; the
+image leaves them out (deploy/Containerfile), and their commands then say so in one line."""
+
+
 class _Cli(click.Group):
     """click's group with one-line errors."""
 
@@ -106,6 +111,13 @@ class _Cli(click.Group):
             return super().invoke(ctx)
         except StreamsError as exc:
             raise click.ClickException(str(exc)) from None
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith(HARNESS):
+                raise
+            raise click.ClickException(
+                f"{ctx.invoked_subcommand} is part of the harness ({exc.name}), which this "
+                "installation leaves out (the image ships the pipeline only): run it from a "
+                "source checkout") from None
         except Exception as exc:  # noqa: BLE001 - mapped to one line or re-raised
             line = unreachable(exc)
             if line is None:

@@ -57,6 +57,13 @@ def test_the_wheel_installs_as_the_containerfile_does_and_runs(tmp_path: Path) -
     pinned = {line for line in LOCK.read_text().splitlines() if line and line[0] != "#"}
     assert frozen == pinned, (sorted(frozen - pinned), sorted(pinned - frozen))
 
+    # the harness goes, as the Containerfile removes it
+    site = next((venv / "lib").glob("python3.*/site-packages"))
+    removed = re.findall(r"/opt/xp-streams/lib/python3\.11/site-packages/(streams/\w+)", runtime)
+    assert sorted(removed) == ["streams/dev", "streams/lab"], removed
+    for package in removed:
+        shutil.rmtree(site / package)
+
     streams = venv / "bin" / "streams"
     usage = run(streams, "--help")
     for command in ("worker", "sink", "totals-writer", "rules-sink", "monitor", "migrate"):
@@ -68,6 +75,10 @@ def test_the_wheel_installs_as_the_containerfile_does_and_runs(tmp_path: Path) -
             "type": "table", "steps": [{"from_day": 1, "pct": 100}]}}}))
     assert "daily_login" in run(streams, "policy", "validate", "--offline", policy,
                                 cwd=tmp_path)
+    bench = subprocess.run([streams, "bench"], capture_output=True, text=True, timeout=60,
+                           check=False)
+    lines = (bench.stdout + bench.stderr).strip().splitlines()
+    assert bench.returncode == 1 and len(lines) == 1 and "harness" in lines[0], lines
     listed = run(venv / "bin" / "python", "-c",
                  "from streams.db.migrate import SQL_DIR; "
                  "print(sorted(p.name for p in SQL_DIR.glob('V*.sql')))", cwd=tmp_path)
