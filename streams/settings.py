@@ -381,6 +381,17 @@ class Settings:
         "fetch at a partition's end waits this long when nothing arrives, so it is part of every "
         "stage's latency at low traffic.",
         minimum=1, unit="ms")
+    log_level: str = setting(
+        "INFO", "XP_LOG_LEVEL",
+        "the lowest level logged, for every logger of the process (Faust's and aiokafka's "
+        "included; the harness's commands log warnings unless this is set).",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    log_format: str = setting(
+        "TEXT", "XP_LOG_FORMAT",
+        "TEXT: one human-readable line per record; JSON: one JSON object per line (time, "
+        "level, logger, message, and the stage, group, partition and offset where they "
+        "apply).",
+        choices=("TEXT", "JSON"))
     faust_sensor: bool = setting(
         False, "XP_FAUST_SENSOR",
         "1 exports Faust's own per-event Prometheus sensor (``faust_*``). Off by default: it "
@@ -388,11 +399,12 @@ class Settings:
         "(lag, records by outcome, freshness) are per batch.")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None,
+                 warn_unknown: bool = True) -> Settings:
         """Read every setting from ``env`` (default ``os.environ``): each field from its
         variable (unset or empty: the default), then the checks that span fields
         (:meth:`checked`). Logs a warning for each ``XP_`` variable that is no setting (a typo
-        would otherwise be ignored in silence).
+        would otherwise be ignored in silence), unless ``warn_unknown`` is False.
 
         Raises:
             ConfigError: a variable is malformed or out of range, or two contradict.
@@ -404,7 +416,7 @@ class Settings:
             raw = e.get(var.name)
             if raw:
                 values[f.name] = _parse(var, str(f.type), raw)
-        for name in unknown_variables(e):
+        for name in unknown_variables(e) if warn_unknown else ():
             close = difflib.get_close_matches(name, known_names(), n=1)
             log.warning("%s is not a setting and is ignored%s", name,
                         f" (did you mean {close[0]}?)" if close else "")

@@ -48,6 +48,7 @@ from streams.db.connect import aconnect, mapped_errors
 from streams.db.queries import query
 from streams.errors import DatabaseUnavailable, InvalidEvent
 from streams.events import Limits
+from streams.logs import log_context
 from streams.metrics import Metrics
 from streams.settings import Settings
 
@@ -458,7 +459,8 @@ class PostgresSink:
         re-read from the offsets in PostgreSQL."""
         async with self._db_lock:
             try:
-                await self._write_locked(taken)
+                with log_context(stage=self.writer.name, group=self.group):
+                    await self._write_locked(taken)
             except asyncio.CancelledError:
                 await self.drop_connection()
                 raise

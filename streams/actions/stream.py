@@ -79,7 +79,8 @@ class ActionStream:
             if verdict in (Verdict.DUPLICATE, Verdict.CONFLICT):
                 if verdict is Verdict.CONFLICT:
                     log.warning("conflict: action event %s at %s/%s differs from its first "
-                                "sighting; the first one wins", ev.id, p, offset)
+                                "sighting; the first one wins", ev.id, p, offset,
+                                extra={"offset": offset})
                 counts[verdict.value] += 1
                 continue
             key = progress_key(ev)

@@ -28,11 +28,16 @@ def load_settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """Log to stderr at ``level`` with timestamps."""
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+def setup_logging(default_level: str | None = None) -> None:
+    """Log to stderr as ``XP_LOG_LEVEL`` and ``XP_LOG_FORMAT`` say (:mod:`streams.logs`);
+    ``default_level`` when ``XP_LOG_LEVEL`` is unset. A bad setting is a one-line error."""
+    from streams import logs
+
+    try:
+        settings = Settings.from_env(warn_unknown=False)  # load_settings() warns once
+    except StreamsError as exc:
+        raise click.ClickException(str(exc)) from None
+    logs.setup(settings, default_level)
 
 
 def quiet_clients() -> None:

@@ -75,7 +75,7 @@ def demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> 
     """Run the whole pipeline on the embedded local stack and prove its numbers."""
     from streams.lab.demo import run_demo
 
-    setup_logging("WARNING")
+    setup_logging(default_level="WARNING")
     sys.exit(run_demo(events=events, students=students, partitions=partitions, seed=seed,
                       keep=keep))
 
@@ -122,7 +122,7 @@ def bench(events: int, students: int, partitions: int, rate: int, latency_second
     )
     from streams.lab.loadgen import LoadSpec
 
-    setup_logging("WARNING")
+    setup_logging(default_level="WARNING")
     interrupt_on_sigterm()
     console = Console(width=None if sys.stdout.isatty() else 150)
     workdir = default_workdir()
@@ -221,7 +221,7 @@ def chaos(events: int, students: int, partitions: int, workers: int, rate: int, 
     from streams.lab.chaos import Chaos, ChaosReport, render
     from streams.lab.loadgen import LoadSpec
 
-    setup_logging("WARNING")
+    setup_logging(default_level="WARNING")
     quiet_clients()  # a broker fault would fill the report with the publisher's retries
     interrupt_on_sigterm()
     console = Console(width=None if sys.stdout.isatty() else 150)
@@ -283,7 +283,7 @@ def hostile(records: int, seed: int, partitions: int, timeout_s: float, local: b
     from streams.dev.stack import LocalStack, default_base_dir
     from streams.lab.hostile import Campaign, Report, render
 
-    setup_logging("WARNING")
+    setup_logging(default_level="WARNING")
     quiet_clients()
     interrupt_on_sigterm()
     console = Console(width=None if sys.stdout.isatty() else 150)

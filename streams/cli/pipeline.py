@@ -59,6 +59,7 @@ def worker() -> None:
     from streams.metrics import Metrics
     from streams.worker.app import run
 
+    setup_logging()  # before Faust's worker takes over with the same configuration
     settings = load_settings()
     metrics, health = Metrics(), Health()
     serve(settings.metrics_port, metrics.registry, health)

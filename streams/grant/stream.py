@@ -108,7 +108,8 @@ class GrantStream:
                 # already; a claim id reused with other content: the first one stands
                 if verdict is Verdict.CONFLICT:
                     log.warning("conflict: claim %s at %s/%s differs from its first sighting; "
-                                "the first one stands", claim.id, partition, record.offset)
+                                "the first one stands", claim.id, partition, record.offset,
+                                extra={"offset": record.offset})
                 counts[verdict.value] += 1
                 continue
             if verdict is Verdict.NEW:

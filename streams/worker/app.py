@@ -18,7 +18,7 @@ from typing import Any
 
 import faust
 
-from streams import kafka, topics, topology
+from streams import kafka, logs, topics, topology
 from streams.errors import ConfigError
 from streams.health import Health
 from streams.metrics import Metrics
@@ -194,7 +194,8 @@ def run(settings: Settings, metrics: Metrics, streams: Sequence[StreamFactory],
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             super().on_worker_shutdown()
 
-    worker = Worker(app, loglevel="INFO", quiet=True, console_port=0)
+    worker = Worker(app, loglevel=settings.log_level, quiet=True, console_port=0,
+                    logging_config=logs.logging_config(settings))
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -30,6 +30,7 @@ from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, ProducerFenc
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from streams import kafka, topics
+from streams.logs import log_context
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.worker import faust_internals
@@ -396,7 +397,10 @@ class SourceReader:
         for tp, recs in data.items():
             if tp.partition not in self.held or not recs:
                 continue
-            invalid += await self.streams[tp.topic].fold(tp.partition, recs, cp, now)
+            stream = self.streams[tp.topic]
+            with log_context(stage=stream.stage, group=self.settings.worker_group,
+                             partition=tp.partition):
+                invalid += await stream.fold(tp.partition, recs, cp, now)
             records += len(recs)
             expected = self._next_offset.get(tp)
             if expected is not None and recs[0].offset != expected:

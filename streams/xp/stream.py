@@ -151,7 +151,7 @@ class XpStream:
             self.metrics.ledger_checks.labels(verdict.value).inc()
         if verdict is Verdict.CONFLICT:
             log.warning("conflict: event %s at %s/%s[%s] differs from its first sighting; "
-                        "the first one wins", ev.id, p, offset, index)
+                        "the first one wins", ev.id, p, offset, index, extra={"offset": offset})
             if ev.kind == AWARD_KIND:
                 self.metrics.grant_conflicts.inc()
         if verdict in (Verdict.DUPLICATE, Verdict.CONFLICT):

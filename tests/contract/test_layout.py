@@ -38,7 +38,7 @@ FLOORS = (
                 "streams.errors", "streams.metrics", "streams.events", "streams.dedupe",
                 "streams.policies")),
     ("clients", ("streams.kafka", "streams.db", "streams.lag", "streams.health", "streams.sink",
-                 "streams.policy_feed")),
+                 "streams.policy_feed", "streams.logs")),
     ("framework", ("streams.worker",)),
     ("streams", ("streams.xp", "streams.actions", "streams.grant", "streams.publish")),
     ("audits", ("streams.audit",)),

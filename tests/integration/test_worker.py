@@ -8,11 +8,13 @@ import signal
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from streams import kafka, lag
 from streams.audit.dlq import count_dlq
 from streams.dev.kafka_cluster import KafkaCluster
+from streams.events import partition_for
 from streams.lab.loadgen import LoadSpec, generate
 from streams.settings import Settings
 from tests.integration.conftest import (
@@ -234,3 +236,29 @@ def test_a_start_that_makes_no_progress_starts_the_worker_again_in_place(
     finally:
         worker.stop()
         broker.stop()
+
+
+def test_json_logs_are_one_object_per_line_with_the_records_position(
+        settings: Settings, tmp_path: Path) -> None:
+    """XP_LOG_FORMAT=JSON: every line the worker writes (Faust's and aiokafka's loggers
+    included) is one JSON object; a conflict names its stage, group, partition and offset."""
+    s = settings.with_(log_format="JSON", log_level="INFO")
+    pipeline = Pipeline(s, tmp_path / "p")
+    student = "3f1e1c55-8d0b-4a5e-9d3e-6d1c2b7a9e01"
+    event = {"id": "0b0a4c1e-1111-4d2e-8f00-000000000001", "student_id": student,
+             "kind": "quiz", "delta": 5, "created_at": "2026-12-01T10:00:00Z"}
+    records = [(student.encode(), orjson.dumps(event)),
+               (student.encode(), orjson.dumps({**event, "delta": 7}))]
+    try:
+        pipeline.start("worker")
+        pipeline.publish(records)
+        wait_for(lambda: "conflict" in log_of(pipeline.procs["worker"]), 90, "the conflict's line")
+    finally:
+        pipeline.stop()
+    lines = [line for line in log_of(pipeline.procs["worker"]).splitlines() if line.strip()]
+    parsed = [orjson.loads(line) for line in lines]  # raises on any line that is not JSON
+    assert {p["logger"].split(".")[0] for p in parsed} >= {"faust", "streams"}
+    (conflict,) = [p for p in parsed if p["message"].startswith("conflict")]
+    assert conflict["stage"] == "worker" and conflict["group"] == s.worker_group
+    assert conflict["partition"] == partition_for(student.encode(), s.topic_partitions)
+    assert isinstance(conflict["offset"], int) and conflict["level"] == "WARNING"
