@@ -4,11 +4,12 @@ one-line errors, the duration parameter."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -188,3 +189,20 @@ class Duration(click.ParamType):
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
+
+
+@contextlib.contextmanager
+def progress_bar(description: str) -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr for long work, off when stderr is not a terminal; yields
+    ``step(done, total=None)`` to call as the work advances (records, rows)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    err = Console(stderr=True)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task(description, total=None)
+
+        def step(done: int, total: int | None = None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield step

@@ -1,21 +1,29 @@
 """Operating the pipeline: ``streams monitor``, ``status``, ``publish``, ``migrate``,
-``create-topics``, ``settings``."""
+``create-topics``, ``settings``, ``dlq``."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from streams.cli.base import (
+    Duration,
     load_settings,
     main,
+    progress_bar,
     quiet_clients,
     run_until_signal,
     setup_logging,
 )
-from streams.settings import redact_url
+from streams.settings import Settings, redact_url
+
+if TYPE_CHECKING:
+    from streams.audit.dlq import DeadLetter
 
 
 @main.command()
@@ -143,3 +151,139 @@ def settings_cmd(markdown: bool, as_json: bool) -> None:
         return
     for name, value in described.items():
         click.echo(f"{variable(name).name}={'' if value is None else value}")
+
+
+@main.group()
+def dlq() -> None:
+    """Look into the dead-letter queues and send fixed records back (list, show, replay)."""
+
+
+_DLQ_CHOICE = click.Choice(["xp", "actions", "claims", "sinks"])
+
+
+def _selection_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options choosing DLQ records (``show``, ``replay``)."""
+    options = [
+        click.option("--topic", "which", type=_DLQ_CHOICE, default="xp", show_default=True,
+                     help="Which DLQ: of the XP, action or claims topic, or the sinks'."),
+        click.option("--reason", help="Only records dead-lettered for this reason."),
+        click.option("--partition", type=click.IntRange(0), help="Only this source partition."),
+        click.option("--from-offset", type=click.IntRange(0),
+                     help="Only source offsets from this one (inclusive)."),
+        click.option("--to-offset", type=click.IntRange(0),
+                     help="Only source offsets up to this one (inclusive)."),
+        click.option("--since", type=Duration(),
+                     help="Only records dead-lettered within this long (90s, 30m, 24h, 7d)."),
+        click.option("--limit", type=click.IntRange(1), help="At most this many records."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _read_selected(which: str, reason: str | None, partition: int | None,
+                   from_offset: int | None, to_offset: int | None, since: float | None,
+                   limit: int | None) -> tuple[Settings, list[DeadLetter]]:
+    from streams.audit.dlq import DLQ_TOPICS, Selection, read_dlq
+
+    s = load_settings()
+    since_ms = None if since is None else int((time.time() - since) * 1000)
+    selection = Selection(reason, partition, from_offset, to_offset, since_ms, limit)
+    topic = getattr(s, DLQ_TOPICS[which])
+    with progress_bar(f"reading {topic}") as step:
+        return s, asyncio.run(read_dlq(s, topic, selection, step))
+
+
+@dlq.command("list")
+@click.option("--topic", "which", type=click.Choice(["all", "xp", "actions", "claims", "sinks"]),
+              default="all", show_default=True, help="Which DLQ.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON to stdout.")
+def dlq_list(which: str, as_json: bool) -> None:
+    """Count the dead-lettered source records by DLQ topic, reason, source partition and hour
+    (UTC) they were dead-lettered."""
+    import orjson
+
+    from streams.audit.dlq import DLQ_TOPICS, read_dlq, summarize
+
+    s = load_settings()
+    letters = []
+    for name, attr in DLQ_TOPICS.items():
+        if which in ("all", name):
+            with progress_bar(f"reading {getattr(s, attr)}") as step:
+                letters += asyncio.run(read_dlq(s, getattr(s, attr), on_progress=step))
+    rows = summarize(letters)
+    if as_json:
+        click.echo(orjson.dumps([dict(zip(("topic", "reason", "source_partition", "hour",
+                                           "records"), r, strict=True)) for r in rows]).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("DLQ topic", "reason", "source partition", "hour (UTC)", "records",
+                  title=f"{len(letters):,} dead-lettered records")
+    for topic, reason, partition, hour, n in rows:
+        table.add_row(topic, reason, str(partition), hour, f"{n:,}")
+    Console().print(table)
+
+
+@dlq.command("show")
+@_selection_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array to stdout.")
+def dlq_show(which: str, reason: str | None, partition: int | None, from_offset: int | None,
+             to_offset: int | None, since: float | None, limit: int | None,
+             as_json: bool) -> None:
+    """Show DLQ records: where each came from, why, its headers and its payload decoded."""
+    import orjson
+
+    _, letters = _read_selected(which, reason, partition, from_offset, to_offset, since, limit)
+    if as_json:
+        click.echo(orjson.dumps([d.to_dict() for d in letters]).decode())
+        return
+    for d in letters:
+        shown = d.to_dict()
+        topic, p, offset = d.source
+        click.echo(f"{topic}/{p}@{offset}  {d.reason}  (DLQ {d.topic}/{d.partition}@"
+                   f"{d.offset}, {shown['dead_lettered_at']})")
+        click.echo(f"  detail: {d.headers.get('detail', '')}")
+        click.echo(f"  key: {shown['key']}")
+        click.echo(f"  value: {orjson.dumps(shown['value']).decode()[:2000]}")
+    click.echo(f"{len(letters):,} records", err=True)
+
+
+@dlq.command("replay")
+@_selection_options
+@click.option("--payload", type=click.File("rb"),
+              help="Corrected values, one JSON document per line, one per selected record in "
+                   "the order `show` lists them.")
+@click.option("--dry-run", is_flag=True, help="Say what would be sent; send nothing.")
+def dlq_replay(which: str, reason: str | None, partition: int | None, from_offset: int | None,
+               to_offset: int | None, since: float | None, limit: int | None,
+               payload: click.utils.LazyFile | None, dry_run: bool) -> None:
+    """Send the selected DLQ records back to their source topic and partition, with their
+    original key and bytes or corrected values. Safe to repeat: the pipeline dedupes by event
+    id (a record that is still invalid goes to the DLQ again)."""
+    import orjson
+
+    from streams.audit.dlq import replay
+
+    s, letters = _read_selected(which, reason, partition, from_offset, to_offset, since, limit)
+    payloads = None
+    if payload is not None:
+        try:
+            payloads = [orjson.dumps(orjson.loads(line)) for line in payload if line.strip()]
+        except orjson.JSONDecodeError as exc:
+            raise click.ClickException(f"--payload: not JSON lines ({exc})") from None
+        if len(payloads) != len(letters):
+            raise click.ClickException(f"--payload has {len(payloads)} values for "
+                                       f"{len(letters)} selected records")
+    result = asyncio.run(replay(s, letters, payloads, dry_run))
+    verb = "would send" if dry_run else "sent"
+    total = sum(result.sent.values())
+    where = ", ".join(f"{t}/{p}: {n:,}" for (t, p), n in sorted(result.sent.items()))
+    click.echo(f"{verb} {total:,} record{'' if total == 1 else 's'} "
+               + (f"({where})" if where else "(nothing selected)"))
+    if result.not_replayable:
+        click.echo(f"{len(result.not_replayable):,} records not replayable (cut to fit the DLQ "
+                   "or of unknown source; give corrected values with --payload): "
+                   f"{result.not_replayable[:5]}", err=True)
+        sys.exit(1)

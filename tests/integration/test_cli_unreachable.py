@@ -58,6 +58,9 @@ def arguments(tmp: Path, database_url: str) -> dict[str, tuple[list[str], set[st
         "migrate": ([], {"db"}),
         "publish": ([str(events)], {"broker"}),
         "rebuild-totals": ([], {"db"}),
+        "dlq list": ([], {"broker"}),
+        "dlq show": ([], {"broker"}),
+        "dlq replay": (["--dry-run"], {"broker"}),
         "settings": ([], set()),  # reads the environment only
         "reconcile": ([], {"db"}),
         "replay": (["--since", "1h"], both),
