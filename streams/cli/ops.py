@@ -1,5 +1,5 @@
 """Operating the pipeline: ``streams monitor``, ``status``, ``publish``, ``migrate``,
-``create-topics``, ``settings``, ``dlq``."""
+``create-topics``, ``settings``, ``dlq``, ``offsets``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
@@ -287,3 +288,77 @@ def dlq_replay(which: str, reason: str | None, partition: int | None, from_offse
                    "or of unknown source; give corrected values with --payload): "
                    f"{result.not_replayable[:5]}", err=True)
         sys.exit(1)
+
+
+@main.group()
+def offsets() -> None:
+    """See and move the pipeline's offsets (show, reset)."""
+
+
+@offsets.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array to stdout.")
+def offsets_show(as_json: bool) -> None:
+    """Every stage's offsets per partition: log start and end, the group's Kafka commit, and
+    what the stage resumes from (a sink's offsets in PostgreSQL, the worker's positions)."""
+    import orjson
+
+    from streams.offsets import offsets_table
+
+    rows = asyncio.run(offsets_table(load_settings()))
+    if as_json:
+        click.echo(orjson.dumps([r.to_dict() for r in rows]).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    def shown(n: int | None) -> str:
+        return "-" if n is None else f"{n:,}"
+
+    table = Table("stage", "group", "topic", "partition", "log start", "end", "committed",
+                  "stored / position", "lag")
+    for r in rows:
+        table.add_row(r.stage, r.group, r.topic, str(r.partition), shown(r.log_start),
+                      shown(r.end), shown(r.committed), shown(r.stored), shown(r.lag))
+    Console().print(table)
+
+
+@offsets.command("reset")
+@click.argument("sink")
+@click.option("--to-earliest", "to", flag_value="earliest", help="Each partition's log start.")
+@click.option("--to-latest", "to", flag_value="latest", help="Each partition's end.")
+@click.option("--to-datetime", "at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z",
+                                                          "%Y-%m-%dT%H:%M:%S"]),
+              help="The first record at or after this time (ISO 8601; UTC without offset).")
+@click.option("--to-offset", type=click.IntRange(0), help="This offset (within the log).")
+@click.option("--partition", "partitions", type=click.IntRange(0), multiple=True,
+              help="Only this partition (repeatable; default every one).")
+@click.option("--dry-run", is_flag=True, help="Show the change; write nothing.")
+def offsets_reset(sink: str, to: str | None, at: datetime | None, to_offset: int | None,
+                  partitions: tuple[int, ...], dry_run: bool) -> None:
+    """Move the stored offsets of SINK (a sink's command: sink, totals-writer, ...) while its
+    group has no live member: it then reads again (or skips) from there. Re-reading is safe:
+    the sinks are idempotent."""
+    from streams.offsets import apply_reset, plan_reset
+
+    chosen = [c for c in (to, at, to_offset) if c is not None]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --to-earliest, --to-latest, "
+                               "--to-datetime, --to-offset")
+    value: float | int | None = None
+    if at is not None:
+        to, value = "time", (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+    elif to_offset is not None:
+        to, value = "offset", to_offset
+    s = load_settings()
+    assert to is not None
+    plan = asyncio.run(plan_reset(s, sink, to, value, list(partitions) or None))
+    for p, after in plan.after.items():
+        before = plan.before[p]
+        click.echo(f"{plan.stage.topic}/{p}: {'-' if before is None else f'{before:,}'} -> "
+                   f"{after:,}")
+    if dry_run:
+        click.echo(f"dry run: {plan.stage.group} unchanged")
+        return
+    asyncio.run(apply_reset(s, plan))
+    click.echo(f"{plan.stage.group}: {len(plan.after)} partition(s) reset; start the "
+               f"{plan.stage.name} to read from there")

@@ -394,3 +394,15 @@ SELECT outcome_id, body FROM xp_claim_outcomes;
 SELECT award_id, user_id, reward_day_id, xp_awarded, streak_day, policy_version,
        grace_consumed, season_id, claim_id
 FROM xp_awards;
+
+-- name: all_offsets
+-- streams offsets show: every sink's stored next offsets.
+SELECT consumer_group, topic, "partition", next_offset FROM consumer_offsets;
+
+-- name: reset_offsets
+-- streams offsets reset: set a sink's next offsets, backwards too (store_offsets only moves
+-- them forward).
+INSERT INTO consumer_offsets (consumer_group, topic, "partition", next_offset)
+SELECT %(group)s, %(topic)s, p, o FROM unnest(%(partitions)s::int[], %(offsets)s::bigint[]) AS x(p, o)
+ON CONFLICT (consumer_group, topic, "partition") DO UPDATE
+SET next_offset = EXCLUDED.next_offset, updated_at = now();

@@ -42,7 +42,7 @@ FLOORS = (
     ("framework", ("streams.worker",)),
     ("streams", ("streams.xp", "streams.actions", "streams.grant", "streams.publish")),
     ("audits", ("streams.audit",)),
-    ("operations", ("streams.status", "streams.monitor")),
+    ("operations", ("streams.status", "streams.monitor", "streams.offsets")),
     ("harness", ("streams.dev", "streams.lab")),
     ("commands", ("streams.cli", "streams.__main__")),
 )

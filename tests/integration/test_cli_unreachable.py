@@ -61,6 +61,8 @@ def arguments(tmp: Path, database_url: str) -> dict[str, tuple[list[str], set[st
         "dlq list": ([], {"broker"}),
         "dlq show": ([], {"broker"}),
         "dlq replay": (["--dry-run"], {"broker"}),
+        "offsets show": ([], both),
+        "offsets reset": (["sink", "--to-earliest", "--dry-run"], both),
         "settings": ([], set()),  # reads the environment only
         "reconcile": ([], {"db"}),
         "replay": (["--since", "1h"], both),
