@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-stamp
 BROKER ?= $(XP_LOCAL_BROKER)
 
 demo: venv system-deps
-	XP_LOCAL_BROKER=$(BROKER) $(BIN)/streams demo
+	XP_LOCAL_BROKER=$(BROKER) $(BIN)/streams lab demo
 
 test: venv system-deps k8s-tools
 	$(BIN)/pytest

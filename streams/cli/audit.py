@@ -75,15 +75,20 @@ def backfill_vectors_cmd() -> None:
               help="Write the accepted events here (.csv: CSV, else JSON lines).")
 @click.option("--totals-out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the per-student recomputed totals here (.csv: CSV, else JSON lines).")
-@click.option("--report", "report_out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--output", "report_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the audit report here (JSON).")
+@click.option("--report", "report_old", type=click.Path(dir_okay=False, path_type=Path),
+              hidden=True)  # the old name of --output, for one release
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, not tables.")
 def replay(since: str | None, until: str | None, from_offsets: tuple[str, ...],
            to_offsets: tuple[str, ...], students: tuple[str, ...], events_out: Path | None,
-           totals_out: Path | None, report_out: Path | None, as_json: bool) -> None:
+           totals_out: Path | None, report_out: Path | None, report_old: Path | None,
+           as_json: bool) -> None:
     """Replay the XP topic over a range without a consumer group; audit it against the ledger
     and xp_totals. Exits 1 when a difference is found."""
     import orjson
+
+    report_out = report_out or report_old
     from rich.console import Console
     from rich.progress import Progress
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import errno
 import logging
 import signal
@@ -87,8 +88,44 @@ HARNESS = ("streams.lab", "streams.dev")
 image leaves them out (deploy/Containerfile), and their commands then say so in one line."""
 
 
+SECTIONS = (
+    ("Pipeline processes", ("worker", "sink", "totals-writer", "action-sink", "progress-writer",
+                            "award-sink", "grant-writer", "rules-sink")),
+    ("Operations", ("status", "monitor", "dlq", "offsets", "policy", "claim", "publish",
+                    "migrate", "create-topics", "settings")),
+    ("Audits", ("replay", "replay-grants", "reconcile", "rebuild-totals", "audit-changelogs",
+                "verify", "backfill", "backfill-vectors", "compare-xp")),
+    ("Harness", ("lab", "dev")),
+)
+"""``streams --help`` by job: each command under one heading (a test checks every visible
+command has one)."""
+
+
+def hidden_alias(command: click.Command, new: str) -> click.Command:
+    """A hidden copy of ``command`` under its old top-level name (kept for one release; its
+    help names ``streams <new>``)."""
+    alias = copy.copy(command)
+    alias.hidden = True
+    alias.help = f"Old name of `streams {new}`. {command.help or ''}"
+    return alias
+
+
 class _Cli(click.Group):
-    """click's group with one-line errors."""
+    """click's group with one-line errors and its commands listed by job (:data:`SECTIONS`)."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The visible commands under their :data:`SECTIONS` heading (others last)."""
+        visible = {name: cmd for name in self.list_commands(ctx)
+                   if (cmd := self.get_command(ctx, name)) is not None and not cmd.hidden}
+        placed: set[str] = set()
+        limit = formatter.width - 6 - max((len(n) for n in visible), default=0)
+        for heading, names in (*SECTIONS, ("Other", tuple(visible))):
+            rows = [(n, visible[n].get_short_help_str(limit)) for n in names
+                    if n in visible and n not in placed]
+            placed.update(n for n, _ in rows)
+            if rows:
+                with formatter.section(heading):
+                    formatter.write_dl(rows)
 
     def main(self, args: Any = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,

@@ -1,5 +1,5 @@
-"""The harness's commands: ``streams loadgen``, ``demo``, ``bench``, ``chaos``, ``hostile``
-(:mod:`streams.lab`)."""
+"""The harness's commands under ``streams lab``: ``loadgen``, ``demo``, ``bench``, ``chaos``,
+``hostile`` (:mod:`streams.lab`); their old top-level names stay, hidden, for one release."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from streams.cli.base import (
+    hidden_alias,
     load_settings,
     main,
     quiet_clients,
@@ -20,7 +21,13 @@ from streams.cli.base import (
 from streams.settings import Settings
 
 
-@main.command()
+@main.group()
+def lab() -> None:
+    """The harness: bench, chaos, demo, hostile input, load generation (each on the
+    configured servers or, with --local, a throwaway local stack)."""
+
+
+@lab.command()
 @click.option("--events", default=200_000, show_default=True, type=click.IntRange(1))
 @click.option("--students", default=10_000, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=1, show_default=True, type=int)
@@ -65,7 +72,7 @@ def loadgen(events: int, students: int, seed: int, duplicate_ratio: float, confl
                f"({len(records) / seconds:,.0f} records/s); expected outcome in {expected}")
 
 
-@main.command()
+@lab.command()
 @click.option("--events", default=200_000, show_default=True, type=click.IntRange(1000))
 @click.option("--students", default=10_000, show_default=True, type=click.IntRange(1))
 @click.option("--partitions", default=12, show_default=True, type=click.IntRange(1))
@@ -80,7 +87,7 @@ def demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> 
                       keep=keep))
 
 
-@main.command()
+@lab.command()
 @click.option("--events", default=200_000, show_default=True, type=click.IntRange(1000),
               help="Records of the workload (duplicates and invalid ones included).")
 @click.option("--students", default=10_000, show_default=True, type=click.IntRange(1))
@@ -94,8 +101,10 @@ def demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> 
               help="Events per record in the batched-records stages.")
 @click.option("--local", is_flag=True,
               help="Run on a throwaway local stack instead of the configured servers.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the figures to this file as JSON.")
+@click.option("--output", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the figures to this file as JSON..")
+@click.option("--json", "json_old", type=click.Path(dir_okay=False, path_type=Path),
+              hidden=True)  # the old name of --output, for one release
 @click.option("--profile", "profile_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Record py-spy profiles (folded stacks) of each process here.")
 @click.option("--skip", multiple=True,
@@ -105,7 +114,8 @@ def demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> 
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 8),
               help="Fold worker processes in the worker and end-to-end stages.")
 def bench(events: int, students: int, partitions: int, rate: int, latency_seconds: float,
-          batch: int, local: bool, json_out: Path | None, profile_dir: Path | None,
+          batch: int, local: bool, json_out: Path | None, json_old: Path | None,
+          profile_dir: Path | None,
           skip: tuple[str, ...], workers: int) -> None:
     """Measure every stage against its limits in one run and print one table."""
     from rich.console import Console
@@ -147,6 +157,7 @@ def bench(events: int, students: int, partitions: int, rate: int, latency_second
         console.print(f"profile {path} (share of the main thread's samples):")
         for share, frame in profile_summary(path):
             console.print(f"  {share:6.1%}  {frame}")
+    json_out = json_out or json_old
     if json_out is not None:
         json_out.write_bytes(report.to_json())
 
@@ -175,7 +186,7 @@ def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
     return names
 
 
-@main.command()
+@lab.command()
 @click.option("--events", default=500_000, show_default=True, type=click.IntRange(1000),
               help="Records of one workload (duplicates, conflicts, invalid ones included).")
 @click.option("--students", default=10_000, show_default=True, type=click.IntRange(1))
@@ -201,17 +212,20 @@ def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--storm-repeats", default=100, show_default=True, type=click.IntRange(1),
               help="How often duplicate-storm resends its 1,000 records.")
 @click.option("--poison", default=2000, show_default=True, type=click.IntRange(10),
-              help="Hostile records (streams hostile's XP cases) of one poison-burst.")
+              help="Hostile records (streams lab hostile's XP cases) of one poison-burst.")
 @click.option("--broker-restart-command",
               help="Shell command that restarts a durable broker (for the broker-restart fault).")
 @click.option("--local", is_flag=True,
               help="Run on a throwaway local stack (needed for pg-outage and broker-restart).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the report to this file as JSON.")
+@click.option("--output", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report to this file as JSON..")
+@click.option("--json", "json_old", type=click.Path(dir_okay=False, path_type=Path),
+              hidden=True)  # the old name of --output, for one release
 def chaos(events: int, students: int, partitions: int, workers: int, rate: int, batch: int,
           seed: int, faults: tuple[str, ...], fault_interval: float, duration: float | None,
           outage_seconds: float, storm_repeats: int, poison: int,
-          broker_restart_command: str | None, local: bool, json_out: Path | None) -> None:
+          broker_restart_command: str | None, local: bool, json_out: Path | None,
+          json_old: Path | None) -> None:
     """Run a workload through the pipeline under faults and check the guarantees (exit 0: all
     hold; 1: a guarantee broke; 2: the broker lost acknowledged records, not checkable)."""
     from rich.console import Console
@@ -251,6 +265,7 @@ def chaos(events: int, students: int, partitions: int, workers: int, rate: int, 
         console.print(f"interrupted; logs kept in {workdir}")
         sys.exit(130)
     console.print(render(report))
+    json_out = json_out or json_old
     if json_out is not None:
         json_out.write_bytes(report.to_json())
     if report.ok:
@@ -260,7 +275,7 @@ def chaos(events: int, students: int, partitions: int, workers: int, rate: int, 
     sys.exit(0 if report.ok else 2 if report.broker_limit else 1)
 
 
-@main.command()
+@lab.command()
 @click.option("--records", default=100_000, show_default=True, type=click.IntRange(100),
               help="Records of the campaign over the XP, action, claims and policies topics.")
 @click.option("--seed", default=1, show_default=True, type=int, help="Seeds the generators.")
@@ -271,10 +286,12 @@ def chaos(events: int, students: int, partitions: int, workers: int, rate: int, 
                                               "group still behind then is a stall).")
 @click.option("--local", is_flag=True,
               help="Run on a throwaway local stack instead of the configured servers.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the report to this file as JSON.")
+@click.option("--output", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report to this file as JSON..")
+@click.option("--json", "json_old", type=click.Path(dir_okay=False, path_type=Path),
+              hidden=True)  # the old name of --output, for one release
 def hostile(records: int, seed: int, partitions: int, timeout_s: float, local: bool,
-            json_out: Path | None) -> None:
+            json_out: Path | None, json_old: Path | None) -> None:
     """Send a seeded campaign of hostile input through every stream and check that each record
     was decided or dead-lettered with its reason (exit 0: all held; 1: a check failed)."""
     from rich.console import Console
@@ -306,6 +323,7 @@ def hostile(records: int, seed: int, partitions: int, timeout_s: float, local: b
         console.print(f"interrupted; logs kept in {workdir}")
         sys.exit(130)
     console.print(render(report))
+    json_out = json_out or json_old
     if json_out is not None:
         json_out.write_bytes(report.to_json())
     for problem in report.problems:
@@ -320,3 +338,7 @@ def hostile(records: int, seed: int, partitions: int, timeout_s: float, local: b
     else:
         console.print(f"logs kept in {workdir}")
     sys.exit(0 if report.ok else 1)
+
+
+for _name, _command in list(lab.commands.items()):  # the old names, for one release
+    main.add_command(hidden_alias(_command, f"lab {_name}"), _name)

@@ -28,10 +28,10 @@ if TYPE_CHECKING:
 
 
 @main.command()
-@click.option("--interval", default=5.0, show_default=True, type=click.FloatRange(0.1),
-              help="Seconds between lag samples.")
-@click.option("--reconcile-every", default=60.0, show_default=True, type=click.FloatRange(1),
-              help="Seconds between reconciliations (run only when every group is at lag 0).")
+@click.option("--interval", default="5s", show_default=True, type=Duration(),
+              help="Between lag samples (5s, 1m; plain seconds too).")
+@click.option("--reconcile-every", default="60s", show_default=True, type=Duration(),
+              help="Between reconciliations (run only when every group is at lag 0).")
 def monitor(interval: float, reconcile_every: float) -> None:
     """Export consumer lag (from the broker) and reconciliation results as Prometheus metrics."""
     from streams.health import Health, serve
@@ -50,8 +50,8 @@ def monitor(interval: float, reconcile_every: float) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--partitions", is_flag=True, help="Also a table per stage with its partitions.")
-@click.option("--watch", type=click.FloatRange(0.5), default=None, metavar="SECONDS",
-              help="Refresh every SECONDS until Ctrl-C.")
+@click.option("--watch", type=Duration(), default=None, metavar="DURATION",
+              help="Refresh every DURATION (5s, 1m; plain seconds too) until Ctrl-C.")
 def status(as_json: bool, watch: float | None, partitions: bool) -> None:
     """Show each stage's lag, throughput and last commit, the DLQ by reason and the
     reconciliation (--partitions: per partition too). Exit 1 with one line when the broker

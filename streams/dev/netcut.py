@@ -1,5 +1,5 @@
 """TCP proxies in front of the local Kafka nodes whose path can be cut, one node at a time
-(tests and ``streams chaos`` only; docs/design.md, "Local stack").
+(tests and ``streams lab chaos`` only; docs/design.md, "Local stack").
 
 A network partition that separates one worker from one broker (its group coordinator) but not
 from the others is what lets a worker go on writing after its group evicted it. Here each node

@@ -1,5 +1,5 @@
 """Throwaway topics and schema on the configured broker and database, for runs that must leave
-both as they found them (``streams bench``, ``streams chaos``).
+both as they found them (``streams lab bench``, ``streams lab chaos``).
 
 A run gets its own schema ``xp_<kind>_<run>`` (the migrations applied in it; the pipeline
 reaches it through ``search_path`` in its database URL) and its own topics and consumer groups

@@ -1,6 +1,6 @@
 """The local stack: a broker + PostgreSQL + migrations + topics, and the pipeline's processes.
 
-Used by ``streams dev up``/``down``, ``streams demo``, ``bench``, ``chaos`` and the integration
+Used by ``streams dev up``/``down``, ``streams lab demo``, ``bench``, ``chaos`` and the integration
 tests. Nothing here runs in production: there the broker and database come from settings.
 
 The broker is chosen by ``XP_LOCAL_BROKER`` (:func:`local_broker_kind`): ``kafka`` (default:

@@ -1,3 +1,3 @@
-"""The harness, outside the product: ``streams bench``, ``chaos`` and ``demo``, the workload
+"""The harness, outside the product: ``streams lab bench``, ``chaos`` and ``demo``, the workload
 generator and the workload checker. The pipeline's own modules never import it
 (docs/design.md, Layout)."""

@@ -1,4 +1,4 @@
-"""``streams bench``: every stage of the pipeline measured against its limits, in one run.
+"""``streams lab bench``: every stage of the pipeline measured against its limits, in one run.
 
 Against the configured broker and database (or ``--local``: a throwaway local stack), with the
 same loadgen workload for every stage (``--events`` records, ``--students``, ``--partitions``;
@@ -123,7 +123,7 @@ class Stage:
 
 @dataclass
 class Report:
-    """Everything ``streams bench`` measured."""
+    """Everything ``streams lab bench`` measured."""
 
     spec: dict[str, Any]
     stages: list[Stage] = field(default_factory=list)
@@ -776,7 +776,7 @@ def render(report: Report) -> Any:
     from rich.table import Table
 
     spec = report.spec
-    table = Table(title=f"streams bench: {spec['events']:,} records, {spec['students']:,} "
+    table = Table(title=f"streams lab bench: {spec['events']:,} records, {spec['students']:,} "
                         f"students, {spec['partitions']} partitions")
     for col in ("stage", "events", "seconds", "events/s", "of limit", "note"):
         table.add_column(col, justify="left" if col in ("stage", "note") else "right")

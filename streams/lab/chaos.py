@@ -1,4 +1,4 @@
-"""``streams chaos``: the pipeline's promise checked under faults (docs/design.md, Guarantees).
+"""``streams lab chaos``: the pipeline's promise checked under faults (docs/design.md, Guarantees).
 
 A loadgen workload (duplicates, conflicts and invalid records included) is published at a
 steady rate to the real pipeline (``--workers`` fold workers in one consumer group, the ledger
@@ -19,7 +19,7 @@ every ``--fault-interval`` seconds (the schedule cycles through the faults in a 
   ``pg-terminate``: every client connection terminated while a write runs (6);
 - ``duplicate-storm``: 1,000 already published valid records resent ``--storm-repeats`` times
   (guarantee 2); ``poison-burst``: ``--poison`` hostile XP records the pipeline must
-  dead-letter, drawn from ``streams hostile``'s generators (:func:`streams.lab.hostile.poison`:
+  dead-letter, drawn from ``streams lab hostile``'s generators (:func:`streams.lab.hostile.poison`:
   random bytes, deep JSON, numbers past 2^63, dates at the calendar's ends, bad keys, wrong
   partitions, junk headers, values at the size limit...), each with its expected reason (5);
 - ``claim-storm``: 100 new learners each claim their daily login 5 times at one instant (one
@@ -599,7 +599,7 @@ class Chaos:
             merge(self.expected, Expected(records=len(accepted), invalid=dict(reasons)))
             self.report.records_published += len(accepted)
         return (f"{len(accepted):,} hostile records the pipeline must dead-letter published "
-                f"(streams hostile's XP cases: {dict(reasons.most_common())})")
+                f"(streams lab hostile's XP cases: {dict(reasons.most_common())})")
 
     def fault_broker_restart(self) -> str:
         before = asyncio.run(kafka.high_watermarks(self.settings, self.settings.xp_topic))

@@ -1,4 +1,4 @@
-"""``streams demo``: the main job on the embedded local stack, with its numbers proven.
+"""``streams lab demo``: the main job on the embedded local stack, with its numbers proven.
 
 Starts the broker and PostgreSQL, migrates, creates the topics, starts every stage of the
 topology (the worker, the ledger sink, the totals writer, the action ledger sink, the progress

@@ -1,4 +1,4 @@
-"""``streams hostile``: a campaign of hostile input through every stream (docs/design.md,
+"""``streams lab hostile``: a campaign of hostile input through every stream (docs/design.md,
 "Input hardening").
 
 Seeded generators (:func:`generate`) write records for each input topic (XP, actions,
@@ -603,7 +603,7 @@ def generate(records: int, seed: int, settings: Settings, students: int = 2000,
 def poison(count: int, seed: int, settings: Settings, now_ms: int | None = None
            ) -> list[tuple[HostileRecord, str]]:
     """``count`` hostile records of the XP topic that validation refuses, each with its DLQ
-    reason (``streams chaos``'s poison burst): drawn from the XP cases, keeping those
+    reason (``streams lab chaos``'s poison burst): drawn from the XP cases, keeping those
     :func:`streams.events.decode_record` refuses and the broker takes (no risky ones)."""
     rng = random.Random(seed)  # noqa: S311 - a reproducible burst
     g = _Gen(rng, int(time.time() * 1000) if now_ms is None else now_ms,

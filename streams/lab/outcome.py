@@ -1,6 +1,6 @@
 """Check what the pipeline produced against a workload's expected outcome (loadgen).
 
-Reads the real PostgreSQL tables and the real DLQ topic; used by ``streams demo`` and the tests.
+Reads the real PostgreSQL tables and the real DLQ topic; used by ``streams lab demo`` and the tests.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def test_a_kill_storm_on_the_workers_counts_nothing_twice(
 
 
 def test_chaos_rejects_an_unknown_fault_in_one_line(settings: Settings) -> None:
-    result = streams(["chaos", "--faults", "kill-worker,meteor"], settings)
+    result = streams(["lab", "chaos", "--faults", "kill-worker,meteor"], settings)
     assert result.returncode == 2
     err = result.stderr.decode().strip()
     assert "unknown fault meteor" in err and len(err.splitlines()) == 1, err
@@ -66,7 +66,7 @@ def _chaos_on(broker: str, faults: str, settings: Settings, tmp_path: Path,
     """``streams chaos --local`` on a throwaway stack with ``XP_LOCAL_BROKER=broker``; returns
     the JSON report after asserting exit 0."""
     out = tmp_path / "report.json"
-    result = streams(["chaos", "--local", "--events", str(events), "--rate", "1500",
+    result = streams(["lab", "chaos", "--local", "--events", str(events), "--rate", "1500",
                       "--partitions", "4", "--workers", "2", "--faults", faults,
                       "--fault-interval", str(interval_s), "--json", str(out)], settings,
                      timeout_s=660, XP_LOCAL_BROKER=broker, **env)

@@ -62,7 +62,7 @@ def test_worker_and_sink_give_up_on_an_unreachable_broker_in_one_line(
 
 
 def test_bad_arguments_and_settings_exit_non_zero(settings: Settings) -> None:
-    done = streams(["loadgen", "--events", "-5", "--expected", "x.json"], settings)
+    done = streams(["lab", "loadgen", "--events", "-5", "--expected", "x.json"], settings)
     assert done.returncode == 2 and b"--events" in done.stderr
     assert streams(["migrate"], settings).returncode == 0  # sane settings work
     done = streams(["migrate"], settings, XP_TOPIC_PARTITIONS="lots")
@@ -153,7 +153,7 @@ def test_the_demo_compares_like_with_like_and_passes(tmp_path: Path) -> None:
     equals it (the awards the grant stream adds to the ledger are counted apart from the
     published XP records), and the demo ends with its checks passed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XP_", "KAFKA_"))}
-    done = subprocess.run([sys.executable, "-m", "streams", "demo", "--events", "3000",
+    done = subprocess.run([sys.executable, "-m", "streams", "lab", "demo", "--events", "3000",
                            "--students", "100"], env=env, cwd=tmp_path, capture_output=True,
                           timeout=300, check=False)
     out = done.stdout.decode()

@@ -39,7 +39,7 @@ def test_ci_sized_hostile_campaign_decides_or_dead_letters_every_record(
 
 
 def test_hostile_refuses_bad_arguments_in_one_line(settings: Settings) -> None:
-    done = streams(["hostile", "--records", "5"], settings)
+    done = streams(["lab", "hostile", "--records", "5"], settings)
     assert done.returncode == 2
     err = done.stderr.decode().strip().splitlines()
     assert len(err) <= 2 and "--records" in err[-1], err

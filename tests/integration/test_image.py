@@ -75,7 +75,7 @@ def test_the_wheel_installs_as_the_containerfile_does_and_runs(tmp_path: Path) -
             "type": "table", "steps": [{"from_day": 1, "pct": 100}]}}}))
     assert "daily_login" in run(streams, "policy", "validate", "--offline", policy,
                                 cwd=tmp_path)
-    bench = subprocess.run([streams, "bench"], capture_output=True, text=True, timeout=60,
+    bench = subprocess.run([streams, "lab", "bench"], capture_output=True, text=True, timeout=60,
                            check=False)
     lines = (bench.stdout + bench.stderr).strip().splitlines()
     assert bench.returncode == 1 and len(lines) == 1 and "harness" in lines[0], lines

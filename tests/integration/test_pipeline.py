@@ -89,7 +89,7 @@ def test_batched_records_are_exact_and_replay_agrees(pipeline: Pipeline, tmp_pat
     pipeline.assert_exact(expected)
     deepest = query_one(pipeline.settings.database_url, "SELECT max(record_index) FROM xp_events")
     assert 40 <= deepest[0] <= 49  # type: ignore[operator]
-    done = streams(["replay", "--json", "--report", str(tmp_path / "r.json")], pipeline.settings)
+    done = streams(["replay", "--json", "--output", str(tmp_path / "r.json")], pipeline.settings)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     report = orjson.loads((tmp_path / "r.json").read_bytes())
     assert report["accepted"] == expected.valid_unique

@@ -107,7 +107,7 @@ def test_bench_skip_choices_are_its_stages() -> None:
     from streams.lab.bench import STAGES
 
     assert isinstance(main, click.Group)
-    skip = next(p for p in main.commands["bench"].params if p.name == "skip")
+    skip = next(p for p in main.commands["lab"].commands["bench"].params if p.name == "skip")
     assert isinstance(skip.type, click.Choice)
     assert set(skip.type.choices) == STAGES
 
