@@ -16,6 +16,7 @@ from streams.cli.base import (
     Duration,
     load_settings,
     main,
+    progress_bar,
     quiet_clients,
     run_until_signal,
     setup_logging,
@@ -351,7 +352,8 @@ def replay_grants_cmd(as_json: bool, wait_s: float) -> None:
     from streams.audit.grants import replay_grants
 
     quiet_clients()
-    result = asyncio.run(replay_grants(load_settings(), wait_s))
+    with progress_bar("claims decided again") as step:
+        result = asyncio.run(replay_grants(load_settings(), wait_s, step))
     if as_json:
         click.echo(orjson.dumps(result.to_dict()).decode())
     else:
