@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from streams.cli.base import (
+    Duration,
     hidden_alias,
     load_settings,
     main,
@@ -162,17 +163,6 @@ def bench(events: int, students: int, partitions: int, rate: int, latency_second
         json_out.write_bytes(report.to_json())
 
 
-def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    from streams.audit.ranges import parse_duration
-
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
     from streams.lab.chaos import DEFAULT_FAULTS, FAULTS
 
@@ -205,7 +195,7 @@ def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
                    "and broker-kill].")
 @click.option("--fault-interval", default=20.0, show_default=True, type=click.FloatRange(0.5),
               help="Seconds between faults (jittered +-25%).")
-@click.option("--duration", callback=_duration,
+@click.option("--duration", type=Duration(),
               help="Soak: publish workloads one after another for this long (90s, 30m, 2h).")
 @click.option("--outage-seconds", default=30.0, show_default=True, type=click.FloatRange(1),
               help="How long pg-outage keeps PostgreSQL down.")
