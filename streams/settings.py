@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -68,7 +69,8 @@ def setting(default: Any, name: str, doc: str, *, unit: str = "", minimum: float
 
 
 LOCAL_BROKER = Variable(
-    "XP_LOCAL_BROKER", "the local stack's broker (`streams dev up`, `demo`, `bench`, `chaos`): "
+    "XP_LOCAL_BROKER", "the local stack's broker (`streams dev up`, `streams lab demo`, `bench`, "
+    "`chaos`, `hostile`): "
     "`kafka` (Apache Kafka 4.4, one node) or `kafka-3` (three nodes)", default="kafka")
 KAFKA_JARS = Variable(
     "XP_KAFKA_JARS", "where the local Apache Kafka's jars are kept (fetched with Maven when "
@@ -118,6 +120,8 @@ def _parse(var: Variable, kind: str, raw: str) -> Any:
         except ValueError:
             what = "a whole number" if kind == "int" else "a number"
             raise ConfigError(f"{var.name}={raw!r} is not {what}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{var.name}={raw!r} is not a finite number")
         if var.minimum is not None and value < var.minimum:
             raise ConfigError(f"{var.name}={value} is below its minimum {var.minimum:g}")
         if var.maximum is not None and value > var.maximum:

@@ -155,3 +155,9 @@ def test_a_stage_without_a_figure_says_so() -> None:
     b.report, b.say = report, said.append
     b.add(empty)
     assert "held the whole workload" in empty.note and said
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf"])
+def test_a_number_that_is_not_finite_is_refused(raw: str) -> None:
+    with pytest.raises(ConfigError, match="XP_SINK_BATCH_SECONDS=.* is not a finite number"):
+        Settings.from_env({"XP_SINK_BATCH_SECONDS": raw})
