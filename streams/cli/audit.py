@@ -172,7 +172,8 @@ def reconcile_cmd(as_json: bool, wait_s: float, every: float | None) -> None:
 
 
 @main.command("rebuild-totals")
-@click.option("--user", "users", multiple=True, help="Only this student (repeatable).")
+@click.option("--student", "--user", "users", multiple=True,
+              help="Only this student (repeatable; --user: its old name).")
 @click.option("--force", is_flag=True,
               help="Also replace rows whose version is above the ledger's (only at sink lag 0).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -235,7 +236,8 @@ def _legacy(settings: Settings, o: dict[str, Any]) -> Any:
 
 @main.command()
 @_legacy_options
-@click.option("--user", "users", multiple=True, help="Only this student (repeatable).")
+@click.option("--student", "--user", "users", multiple=True,
+              help="Only this student (repeatable; --user: its old name).")
 @click.option("--dry-run", is_flag=True, help="Print what would be published; write nothing.")
 @click.option("--reset", is_flag=True,
               help="Reverse earlier backfill events of this source, then import again.")
@@ -299,7 +301,8 @@ def backfill(users: tuple[str, ...], dry_run: bool, reset: bool, yes: bool, wait
 
 @main.command("compare-xp")
 @_legacy_options
-@click.option("--user", "users", multiple=True, help="Only this student (repeatable).")
+@click.option("--student", "--user", "users", multiple=True,
+              help="Only this student (repeatable; --user: its old name).")
 @click.option("--active-since", help="Only students whose legacy last play is at or after "
               "this (RFC 3339 or a duration ago: 30d).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

@@ -156,7 +156,7 @@ def test_a_corrupted_totals_row_is_found_and_fixed(settled: Pipeline) -> None:
     assert done.returncode == 1, done.stdout.decode() + done.stderr.decode()
     result = orjson.loads(done.stdout)
     assert [m["student_id"] for m in result["confirmed"]] == [student]
-    done = streams(["rebuild-totals", "--json", "--user", student], s)
+    done = streams(["rebuild-totals", "--json", "--student", student], s)
     assert done.returncode == 0, done.stderr.decode()
     assert orjson.loads(done.stdout)["written"] == 1
     done = streams(["reconcile", "--json"], s)

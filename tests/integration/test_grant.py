@@ -263,7 +263,7 @@ def test_seasonal_xp_follows_the_calendar_and_matches_the_ledger(
             conn.execute("UPDATE xp_totals SET seasonal_xp = 99 WHERE student_id = %s", (b,))
         broken = streams(["reconcile", "--json", "--wait", "5"], s)
         assert broken.returncode == 1 and orjson.loads(broken.stdout)["seasons_unmatched"] == 1
-        mended = streams(["rebuild-totals", "--user", b], s)
+        mended = streams(["rebuild-totals", "--student", b], s)
         assert mended.returncode == 0, mended.stderr.decode()
         assert totals() == want
     finally:
