@@ -22,6 +22,13 @@ from streams.cli.base import (
 from streams.settings import Settings
 
 
+def write_report(report: bytes, path: Path | None) -> None:
+    """Write a lab command's report (JSON bytes) to ``--output`` (or its old name ``--json``)
+    when one was given."""
+    if path is not None:
+        path.write_bytes(report)
+
+
 @main.group()
 def lab() -> None:
     """The harness: bench, chaos, demo, hostile input, load generation (each on the
@@ -158,9 +165,7 @@ def bench(events: int, students: int, partitions: int, rate: int, latency_second
         console.print(f"profile {path} (share of the main thread's samples):")
         for share, frame in profile_summary(path):
             console.print(f"  {share:6.1%}  {frame}")
-    json_out = json_out or json_old
-    if json_out is not None:
-        json_out.write_bytes(report.to_json())
+    write_report(report.to_json(), json_out or json_old)
 
 
 def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
@@ -255,9 +260,7 @@ def chaos(events: int, students: int, partitions: int, workers: int, rate: int, 
         console.print(f"interrupted; logs kept in {workdir}")
         sys.exit(130)
     console.print(render(report))
-    json_out = json_out or json_old
-    if json_out is not None:
-        json_out.write_bytes(report.to_json())
+    write_report(report.to_json(), json_out or json_old)
     if report.ok:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
@@ -313,9 +316,7 @@ def hostile(records: int, seed: int, partitions: int, timeout_s: float, local: b
         console.print(f"interrupted; logs kept in {workdir}")
         sys.exit(130)
     console.print(render(report))
-    json_out = json_out or json_old
-    if json_out is not None:
-        json_out.write_bytes(report.to_json())
+    write_report(report.to_json(), json_out or json_old)
     for problem in report.problems:
         console.print(f"[red]FAILED[/] {problem}")
     for record in report.differing:
