@@ -19,13 +19,14 @@ SELECT id, student_id, kind, delta, word_set_id, homework_id, created_at,
        metadata, fingerprint, topic, "partition", "offset", record_index, record_ts
 FROM xp_events_stage
 ON CONFLICT (id, student_id) DO NOTHING
-RETURNING id, student_id)
+RETURNING id, student_id),
+-- rows of this batch per id (a window, not a scan of ins per row: that was quadratic)
+batch AS (SELECT id, student_id, count(*) OVER (PARTITION BY id) AS same_id FROM ins)
 SELECT count(*),
-       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM xp_events e
-                                      WHERE e.id = ins.id AND e.student_id <> ins.student_id)
-                        OR EXISTS (SELECT 1 FROM ins o
-                                   WHERE o.id = ins.id AND o.student_id <> ins.student_id))
-FROM ins;
+       count(*) FILTER (WHERE same_id > 1
+                        OR EXISTS (SELECT 1 FROM xp_events e
+                                   WHERE e.id = batch.id AND e.student_id <> batch.student_id))
+FROM batch;
 
 -- name: stage_totals
 CREATE TEMP TABLE IF NOT EXISTS xp_totals_stage
@@ -168,13 +169,14 @@ SELECT id, action_id, profile_id, source, vector, qol_domain, selected_at, compl
        duration, mode, metadata, fingerprint, topic, "partition", "offset"
 FROM action_events_stage
 ON CONFLICT (id, profile_id) DO NOTHING
-RETURNING id, profile_id)
+RETURNING id, profile_id),
+-- rows of this batch per id (a window, not a scan of ins per row: that was quadratic)
+batch AS (SELECT id, profile_id, count(*) OVER (PARTITION BY id) AS same_id FROM ins)
 SELECT count(*),
-       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM action_events e
-                                      WHERE e.id = ins.id AND e.profile_id <> ins.profile_id)
-                        OR EXISTS (SELECT 1 FROM ins o
-                                   WHERE o.id = ins.id AND o.profile_id <> ins.profile_id))
-FROM ins;
+       count(*) FILTER (WHERE same_id > 1
+                        OR EXISTS (SELECT 1 FROM action_events e
+                                   WHERE e.id = batch.id AND e.profile_id <> batch.profile_id))
+FROM batch;
 
 -- name: stage_progress
 CREATE TEMP TABLE IF NOT EXISTS vector_progress_stage
