@@ -34,7 +34,8 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from itertools import repeat
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
 _Record = tuple[bytes | None, bytes | None, Headers]
+NO_HEADERS: Headers = []
+"""The headers of a changelog record: none (one shared list, never changed: aiokafka's record
+builder takes a list and only reads it)."""
 
 
 class FencedOut(StreamsError):
@@ -187,13 +191,13 @@ class Checkpoint:
         self._check_fence("changelog")
         changes = [(t, t.take()) for t in self.tables]
         positions = self.positions.take()
-        work: dict[int, dict[tuple[str, int], list[_Record]]] = {}
+        work: dict[int, dict[tuple[str, int], Iterable[_Record]]] = {}
         for (topic, p), recs in self.records.items():
             work.setdefault(p, {})[(topic, p)] = recs
         for table, parts in [*changes, (self.positions, positions)]:
             for p, entries in parts.items():
-                work.setdefault(p, {})[(table.topic, p)] = [(k, v, []) for k, v in
-                                                            entries.items()]
+                work.setdefault(p, {})[(table.topic, p)] = zip(
+                    entries, entries.values(), repeat(NO_HEADERS))
         offsets: dict[int, dict[TopicPartition, int]] = {}
         for (topic, p), next_offset in self.advanced.items():
             offsets.setdefault(p, {})[TopicPartition(topic, p)] = next_offset
@@ -211,7 +215,7 @@ class Checkpoint:
         self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
 
     async def _commit_partition(self, partition: int,
-                                records: dict[tuple[str, int], list[_Record]],
+                                records: dict[tuple[str, int], Iterable[_Record]],
                                 offsets: dict[TopicPartition, int]) -> dict[tuple[str, int], int]:
         """Step 2 for one partition: its records and the worker group's offsets in one
         transaction of its producer; the offset of each topic partition's last record."""
@@ -232,7 +236,7 @@ class Checkpoint:
 
     @staticmethod
     async def _produce(producer: AIOKafkaProducer,
-                       records: dict[tuple[str, int], list[_Record]]
+                       records: dict[tuple[str, int], Iterable[_Record]]
                        ) -> dict[tuple[str, int], int]:
         """Send each partition's records as record batches; return the offset of each
         partition's last record once every batch is acknowledged."""
