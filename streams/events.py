@@ -9,6 +9,7 @@ sink, replay and reconciliation.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache, lru_cache
@@ -100,6 +101,9 @@ class XpEvent(NamedTuple):
     fingerprint: bytes
     """8-byte digest of the event's content: tells a duplicate (same id, same content) from
     a conflict (same id, other content)."""
+    created_s: float
+    """``created_at`` as seconds since the Unix epoch (``datetime.timestamp()``, taken once at
+    decode: the fold, the dedupe and the freshness metric each read it)."""
 
     @property
     def is_game(self) -> bool:
@@ -251,7 +255,8 @@ def _event(doc: Any, key: bytes | None, position: tuple[int, int] | None, limits
         raise InvalidEvent("schema", exc.message) from None
     student_id = doc["student_id"].lower()
     _check_key(key, student_id, "student_id", position)
-    created_at = _instant(doc, "created_at", limits, timestamp_s, _carries_legacy_date(doc))
+    created_at, created_s = _instant(doc, "created_at", limits, timestamp_s,
+                                     _carries_legacy_date)
     # JSON Schema counts 1.0 as an integer; the ledger's columns are integers: store ints.
     delta = doc["delta"]
     if isinstance(delta, float):
@@ -272,6 +277,7 @@ def _event(doc: Any, key: bytes | None, position: tuple[int, int] | None, limits
         homework_id=homework_id.lower() if homework_id else None,
         metadata=metadata,
         fingerprint=fingerprint(doc),
+        created_s=created_s,
     )
 
 
@@ -343,20 +349,26 @@ def _check_key(key: bytes | None, owner: str, field: str,
 
 
 def _instant(doc: dict[str, Any], field: str, limits: Limits, timestamp_s: float | None,
-             past_exempt: bool = False) -> datetime:
-    """Parse ``doc[field]`` (RFC 3339) and check it against the record's timestamp."""
+             past_exempt: Callable[[dict[str, Any]], bool] | None = None,
+             ) -> tuple[datetime, float]:
+    """Parse ``doc[field]`` (RFC 3339) and check it against the record's timestamp; return it
+    and its seconds since the epoch. ``past_exempt(doc)`` (asked only for an instant past the
+    bound) exempts it from the past bound."""
     try:
         value = parse_timestamp(doc[field])
     except ValueError as exc:
         raise InvalidEvent("bad_timestamp", f"{field} {doc[field]!r}: {exc}") from None
+    seconds = value.timestamp()
     if timestamp_s is not None and timestamp_s > 0:  # -1: the record has no timestamp
-        ahead = value.timestamp() - timestamp_s
-        if ahead > limits.future_seconds or (-ahead > limits.past_seconds and not past_exempt):
+        ahead = seconds - timestamp_s
+        if ahead > limits.future_seconds or (
+                -ahead > limits.past_seconds
+                and not (past_exempt is not None and past_exempt(doc))):
             raise InvalidEvent(
                 "timestamp_out_of_range",
                 f"{field} {doc[field]} is {ahead:+.0f} s from the record's timestamp "
                 f"(allowed -{limits.past_seconds:.0f}..+{limits.future_seconds:.0f})")
-    return value
+    return value, seconds
 
 
 def _check_metadata(metadata: dict[str, Any] | None, limits: Limits) -> None:
@@ -417,8 +429,8 @@ def decode_action(
         raise InvalidEvent("schema", exc.message) from None
     profile_id = doc["profile_id"].lower()
     _check_key(key, profile_id, "profile_id", position)
-    selected_at = _instant(doc, "selected_at", limits, timestamp_s)
-    completed_at = (_instant(doc, "completed_at", limits, timestamp_s)
+    selected_at = _instant(doc, "selected_at", limits, timestamp_s)[0]
+    completed_at = (_instant(doc, "completed_at", limits, timestamp_s)[0]
                     if doc.get("completed_at") else None)
     metadata = doc.get("metadata")
     _check_metadata(metadata, limits)

@@ -250,7 +250,7 @@ class Replay:
         if verdict is Verdict.CONFLICT:
             report.conflicts += 1
             return
-        created = event.created_at.timestamp()
+        created = event.created_s
         self._seen[identity] = Sighting(event.fingerprint, partition, offset, created, created,
                                         index)
         self._accepted[identity] = (event.delta, partition, offset)

@@ -73,10 +73,6 @@ SET next_offset = GREATEST(consumer_offsets.next_offset, EXCLUDED.next_offset),
 SELECT "partition", next_offset FROM consumer_offsets
 WHERE consumer_group = %(group)s AND topic = %(topic)s;
 
--- name: ledger_position
-SELECT "partition", "offset", record_index, fingerprint FROM xp_events
-WHERE id = %(id)s AND student_id = %(student)s;
-
 -- name: mismatched_students
 SELECT coalesce(t.student_id, l.student_id) AS student_id,
        t.total_xp AS totals_xp, l.ledger_xp, t.version AS totals_events, l.ledger_events

@@ -105,13 +105,13 @@ def fold(totals: Totals | None, event: XpEvent, partition: int, offset: int, now
     last_type, last_at = t.last_game_type, t.last_game_at_us
     if event.is_game:
         games += 1
-        at_us = int(event.created_at.timestamp() * 1_000_000)
+        at_us = int(event.created_s * 1_000_000)
         if last_at is None or at_us >= last_at:
             last_type, last_at = event.kind, at_us
     elif event.kind in CARRIES_GAMES and event.metadata:
         games += event.metadata.get("games_played") or 0
         legacy_type = event.metadata.get("last_game_type")
-        at_us = int(event.created_at.timestamp() * 1_000_000)
+        at_us = int(event.created_s * 1_000_000)
         if legacy_type and event.kind == "backfill" and (last_at is None or at_us >= last_at):
             last_type, last_at = legacy_type, at_us
     total = t.total_xp + event.delta

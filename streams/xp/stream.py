@@ -110,7 +110,7 @@ class XpStream:
         for _, events in decoded:
             if not isinstance(events, InvalidEvent):
                 for ev in events:
-                    if ev.created_at.timestamp() < old:
+                    if ev.created_s < old:
                         key, seen = find_sighting(self.seen, partition, ev.id, ev.student_id)
                         if seen is None:
                             unseen_old.append(key)
@@ -123,7 +123,7 @@ class XpStream:
                     continue
                 for index, event in enumerate(events):
                     try:
-                        counts[await self._take(record, event, index, now)] += 1
+                        counts[self._take(record, event, index, now)] += 1
                     except InvalidEvent as exc:  # total_overflow: the ledger keeps it
                         checkpoint.dead_letter(self.dlq_topic, record, exc)
                         invalid += 1
@@ -135,19 +135,20 @@ class XpStream:
                 self.metrics.records.labels(self.stage, outcome).inc(n)
         return invalid
 
-    async def _take(self, record: ConsumerRecord[bytes, bytes], ev: XpEvent, index: int,
-                    now: float) -> str:
+    def _take(self, record: ConsumerRecord[bytes, bytes], ev: XpEvent, index: int,
+              now: float) -> str:
         """Dedupe and fold one event ``ev`` at ``index`` in ``record``; return its outcome
-        (``valid``, ``redelivery``, ``duplicate``, ``conflict``). Raises
-        :class:`InvalidEvent` (``total_overflow``)."""
+        (``valid``, ``redelivery``, ``duplicate``, ``conflict``). An event past the dedupe
+        horizon with no sighting is judged by its ledger row, which :meth:`fold` looked up for
+        the batch beforehand (no await per event). Raises :class:`InvalidEvent`
+        (``total_overflow``)."""
         p, offset = record.partition, record.offset
         id_key, sighting = find_sighting(self.seen, p, ev.id, ev.student_id)
         verdict = classify(sighting, ev.fingerprint, p, offset, index)
-        created = ev.created_at.timestamp()
+        created = ev.created_s
         if verdict is Verdict.NEW and created < now - self.settings.dedupe_horizon_seconds:
-            found = (self._ledger[id_key] if id_key in self._ledger
-                     else await self.ledger_position(ev.id, ev.student_id))
-            verdict = from_ledger(found, ev.fingerprint, p, offset, index)
+            # every such event of the batch was looked up: a sighting only ever appears
+            verdict = from_ledger(self._ledger[id_key], ev.fingerprint, p, offset, index)
             self.metrics.ledger_checks.labels(verdict.value).inc()
         if verdict is Verdict.CONFLICT:
             log.warning("conflict: event %s at %s/%s[%s] differs from its first sighting; "
@@ -197,7 +198,8 @@ class XpStream:
                                ) -> dict[bytes, tuple[int, int, int, bytes] | None]:
         """Look up the events ``keys`` (:func:`streams.dedupe.event_key`, 32 bytes each) in
         the ledger in one query: key -> (partition, offset, record_index, fingerprint), or None
-        when absent. Retries as :meth:`ledger_position` does."""
+        when absent. Retries with backoff while the database is unavailable (the reader waits;
+        ``XP_DB_RETRY_MAX_SECONDS`` caps the backoff)."""
         if not keys:
             return {}
         found: dict[bytes, tuple[int, int, int, bytes] | None] = dict.fromkeys(keys)
@@ -207,14 +209,6 @@ class XpStream:
         for event_id, student_id, p, o, i, fp in rows:
             found[event_id.bytes + student_id.bytes] = (p, o, i, bytes(fp))
         return found
-
-    async def ledger_position(self, event_id: str,
-                              student_id: str) -> tuple[int, int, int, bytes] | None:
-        """Return (partition, offset, record_index, fingerprint) of the event ``event_id`` of
-        ``student_id`` in the ledger, or None. Retries with backoff while the database is
-        unavailable (the reader waits; ``XP_DB_RETRY_MAX_SECONDS`` caps the backoff)."""
-        rows = await self._query("ledger_position", {"id": event_id, "student": student_id})
-        return next(((p, o, i, bytes(fp)) for p, o, i, fp in rows), None)
 
     async def _query(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Rows of the ledger query ``name``, retried with backoff while the database is
