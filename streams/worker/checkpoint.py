@@ -17,6 +17,11 @@
 3. **Store**: write the local store (RocksDB) with the committed changelog offsets, so
    recovery after a crash reads the changelog from there.
 
+Steps 2 and 3 run while the next batch's step 1 does (:meth:`Checkpoint.seal`, then
+:meth:`Checkpoint.commit`): the sealed overlays stay readable as the tables' in-flight layers,
+and one sealed checkpoint commits at a time, in order (docs/design.md, "Fold worker:
+checkpoints").
+
 Readers of the changelogs and outputs read committed only, so a record is seen with its
 position or not at all (I1: a durable position P means every effect of the source records
 before P is durable). A kill -9 after step 2 leaves the store behind the changelog: safe because
@@ -36,7 +41,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -117,6 +122,18 @@ class Failpoint:
         os._exit(137)
 
 
+class Sealed(NamedTuple):
+    """A checkpoint sealed for commit (:meth:`Checkpoint.seal`)."""
+
+    changes: list[tuple[TableState[Any], dict[int, dict[bytes, bytes | None]]]]
+    """Each table (the positions table last) with its encoded changes: partition -> key ->
+    value (None: delete)."""
+    records: dict[tuple[str, int], list[_Record]]
+    """(topic, partition) -> DLQ and output records."""
+    advanced: dict[tuple[str, int], int]
+    """(source topic, partition) -> next offset to read."""
+
+
 class Checkpoint:
     """What one fetched batch changes, and the steps that make it durable (module docstring).
 
@@ -182,24 +199,36 @@ class Checkpoint:
         return (not self.advanced and not self.records
                 and not any(t.pending for t in self.tables))
 
-    async def run(self) -> None:
-        """Steps 2 and 3 (step 1 is the streams' folding). Raises what the producers raise
-        (``ProducerFenced`` for a zombie): the caller must then exit without a later checkpoint
-        (the batch is read again)."""
+    def seal(self) -> Sealed:
+        """End step 1: what was folded since the last seal, encoded, as one unit to commit
+        (:meth:`commit`); the tables' overlays become their in-flight layers, still read, and
+        the next batch folds into fresh ones meanwhile.
+
+        Raises:
+            RuntimeError: the previous sealed checkpoint has not been committed (a bug).
+        """
+        sealed = Sealed([(t, t.take()) for t in [*self.tables, self.positions]],
+                        self.records, self.advanced)
+        self.advanced, self.records = {}, {}
+        return sealed
+
+    async def commit(self, sealed: Sealed) -> None:
+        """Steps 2 and 3 of a sealed checkpoint, then its in-flight layers are dropped. Raises
+        what the producers raise (``ProducerFenced`` for a zombie) and :class:`FencedOut`: the
+        caller must then exit without a later checkpoint (the batch is read again). Sealed
+        checkpoints are committed one at a time, in order."""
         started = time.monotonic()
         await self.failpoint.reached("folded")
         self._check_fence("changelog")
-        changes = [(t, t.take()) for t in self.tables]
-        positions = self.positions.take()
         work: dict[int, dict[tuple[str, int], Iterable[_Record]]] = {}
-        for (topic, p), recs in self.records.items():
+        for (topic, p), recs in sealed.records.items():
             work.setdefault(p, {})[(topic, p)] = recs
-        for table, parts in [*changes, (self.positions, positions)]:
+        for table, parts in sealed.changes:
             for p, entries in parts.items():
                 work.setdefault(p, {})[(table.topic, p)] = zip(
                     entries, entries.values(), repeat(NO_HEADERS))
         offsets: dict[int, dict[TopicPartition, int]] = {}
-        for (topic, p), next_offset in self.advanced.items():
+        for (topic, p), next_offset in sealed.advanced.items():
             offsets.setdefault(p, {})[TopicPartition(topic, p)] = next_offset
         # 2. One transaction per partition, all partitions at once.
         acked: dict[tuple[str, int], int] = {}
@@ -208,11 +237,15 @@ class Checkpoint:
             acked.update(done)
         await self.failpoint.reached("positioned")
         # 3. The local store, with the changelog offsets it now reflects.
-        for table, parts in [*changes, (self.positions, positions)]:
+        for table, parts in sealed.changes:
             for p, entries in parts.items():
                 table.store.write(p, entries, acked[(table.topic, p)])
-        self.advanced, self.records = {}, {}
+            table.settle()
         self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
+
+    async def run(self) -> None:
+        """Seal and commit what was folded (steps 2 and 3 at once, no fold in between)."""
+        await self.commit(self.seal())
 
     async def _commit_partition(self, partition: int,
                                 records: dict[tuple[str, int], Iterable[_Record]],

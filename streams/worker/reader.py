@@ -34,7 +34,7 @@ from streams.logs import log_context
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.worker import faust_internals
-from streams.worker.checkpoint import Checkpoint, Failpoint, FencedOut
+from streams.worker.checkpoint import Checkpoint, Failpoint, FencedOut, Sealed
 from streams.worker.restart import START_ATTEMPT_ENV, start_again
 from streams.worker.state import TableState
 
@@ -144,6 +144,8 @@ class SourceReader:
         """Partition -> its transactional producer (docs/design.md, "Fold worker:
         checkpoints"), made anew at every assignment."""
         self._checkpoint: Checkpoint | None = None
+        self._committing: asyncio.Task[None] | None = None
+        """The sealed checkpoint being committed while the next batch folds, or None."""
         self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._next_offset: dict[TopicPartition, int] = {}
@@ -291,6 +293,7 @@ class SourceReader:
             if self._consumer is None:
                 await self._start_clients()
             assert self._consumer is not None
+            await self._drain()
             await self._fence_partitions(held)
             tps = [TopicPartition(t, p) for t in self.streams for p in sorted(held)]
             self._consumer.assign(tps)
@@ -332,13 +335,15 @@ class SourceReader:
         self._producers.update(zip(sorted(held), started, strict=True))
 
     async def on_revoked(self) -> None:
-        """At the start of a rebalance: finish the batch in progress (it checkpoints), then let
-        go of the source partitions until :meth:`on_recovered`."""
+        """At the start of a rebalance: finish the batch in progress and commit its checkpoint
+        (and the one before it, if still committing), then let go of the source partitions
+        until :meth:`on_recovered`."""
         self._ready.clear()
         self._assigned_generation = None
         self._assigned_at = None
         self._waiting_since = time.monotonic()
         async with self._lock:
+            await self._drain()
             if self._consumer is not None:
                 self._consumer.assign([])
             self.held = set()
@@ -348,6 +353,7 @@ class SourceReader:
         self._stopping = True
         self._ready.set()
         async with self._lock:
+            await self._drain()
             for task in (self._task, self._watcher, self._recovery_watch):
                 if task is not None:
                     task.cancel()
@@ -367,26 +373,46 @@ class SourceReader:
                     await self._step()
         except asyncio.CancelledError:
             raise
-        except FencedOut as exc:
+        except Exception as exc:
+            self._exit_for(exc)
+
+    @staticmethod
+    def _exit_for(exc: BaseException) -> None:
+        """End the process at once (exit 70) after a failed fold or checkpoint, without a later
+        checkpoint: the partitions' batches are read again by their owner after the restart."""
+        if isinstance(exc, FencedOut):
             log.critical("%s; exiting to rejoin the group (the batch is read again by this "
                          "partition's owner)", exc)
-            logging.shutdown()
-            os._exit(70)
-        except (ProducerFenced, InvalidProducerEpoch, IllegalOperation) as exc:
+        elif isinstance(exc, (ProducerFenced, InvalidProducerEpoch, IllegalOperation)):
             # IllegalOperation: a send found the transaction just begun already ended (the
             # producer saw itself fenced in between)
             log.critical("fenced: another worker owns a partition of this checkpoint now "
                          "(%r); nothing of it was committed; exiting to rejoin the group", exc)
-            logging.shutdown()
-            os._exit(70)
-        except Exception:
+        else:
             log.critical("unexpected error in the batch reader; exiting without a checkpoint "
-                         "(the batch is read again after the restart)", exc_info=True)
-            logging.shutdown()
-            os._exit(70)
+                         "(the batch is read again after the restart)", exc_info=exc)
+        logging.shutdown()
+        os._exit(70)
+
+    async def _commit(self, sealed: Sealed) -> None:
+        """Commit ``sealed`` (:meth:`Checkpoint.commit`); any failure ends the process."""
+        assert self._checkpoint is not None
+        try:
+            await self._checkpoint.commit(sealed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._exit_for(exc)
+
+    async def _drain(self) -> None:
+        """Wait until the checkpoint being committed (if any) is committed and stored."""
+        task, self._committing = self._committing, None
+        if task is not None:
+            await task
 
     async def _step(self) -> None:
-        """Fetch one batch, fold it (step 1), checkpoint it (steps 2 and 3)."""
+        """Fetch one batch, fold it (step 1), seal its checkpoint and start committing it
+        (steps 2 and 3), which goes on while the next step fetches and folds."""
         assert self._consumer is not None and self._checkpoint is not None
         cp = self._checkpoint
         data = await self._consumer.getmany(
@@ -425,7 +451,10 @@ class SourceReader:
             for stream in self.streams.values():
                 stream.housekeeping(self.held, cp, now)
         if not cp.empty:
-            await cp.run()
+            # One checkpoint commits at a time, in order: the previous one first. This batch's
+            # is then sealed and commits while the next batch is fetched and folded.
+            await self._drain()
+            self._committing = asyncio.ensure_future(self._commit(cp.seal()))
 
     def _halt(self) -> None:
         """The DLQ limit tripped: drop this batch unwritten and stop reading."""

@@ -1,9 +1,12 @@
-"""A Faust table as the batch reader sees it: this checkpoint's changes over the local store.
+"""A Faust table as the batch reader sees it: this checkpoint's changes over the previous
+checkpoint's (while it commits) over the local store.
 
-Reads go overlay -> local store (the RocksDB partition, or the memory store in tests); writes
-go to the overlay only. The checkpoint (:mod:`streams.worker.checkpoint`) encodes each touched
-key once, produces it to the table's changelog, and only after the broker acknowledged it (and
-the position is durable) writes the local store (docs/design.md, "Fold worker: checkpoints").
+Reads go overlay -> in-flight layer -> local store (the RocksDB partition, or the memory store
+in tests); writes go to the overlay only. The checkpoint (:mod:`streams.worker.checkpoint`)
+seals the overlay (it becomes the in-flight layer), encodes each touched key once, produces it
+to the table's changelog, and only after the broker acknowledged it (and the position is
+durable) writes the local store and drops the in-flight layer; the next batch folds meanwhile,
+reading the sealed values (docs/design.md, "Fold worker: checkpoints").
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ class TableState(Generic[V]):
         """The changelog topic (partition p holds the keys of source partition p)."""
         self.pending: dict[int, dict[bytes, V | None]] = {}
         """partition -> key -> value this checkpoint will write (None: delete)."""
+        self.inflight: dict[int, dict[bytes, V | None]] = {}
+        """The sealed overlay of the checkpoint being committed (same shape), read until the
+        local store holds it (:meth:`settle`)."""
         self._store: faust_internals.TableStore | None = None
 
     @property
@@ -52,6 +58,9 @@ class TableState(Generic[V]):
         part = self.pending.get(partition)
         if part is not None and key in part:
             return part[key]
+        part = self.inflight.get(partition)
+        if part is not None and key in part:
+            return part[key]
         raw = self.store.get(partition, key)
         return None if raw is None else self.decode(raw)
 
@@ -63,14 +72,27 @@ class TableState(Generic[V]):
         part[key] = value
 
     def take(self) -> dict[int, dict[bytes, bytes | None]]:
-        """This checkpoint's changes, encoded (one value per key), and an empty overlay."""
+        """This checkpoint's changes, encoded (one value per key); the overlay becomes the
+        in-flight layer (still read) and a new, empty overlay takes its place.
+
+        Raises:
+            RuntimeError: the previous checkpoint's layer was not settled (a bug: checkpoints
+                commit one at a time).
+        """
+        if self.inflight:
+            raise RuntimeError(f"{self.topic}: a checkpoint sealed before the last one settled")
         out = {p: {k: None if v is None else self.encode(v) for k, v in part.items()}
                for p, part in self.pending.items() if part}
-        self.pending = {}
+        self.inflight, self.pending = self.pending, {}
         return out
 
+    def settle(self) -> None:
+        """The local store now holds the in-flight layer: stop reading it."""
+        self.inflight = {}
+
     def discard(self, partitions: set[int]) -> None:
-        """Forget what this checkpoint holds for ``partitions`` (revoked before it was written)."""
+        """Forget what the checkpoint being folded holds for ``partitions`` (revoked before it
+        was sealed; a sealed one is committed first)."""
         for p in partitions:
             self.pending.pop(p, None)
 

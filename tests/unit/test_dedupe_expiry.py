@@ -35,12 +35,13 @@ def _fill(stream: XpStream, partition: int, n: int, old: bool) -> set[bytes]:
 
 
 def _tombstoned(stream: XpStream) -> dict[int, set[bytes]]:
-    """The overlay's tombstones, written to the store as a checkpoint's step 4 would."""
+    """The overlay's tombstones, written to the store as a checkpoint's step 3 would."""
     out: dict[int, set[bytes]] = {}
     for p, entries in stream.seen.take().items():
         assert all(v is None for v in entries.values())
         out[p] = set(entries)
         stream.seen.store.write(p, entries, 1)
+    stream.seen.settle()
     return out
 
 

@@ -76,3 +76,31 @@ async def test_memory_recovery_keeps_partitions_apart(tmp_path: Path) -> None:
                                             set())
     assert store.get(0, KEY) is None
     assert store.get(1, KEY) == _value(1)
+
+
+@pytest.mark.parametrize("store_url", STORES)
+def test_a_sealed_checkpoint_is_read_until_the_store_holds_it(tmp_path: Path,
+                                                             store_url: str) -> None:
+    """The next batch folds while the previous checkpoint commits (docs/design.md, "Fold
+    worker: checkpoints"): the sealed values (and deletions) stay visible until the store
+    has them, a newer fold wins over them, and no second checkpoint seals meanwhile."""
+    settings = Settings().with_(table_store=store_url, data_dir=str(tmp_path),
+                                topic_partitions=2)
+    faust_internals.patch_all(settings)
+    seen = XpStream(create_app(settings), settings, Metrics()).seen
+    seen.store.write(1, {b"gone": _value(1)}, 0)
+    sighting = Sighting(b"\x01", 1, 7, 1.0, 1.0)
+    seen.put(1, KEY, sighting)
+    seen.put(1, b"gone", None)
+    taken = seen.take()
+    assert taken == {1: {KEY: encode_sighting(sighting), b"gone": None}}
+    assert seen.get(1, KEY) == sighting and seen.get(1, b"gone") is None  # in flight
+    newer = sighting._replace(offset=8)
+    seen.put(1, KEY, newer)
+    assert seen.get(1, KEY) == newer
+    with pytest.raises(RuntimeError, match="before the last one settled"):
+        seen.take()
+    seen.store.write(1, taken[1], 1)
+    seen.settle()
+    assert seen.get(1, KEY) == newer and seen.get(1, b"gone") is None
+    assert seen.take() == {1: {KEY: encode_sighting(newer)}}
