@@ -116,7 +116,8 @@ def demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> 
 @click.option("--profile", "profile_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Record py-spy profiles (folded stacks) of each process here.")
 @click.option("--skip", multiple=True,
-              type=click.Choice(["baselines", "worker", "sink", "recovery", "batched", "claims",
+              type=click.Choice(["baselines", "worker", "sink", "start", "scale", "recovery",
+                                 "batched", "claims",
                                  "e2e"]),  # streams.lab.bench.STAGES (a test keeps them equal)
               help="Leave a stage out (repeatable); the limits always run.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 8),

@@ -13,9 +13,15 @@ duplicates and invalid records included), prints one table:
   events committed from its first commit seen to lag 0), both again on the same workload as
   batched records (``--batch`` events a record), the whole pipeline end to end (from the
   first publish to ledger and totals committed, checked against the loadgen expectation);
+- from process start: a worker with an existing store (it folded a warm-up workload and
+  stopped) started on the workload's backlog, timed from the process's start to its first
+  commit and to lag 0;
+- scale: one worker process, two in one group, two with standby replicas, each from its first
+  commit to lag 0, with the CPU seconds of the workers, the broker and PostgreSQL; the
+  standbys' CPU per event against the active workers';
 - recovery: one worker killed -9 under the backlog a fast publish leaves, restarted at once
   (static group membership), timed from the kill to lag 0 against the bar backlog / the
-  worker-alone rate + 20 s;
+  worker-alone rate + 10 s;
 - latency: events of ``--students`` fresh students in turn, offered at ``--rate`` events/s for
   ``--latency-seconds``; per event, from its publish acknowledgement to the first poll of
   ``xp_totals`` (every ``POLL_S`` seconds) whose ``version`` shows it applied: p50, p99, max;
@@ -34,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import os
 import shutil
 import signal
 import statistics
@@ -46,7 +53,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka.structs import TopicPartition
@@ -98,7 +105,8 @@ PUBLISH_LIMIT = "publish (aiokafka, acks=all)"
 LIMITS = frozenset({PUBLISH_LIMIT, BROKER_LIMIT, DATABASE_LIMIT})
 """The stages that are limits (shown as such, never compared)."""
 
-STAGES = frozenset({"baselines", "worker", "sink", "recovery", "batched", "claims", "e2e"})
+STAGES = frozenset({"baselines", "worker", "sink", "start", "scale", "recovery", "batched",
+                    "claims", "e2e"})
 """Stages that can be left out (``--skip``); the limits always run: ratios need them."""
 
 
@@ -237,7 +245,7 @@ class Bench:
                 if self.profile_dir is not None and p.proc is not None:
                     out = self.profile_dir / f"{p.log_path.stem}.folded"
                     spies.append(subprocess.Popen(
-                        [py_spy(), "record", "--pid", str(p.proc.pid), "--rate", "50",
+                        [py_spy(), "record", "--pid", str(p.proc.pid), "--rate", "100",
                          "--format", "raw", "--output", str(out), "--nonblocking", "--idle"],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             yield procs
@@ -291,6 +299,10 @@ class Bench:
             for command in ("worker", "sink"):
                 if command in self.stages:
                     self.alone(shared, records, command)
+            if "start" in self.stages:
+                self.from_start(records)
+            if "scale" in self.stages:
+                self.scale(records)
             if "recovery" in self.stages:
                 self.recovery(records)
             if "batched" in self.stages:
@@ -427,12 +439,80 @@ class Bench:
             with connect(self.base.database_url, autocommit=True) as conn:
                 conn.execute(lab_query("truncate_sink"))
 
+    def from_start(self, records: list[Record]) -> None:
+        """One worker process with an existing store (it folded a warm-up workload of a tenth
+        of the size on the same topic and stopped) started on the workload's backlog: timed
+        from the process's start (imports, Faust's start, the group join, table recovery and
+        the assignment included) to its first commit and to lag 0."""
+        settings = self.scratch.variant("start")
+        group = topology.stage(settings, "worker", settings.xp_topic).group
+        warm, _ = generate(LoadSpec(events=max(1000, self.spec.events // 10),
+                                    students=self.spec.students, seed=self.spec.seed + 1))
+        self.say(f"worker from process start: warm-up of {len(warm):,} records ...")
+        workers, self.workers = self.workers, 1
+        try:
+            asyncio.run(publish_records(settings, warm))
+            with self.processes(settings, "worker") as procs:
+                self.wait(settings, [(group, settings.xp_topic)], procs)
+            asyncio.run(publish_records(settings, records))
+            self.say(f"worker from process start on a {len(records):,}-record backlog ...")
+            started = time.monotonic()
+            with self.processes(settings, "worker") as procs:
+                progress = asyncio.run(commit_progress(
+                    settings, group, settings.xp_topic,
+                    event_index(warm + records, settings.topic_partitions), procs))
+        finally:
+            self.workers = workers
+        events = progress.total - progress.initial
+        self.add(Stage("fold worker from process start (existing store)", events,
+                       progress.done_at - started, BROKER_LIMIT,
+                       f"first commit {progress.first_at - started:.1f} s after the process "
+                       "started"))
+
+    def scale(self, records: list[Record]) -> None:
+        """One worker process, two in one group, then two with standby replicas
+        (``XP_WORKER_STANDBY_REPLICAS=1``: each keeps a warm copy of the other's tables), each
+        alone on the workload (a fresh topic each), timed from the first commit to lag 0. The
+        workers' CPU seconds are counted until they are idle again (a standby applies the
+        changelogs after the source's lag is 0), with the CPU seconds the broker and PostgreSQL
+        used meanwhile (on two cores they compete with the workers). The standbys' CPU per
+        event is the difference the standby replicas make, against the active workers'."""
+        cpu_per_event: dict[str, float] = {}
+        for name, count, standbys in (("1", 1, 0), ("2", 2, 0), ("standby", 2, 1)):
+            settings = self.scratch.variant(f"scale{name}").with_(
+                worker_standby_replicas=standbys)
+            group = topology.stage(settings, "worker", settings.xp_topic).group
+            asyncio.run(publish_records(settings, records))
+            label = (f"{count} worker process{'es' if count > 1 else ''}"
+                     + (", standby replicas 1" if standbys else ""))
+            self.say(f"{label} ...")
+            workers, self.workers = self.workers, count
+            try:
+                servers = server_cpu_seconds()
+                with self.processes(settings, "worker") as procs:
+                    events, seconds = asyncio.run(committed_rate(
+                        settings, group, settings.xp_topic,
+                        event_index(records, settings.topic_partitions), procs))
+                    cpu = idle_cpu_seconds([p.proc.pid for p in procs if p.proc is not None])
+                used = {k: v - servers.get(k, 0.0) for k, v in server_cpu_seconds().items()}
+            finally:
+                self.workers = workers
+            total = sum(ends[-1] for ends in event_index(
+                records, settings.topic_partitions).values())
+            cpu_per_event[name] = cpu / total if total else 0.0
+            note = (f"CPU s: workers {cpu:.1f}, "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in sorted(used.items())))
+            if standbys and cpu_per_event["2"] > 0:
+                extra = cpu_per_event[name] - cpu_per_event["2"]
+                note += (f"; standby CPU per event {extra * 1e6:.0f} us = "
+                         f"{extra / cpu_per_event['2']:.0%} of the active workers'")
+            self.add(Stage(f"fold worker alone, {label}", events, seconds, BROKER_LIMIT, note))
+
     def recovery(self, records: list[Record]) -> None:
         """One worker process (static group membership: ``XP_WORKER_INSTANCE_ID``) on a fresh
         topic; the workload is published faster than it folds, the worker is killed -9 with
         the backlog the publish left, restarted at once, and timed from the kill until lag 0.
-        The bar (docs/design.md, Fold worker) is backlog / the worker-alone rate of this run
-        + 20 s."""
+        The bar is backlog / the worker-alone rate of this run + 10 s."""
         settings = self.scratch.variant("recovery").with_(
             worker_instance_id=f"bench-recovery-{uuid.uuid4().hex[:8]}")
         worker = topology.stage(settings, "worker", settings.xp_topic)
@@ -457,7 +537,7 @@ class Bench:
             self.workers = workers
         alone = next((s for s in self.report.stages if s.name.startswith("fold worker alone")
                       and "batched" not in s.name), None)
-        bar = f"; bar {backlog / alone.rate + 20:.1f} s" if alone and alone.rate else ""
+        bar = f"; bar {backlog / alone.rate + 10:.1f} s" if alone and alone.rate else ""
         self.add(Stage(f"recovery: worker killed -9 under a {backlog:,}-record backlog, "
                        "restarted, to lag 0", backlog, seconds, "",
                        f"{seconds:.1f} s from the kill{bar}"))
@@ -571,14 +651,26 @@ async def _records_behind(settings: Settings, group: str, topic: str) -> int:
         return sum(x.lag_records for x in await lag.read_lag(reader, group, topic))
 
 
-async def committed_rate(settings: Settings, group: str, topic: str, events_before: EventIndex,
-                         procs: list[PipelineProcess]) -> tuple[int, float]:
-    """Poll ``group``'s committed offsets on ``topic`` (every 0.1 s) until every record is
-    committed; return (events in the records committed after the first commit seen, seconds
-    since then): (0, 0.0) when the first commit seen held every record.
+class CommitProgress(NamedTuple):
+    """What :func:`commit_progress` saw: events committed when it began, the first commit past
+    them, every event committed (monotonic seconds)."""
 
-    Counting from the first commit leaves out joining the group and the first batch's start,
-    and counts only the events processed within the span.
+    total: int
+    """Events in every record of the topic."""
+    initial: int
+    """Events already committed at the first poll."""
+    first_at: float
+    first_events: int
+    """Events committed at the first commit seen past :attr:`initial`."""
+    done_at: float
+
+
+async def commit_progress(settings: Settings, group: str, topic: str,
+                          events_before: EventIndex,
+                          procs: list[PipelineProcess]) -> CommitProgress:
+    """Poll ``group``'s committed offsets on ``topic`` (every 0.1 s) until every record is
+    committed: when the first commit past the offsets committed at the first poll was seen,
+    and when the last.
 
     Args:
         events_before: per partition, the events in the records before each offset (see
@@ -588,20 +680,73 @@ async def committed_rate(settings: Settings, group: str, topic: str, events_befo
         RuntimeError: a process of ``procs`` exited.
     """
     total = sum(ends[-1] for ends in events_before.values())
+    initial: int | None = None
+    first: tuple[float, int] | None = None
     async with kafka.OffsetReader(settings) as reader:
-        first: tuple[float, int] | None = None
         while True:
             committed = await reader.committed(group, topic)
             done = sum(events_before[p][min(o or 0, len(events_before[p]) - 1)]
                        for p, o in committed.items() if p in events_before)
             now = time.monotonic()
-            if first is None and done > 0:
+            if initial is None:
+                initial = 0 if done >= total else done
+            if first is None and done > initial:
                 first = (now, done)
             if first is not None and done >= total:
-                return total - first[1], now - first[0]
+                return CommitProgress(total, initial, first[0], first[1], now)
             if any(not p.alive() for p in procs):
                 raise RuntimeError(f"{', '.join(p.command for p in procs)} exited: see its log")
             await asyncio.sleep(0.1)
+
+
+async def committed_rate(settings: Settings, group: str, topic: str, events_before: EventIndex,
+                         procs: list[PipelineProcess]) -> tuple[int, float]:
+    """(events in the records committed after the first commit seen, seconds since then) of a
+    group that had committed nothing (:func:`commit_progress`): (0, 0.0) when the first commit
+    seen held every record. Counting from the first commit leaves out joining the group and the
+    first batch's start, and counts only the events processed within the span."""
+    p = await commit_progress(settings, group, topic, events_before, procs)
+    return p.total - p.first_events, p.done_at - p.first_at
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used (``/proc/<pid>/stat``); 0.0 when
+    unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu_seconds(pids: list[int], quiet_s: float = 2.0, limit_s: float = 60.0) -> float:
+    """CPU seconds ``pids`` used in all, read once they have used under 5% of a core over
+    ``quiet_s`` seconds (polled; at most ``limit_s`` seconds)."""
+    deadline = time.monotonic() + limit_s
+    last = sum(cpu_seconds(p) for p in pids)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = sum(cpu_seconds(p) for p in pids)
+        if now - last < 0.05 * quiet_s:
+            return now
+        last = now
+    return last
+
+
+def server_cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by the broker (``kafka``: java processes) and ``postgresql``
+    processes on this machine, by name (the local stack's servers)."""
+    used: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            name = stat.read_text().strip()
+        except OSError:
+            continue
+        kind = "kafka" if name == "java" else "postgresql" if name.startswith("postgres") \
+            else None
+        if kind is not None:
+            used[kind] = used.get(kind, 0.0) + cpu_seconds(int(stat.parent.name))
+    return used
 
 
 EventIndex = dict[int, list[int]]
