@@ -260,6 +260,15 @@ class Bench:
                     self.report.peak_rss_mib[key] = max(rss, self.report.peak_rss_mib.get(key, 0))
                 p.stop()
 
+    @contextmanager
+    def worker_count(self, count: int) -> Iterator[None]:
+        """:attr:`workers` is ``count`` for the block (a stage of its own worker count)."""
+        workers, self.workers = self.workers, count
+        try:
+            yield
+        finally:
+            self.workers = workers
+
     def wait(self, settings: Settings, pairs: list[tuple[str, str]],
              procs: list[PipelineProcess]) -> dict[str, tuple[float, float]]:
         """Wait until every (group, topic) has lag 0; a process that exits fails the bench."""
@@ -449,8 +458,7 @@ class Bench:
         warm, _ = generate(LoadSpec(events=max(1000, self.spec.events // 10),
                                     students=self.spec.students, seed=self.spec.seed + 1))
         self.say(f"worker from process start: warm-up of {len(warm):,} records ...")
-        workers, self.workers = self.workers, 1
-        try:
+        with self.worker_count(1):
             asyncio.run(publish_records(settings, warm))
             with self.processes(settings, "worker") as procs:
                 self.wait(settings, [(group, settings.xp_topic)], procs)
@@ -461,8 +469,6 @@ class Bench:
                 progress = asyncio.run(commit_progress(
                     settings, group, settings.xp_topic,
                     event_index(warm + records, settings.topic_partitions), procs))
-        finally:
-            self.workers = workers
         events = progress.total - progress.initial
         self.add(Stage("fold worker from process start (existing store)", events,
                        progress.done_at - started, BROKER_LIMIT,
@@ -486,19 +492,15 @@ class Bench:
             label = (f"{count} worker process{'es' if count > 1 else ''}"
                      + (", standby replicas 1" if standbys else ""))
             self.say(f"{label} ...")
-            workers, self.workers = self.workers, count
-            try:
+            index = event_index(records, settings.topic_partitions)
+            with self.worker_count(count):
                 servers = server_cpu_seconds()
                 with self.processes(settings, "worker") as procs:
                     events, seconds = asyncio.run(committed_rate(
-                        settings, group, settings.xp_topic,
-                        event_index(records, settings.topic_partitions), procs))
+                        settings, group, settings.xp_topic, index, procs))
                     cpu = idle_cpu_seconds([p.proc.pid for p in procs if p.proc is not None])
                 used = {k: v - servers.get(k, 0.0) for k, v in server_cpu_seconds().items()}
-            finally:
-                self.workers = workers
-            total = sum(ends[-1] for ends in event_index(
-                records, settings.topic_partitions).values())
+            total = sum(ends[-1] for ends in index.values())
             cpu_per_event[name] = cpu / total if total else 0.0
             note = (f"CPU s: workers {cpu:.1f}, "
                     + ", ".join(f"{k} {v:.1f}" for k, v in sorted(used.items())))
@@ -518,8 +520,7 @@ class Bench:
         worker = topology.stage(settings, "worker", settings.xp_topic)
         pair = [(worker.group, worker.topic)]
         self.say("recovery: kill -9 of the worker under a backlog ...")
-        workers, self.workers = self.workers, 1
-        try:
+        with self.worker_count(1):
             with self.processes(settings, "worker") as procs:
                 probe = str(uuid.uuid4())
                 asyncio.run(publish_records(settings, [(probe.encode(), orjson.dumps({
@@ -533,8 +534,6 @@ class Bench:
                 procs[0].start()
                 self.wait(settings, pair, procs)
                 seconds = time.monotonic() - killed
-        finally:
-            self.workers = workers
         alone = next((s for s in self.report.stages if s.name.startswith("fold worker alone")
                       and "batched" not in s.name), None)
         bar = f"; bar {backlog / alone.rate + 10:.1f} s" if alone and alone.rate else ""
@@ -566,16 +565,13 @@ class Bench:
             (b"seasons:1", orjson.dumps(claim_calendar()), CLAIM_POLICY_PUBLISHED_MS)]))
         self.say(f"grant stream: publishing {len(claims):,} claims ...")
         asyncio.run(publish_timed(settings, settings.claims_topic, claims))
-        workers, self.workers = self.workers, 1
-        try:
+        with self.worker_count(1):
             with self.processes(settings, "worker") as procs:
                 events, seconds = asyncio.run(committed_rate(
                     settings, topology.stage(settings, "worker", settings.claims_topic).group,
                     settings.claims_topic,
                     event_index([(k, v) for k, v, _ in claims], settings.topic_partitions),
                     procs))
-        finally:
-            self.workers = workers
         self.add(Stage("grant stream alone (daily-login claims)", events, seconds,
                        BROKER_LIMIT, f"first commit to lag 0; {expected.award_count:,} awards"))
 

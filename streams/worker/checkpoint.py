@@ -243,10 +243,6 @@ class Checkpoint:
             table.settle()
         self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
 
-    async def run(self) -> None:
-        """Seal and commit what was folded (steps 2 and 3 at once, no fold in between)."""
-        await self.commit(self.seal())
-
     async def _commit_partition(self, partition: int,
                                 records: dict[tuple[str, int], Iterable[_Record]],
                                 offsets: dict[TopicPartition, int]) -> dict[tuple[str, int], int]:
