@@ -60,6 +60,16 @@ class Metrics(_Exported):
             " the write buffers charged to it, at most about XP_ROCKSDB_MEMORY_MB (bytes).",
             registry=r,
         )
+        self.standby_records = Counter(
+            "xp_worker_standby_records_total",
+            "Changelog records applied to the worker's standby copies of table partitions"
+            " (XP_WORKER_STANDBY_REPLICAS).", registry=r,
+        )
+        self.standby_lag = Gauge(
+            "xp_worker_standby_lag_records",
+            "Changelog records the worker's standby copies are behind the committed end of their"
+            " changelogs, summed (NaN until each was fetched once; 0 with none).", registry=r,
+        )
         self.dedupe_expired = Counter(
             "xp_dedupe_expired_total", "Dedupe entries dropped past the horizon.", registry=r
         )

@@ -349,10 +349,10 @@ class Settings:
         minimum=1.0, unit="s")
     worker_standby_replicas: int = setting(
         0, "XP_WORKER_STANDBY_REPLICAS",
-        "warm copies of each table partition kept by other worker processes (Faust's standby "
-        "replicas): a partition that moves after a worker is lost then recovers from a nearly "
-        "current local store instead of the whole changelog. 0 = none; it helps only with more "
-        "worker processes than one.",
+        "warm copies of each table partition kept by other worker processes (Faust's assignor "
+        "places them; the worker applies their changelogs in batches): a partition that moves "
+        "after a worker is lost then recovers from a nearly current local store instead of the "
+        "whole changelog. 0 = none; it helps only with more worker processes than one.",
         minimum=0)
     worker_instance_id: str = setting(
         "", "XP_WORKER_INSTANCE_ID",

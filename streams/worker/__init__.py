@@ -6,5 +6,6 @@ source topics and checkpoints what the streams fold.
 - :mod:`.reader`: the batch reader and the stream interface (:class:`.reader.FoldStream`);
 - :mod:`.checkpoint`: the checkpoint's numbered steps;
 - :mod:`.state`: a table as the reader sees it (overlay over the local store);
+- :mod:`.standby`: the standby copies the assignor gives the worker, kept in batches;
 - :mod:`.faust_internals`: the only module that reaches into faust-streaming's internals.
 """

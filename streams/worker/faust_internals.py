@@ -6,13 +6,13 @@ is here reaches past it, so it is pinned to one version of faust-streaming and o
 private name used here exists (:func:`private_names`), and :func:`patch_all` refuses to start
 otherwise (:class:`FaustMismatch`), so an upgrade fails at start-up instead of corrupting state.
 
-- :func:`patch_all`: five patches, one named function each (what Faust does, what the patch
+- :func:`patch_all`: six patches, one named function each (what Faust does, what the patch
   changes, why);
 - :class:`TableStore`: the local store of one table, partition by partition, with a RocksDB
   (:class:`RocksDBStore`) and an in-memory implementation (:class:`MemoryStore`),
   :func:`store_of` picks;
 - Faust's recovery and assignment as the reader needs them: :func:`recovery_progress`,
-  :func:`recovered_generation`, :func:`held_partitions`;
+  :func:`recovered_generation`, :func:`held_partitions`, :func:`standby_partitions`;
 - the one RocksDB memory budget of the process: :func:`shared_rocksdb_memory`,
   :func:`rocksdb_memory_bytes`.
 """
@@ -64,6 +64,8 @@ def private_names() -> list[tuple[Any, str, str]]:
     return [
         (TableManager, "_recovery", "field"),
         (PartitionAssignor, "assigned_actives", "attr"),
+        (PartitionAssignor, "assigned_standbys", "attr"),
+        (Recovery, "add_standby", "attr"),
         (driver.AIOKafkaConsumerThread, "_highwaters", "attr"),
         (driver.AIOKafkaConsumerThread, "_create_worker_consumer", "attr"),
         (AIOKafkaConsumer, "_isolation_level", "init"),
@@ -177,13 +179,13 @@ def patch_recovered_generation() -> None:
 
 
 def patch_table_consumer() -> None:
-    """Faust's table consumer (recovery and standbys) reads committed, with our fetch wait.
+    """Faust's table consumer (recovery) reads committed, with our fetch wait.
 
     Faust opens that consumer with ``read_committed`` only in its own exactly-once mode, and
     fixes ``fetch_max_wait_ms=1500``. The worker commits its changelogs in its own
     transactions, so the patch sets ``read_committed`` (a zombie's aborted or open transaction
-    is never recovered) and ``settings.fetch_max_wait_ms`` (each idle step of recovery and of
-    standby reading waited up to 1.5 s)."""
+    is never recovered) and ``settings.fetch_max_wait_ms`` (each idle step of recovery waited
+    up to 1.5 s)."""
     driver = _driver()
     create = _unpatched(driver.AIOKafkaConsumerThread, "_create_worker_consumer")
     if create is None:
@@ -242,9 +244,8 @@ def patch_memory_store_partitions() -> None:
     clients of two students in different partitions both sent), and with one dict the second
     partition read the first one's sighting, a conflict the RocksDB store of a production
     worker and the changelog audit's replay never see (found by the hostile-input campaign on
-    the memory store of the tests). The patch makes its recovery (``_create_batch_iterator``,
-    which standbys use too) store each changelog record under ``(partition, key)``, as
-    :class:`MemoryStore` does."""
+    the memory store of the tests). The patch makes its recovery (``_create_batch_iterator``)
+    store each changelog record under ``(partition, key)``, as :class:`MemoryStore` does."""
     from faust.stores import memory
 
     if _unpatched(memory.Store, "_create_batch_iterator") is None:
@@ -263,8 +264,29 @@ def patch_memory_store_partitions() -> None:
     _install(memory.Store, "_create_batch_iterator", _create_batch_iterator)
 
 
+def patch_standbys() -> None:
+    """Standby partitions are kept by :class:`streams.worker.standby.StandbyApplier`, not by
+    Faust's recovery.
+
+    Faust's assignor gives each worker standby copies (``table_standby_replicas``) and its
+    recovery reads their changelogs after the active partitions', handing the tables one record
+    at a time: more CPU per event than the active worker's fold. The patch leaves the
+    assignment alone (:func:`standby_partitions` reads it) and makes ``Recovery.add_standby``
+    add nothing, so Faust keeps those changelog partitions paused; the applier reads them in
+    batches (docs/design.md, "Fold worker: standby copies")."""
+    from faust.tables.recovery import Recovery
+
+    if _unpatched(Recovery, "add_standby") is None:
+        return
+
+    def add_standby(self: Any, table: Any, tp: Any) -> None:
+        return None
+
+    _install(Recovery, "add_standby", add_standby)
+
+
 PATCHES = (patch_recovery_end, patch_recovered_generation, patch_table_consumer,
-           patch_rocksdb_memory, patch_memory_store_partitions)
+           patch_rocksdb_memory, patch_memory_store_partitions, patch_standbys)
 """Every patch, in the order :func:`patch_all` applies them."""
 
 
@@ -300,6 +322,12 @@ class TableStore(Protocol):
         """Up to ``limit`` keys and values of ``partition`` in key order, after the key
         ``after`` (None: from the first). A list: the caller may change the store while it
         walks them."""
+        ...
+
+    def applied_offset(self, partition: int) -> int | None:
+        """The newest changelog offset the store of ``partition`` reflects (the last
+        :meth:`write`'s ``last_offset``), or None: unknown, read the changelog from its
+        start."""
         ...
 
 
@@ -338,6 +366,11 @@ class RocksDBStore:
         db = self.store._db_for_partition(partition)
         db.write(batch)
         db.put(self.store.offset_key, str(last_offset).encode())
+
+    def applied_offset(self, partition: int) -> int | None:
+        """Read from where ``set_persisted_offset`` (and :meth:`write`) keep it."""
+        raw = self.store._db_for_partition(partition).get(self.store.offset_key)
+        return None if raw is None else int(raw)
 
     def slice(self, partition: int, after: bytes | None,
               limit: int) -> list[tuple[bytes, bytes]]:
@@ -385,6 +418,10 @@ class MemoryStore:
         start = 0 if after is None else bisect.bisect_right(keys, after)
         return [(k, self.store.data[(partition, k)]) for k in keys[start:start + limit]]
 
+    def applied_offset(self, partition: int) -> int | None:
+        """Always None: a memory store is read from the changelog's start."""
+        return None
+
 
 def store_of(table: Any) -> TableStore:
     """The :class:`TableStore` of a Faust table (RocksDB or memory, as ``XP_TABLE_STORE``
@@ -414,9 +451,19 @@ def held_partitions(app: Any, changelog_topics: list[str]) -> set[int]:
     return held
 
 
+def standby_partitions(app: Any, changelog_topics: list[str]) -> dict[str, set[int]]:
+    """The standby copies the assignor gave this worker in its last assignment: changelog
+    topic -> partitions, for ``changelog_topics`` (:func:`patch_standbys`)."""
+    out: dict[str, set[int]] = {}
+    for tp in app.assignor.assigned_standbys():
+        if tp.topic in changelog_topics:
+            out.setdefault(tp.topic, set()).add(tp.partition)
+    return out
+
+
 def recovery_progress(app: Any) -> int:
     """A count that grows while Faust's table recovery reads changelog records (the sum of
-    the offsets it has applied, actives and standbys); 0 before recovery exists."""
+    the offsets it has applied); 0 before recovery exists."""
     recovery = app.tables._recovery
     if recovery is None:
         return 0

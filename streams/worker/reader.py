@@ -36,6 +36,7 @@ from streams.settings import Settings
 from streams.worker import faust_internals
 from streams.worker.checkpoint import Checkpoint, Failpoint, FencedOut, Sealed
 from streams.worker.restart import START_ATTEMPT_ENV, start_again
+from streams.worker.standby import StandbyApplier
 from streams.worker.state import TableState
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,9 @@ class SourceReader:
         """Since when (monotonic seconds) the worker has waited for Faust's start, an
         assignment or its recovery without progress; None while it reads."""
         self._recovery_watch: asyncio.Task[None] | None = None
+        self.standbys = StandbyApplier(settings, metrics, [*self.tables, self.positions],
+                                       self._exit_for)
+        """The standby copies the assignor gives this worker, kept from their changelogs."""
 
     def readiness(self) -> str | None:
         """``/readyz`` (:mod:`streams.health`): None while the reader reads its partitions
@@ -235,6 +239,7 @@ class SourceReader:
         once their recovery for this generation completes (:meth:`on_recovered`)."""
         self._assigned_generation = app.consumer_generation_id
         self._assigned_at = self._waiting_since = time.monotonic()
+        await self.standbys.stop()  # Faust may recover any of them as an active partition now
         if self._recovery_watch is None:
             self._recovery_watch = asyncio.ensure_future(self._watch_progress(app))
         await self.on_recovered(app)
@@ -316,6 +321,8 @@ class SourceReader:
                      or "the group's committed offsets")
             if held and self.halted is None:
                 self._ready.set()
+            await self.standbys.start(
+                faust_internals.standby_partitions(app, self.changelog_topics))
 
     async def _fence_partitions(self, held: set[int]) -> None:
         """A new transactional producer for each partition in ``held``
@@ -337,11 +344,12 @@ class SourceReader:
     async def on_revoked(self) -> None:
         """At the start of a rebalance: finish the batch in progress and commit its checkpoint
         (and the one before it, if still committing), then let go of the source partitions
-        until :meth:`on_recovered`."""
+        and the standby copies until :meth:`on_recovered`."""
         self._ready.clear()
         self._assigned_generation = None
         self._assigned_at = None
         self._waiting_since = time.monotonic()
+        await self.standbys.stop()
         async with self._lock:
             await self._drain()
             if self._consumer is not None:
@@ -357,6 +365,7 @@ class SourceReader:
             for task in (self._task, self._watcher, self._recovery_watch):
                 if task is not None:
                     task.cancel()
+            await self.standbys.close()
             for client in (self._consumer, *self._producers.values()):
                 if client is not None:
                     await client.stop()

@@ -12,11 +12,15 @@ import orjson
 import pytest
 
 from streams import kafka, lag
+from streams.audit.changelogs import recover_changelog
 from streams.audit.dlq import count_dlq
+from streams.cli.pipeline import fold_streams
 from streams.dev.kafka_cluster import KafkaCluster
 from streams.events import partition_for
 from streams.lab.loadgen import LoadSpec, generate
+from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.worker.app import build
 from tests.integration.conftest import (
     Pipeline,
     extra_worker,
@@ -117,11 +121,60 @@ def test_worker_joins_while_another_is_killed(settings: Settings, tmp_path: Path
         pipeline.wait_caught_up()
         pipeline.assert_exact(expected)
         assert second.alive() and third.alive()
-        if standbys:  # Faust kept copies: the setting reached the workers
-            assert "Starting standby partitions" in log_of(second) + log_of(third)
+        if standbys:  # the workers kept copies: the setting reached them
+            assert "keeping standby copies" in log_of(second) + log_of(third)
     finally:
         second.stop()
         third.stop()
+        pipeline.stop()
+
+
+def _stores_on_disk(settings: Settings) -> dict[str, dict[int, dict[bytes, bytes]]]:
+    """Every table store in a stopped worker's ``data_dir``, read through the worker's own
+    tables: changelog topic -> partition -> key -> value."""
+    _, reader = build(settings, Metrics(), fold_streams())
+    return {t.topic: {p: dict(t.store.slice(p, None, 10**9))
+                      for p in range(settings.topic_partitions)}
+            for t in [*reader.tables, reader.positions]}
+
+
+def test_standby_copies_are_current_once_their_lag_is_zero(settings: Settings,
+                                                           tmp_path: Path) -> None:
+    """Two workers with one standby copy of each table partition (RocksDB stores): once the
+    pipeline has caught up and both workers report a standby lag of 0, every store on either
+    worker's disk, active or standby, equals its changelog partition as a fresh recovery reads
+    it (docs/design.md, "Fold worker: standby copies"). Without the copies, the first worker's
+    stores of the partitions the second took over would have stayed as they were then."""
+    s = settings.with_(table_store="rocksdb://", worker_standby_replicas=1,
+                       worker_batch_records=500)
+    pipeline = Pipeline(s, tmp_path / "p")
+    first = pipeline.procs["worker"]
+    second = extra_worker(s, tmp_path, "worker-2")
+    records, expected = generate(LoadSpec(events=6000, students=200, seed=36,
+                                          max_record_bytes=s.max_record_bytes))
+    try:
+        pipeline.start()
+        pipeline.publish(records[: len(records) // 3])  # the first worker alone, all partitions
+        wait_for(lambda: folded(s) > 500, 120, "the first worker to fold some events")
+        second.start()
+        wait_for(lambda: all("keeping standby copies" in log_of(w) for w in (first, second)),
+                 120, "both workers to keep standby copies")
+        pipeline.publish(records[len(records) // 3:])
+        pipeline.wait_caught_up()
+        pipeline.assert_exact(expected)
+        wait_for(lambda: all(metric(w.metrics_port, "xp_worker_standby_records_total") > 0
+                             and metric(w.metrics_port, "xp_worker_standby_lag_records") == 0
+                             for w in (first, second)), 60, "both standby lags to reach 0")
+        assert first.stop() == 0 and second.stop() == 0
+        for w in (first, second):
+            stores = _stores_on_disk(w.settings)
+            for topic, partitions in stores.items():
+                recovered, _ = asyncio.run(recover_changelog(s, topic))
+                for p, held in partitions.items():
+                    want = {k: v for (rp, k), v in recovered.items() if rp == p}
+                    assert held == want, (w.log_path.name, topic, p, len(held), len(want))
+    finally:
+        second.stop()
         pipeline.stop()
 
 

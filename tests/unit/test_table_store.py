@@ -104,3 +104,16 @@ def test_a_sealed_checkpoint_is_read_until_the_store_holds_it(tmp_path: Path,
     seen.settle()
     assert seen.get(1, KEY) == newer and seen.get(1, b"gone") is None
     assert seen.take() == {1: {KEY: encode_sighting(newer)}}
+
+
+@pytest.mark.parametrize("store_url", STORES)
+def test_applied_offset_is_the_last_write_s_offset_on_rocksdb(tmp_path: Path,
+                                                              store_url: str) -> None:
+    """Where a standby copy resumes and Faust's recovery starts: RocksDB keeps the offset of
+    the last write; a memory store keeps none (it is read from the changelog's start)."""
+    store = faust_internals.store_of(_table(tmp_path, store_url))
+    assert store.applied_offset(0) is None
+    store.write(0, {KEY: _value(0)}, 41)
+    store.write(0, {KEY: None}, 57)
+    assert store.applied_offset(0) == (57 if store_url == "rocksdb://" else None)
+    assert store.applied_offset(1) is None
