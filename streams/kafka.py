@@ -482,52 +482,69 @@ class OffsetReader:
         return {tp.partition: ends[tp] for tp in tps}
 
     async def last_records(self, topic: str, timeout_s: float = 30.0) -> dict[int, int]:
-        """The offset after the last record a read-committed consumer is given, per partition
-        of ``topic`` (0: none): the last stable offset less the transaction markers and
-        aborted records at the partition's end. Faust's table recovery is done when it has
-        applied the record before the end it is told, so it must be told this end.
+        """:meth:`record_ends` of every partition of ``topic``, by partition number."""
+        tps = [TopicPartition(topic, p) for p in await self.partitions(topic)]
+        return {tp.partition: end for tp, end in (await self.record_ends(tps, timeout_s)).items()}
+
+    async def record_ends(self, tps: list[TopicPartition],
+                          timeout_s: float = 30.0) -> dict[TopicPartition, int]:
+        """The offset after the last record a read-committed consumer is given, for each of
+        ``tps`` (0: none): the last stable offset less the transaction markers and aborted
+        records at the partition's end. Faust's table recovery is done when it has applied the
+        record before the end it is told, so it must be told this end.
 
         Reads backwards from the last stable offset in growing windows (8, 64, ... offsets)
-        until a window holds a record.
+        until a window holds a record, every partition's window in the same pass (one fetch
+        round for all, not one per partition: a recovery asks for every changelog partition a
+        worker holds).
 
         Raises:
-            TimeoutError: a partition's window was not read within ``timeout_s`` seconds.
+            TimeoutError: a pass was not read within ``timeout_s`` seconds.
         """
-        tps = [TopicPartition(topic, p) for p in await self.partitions(topic)]
+        if not tps:
+            return {}
         ends: dict[TopicPartition, int] = await self._reader.end_offsets(tps)
         starts: dict[TopicPartition, int] = await self._reader.beginning_offsets(tps)
-        result: dict[int, int] = {}
-        for tp in tps:
-            result[tp.partition] = 0
-            window = 8
-            frm = ends[tp]
-            while frm > starts[tp]:
-                frm = max(starts[tp], ends[tp] - window)
-                last = await self._last_record(tp, frm, ends[tp], timeout_s)
-                if last is not None:
-                    result[tp.partition] = last + 1
-                    break
-                window *= 8
+        result = {tp: 0 for tp in tps}
+        todo = [tp for tp in tps if ends[tp] > starts[tp]]
+        window = 8
+        while todo:
+            frm = {tp: max(starts[tp], ends[tp] - window) for tp in todo}
+            last = await self._last_records(frm, ends, timeout_s)
+            for tp, offset in last.items():
+                result[tp] = offset + 1
+            todo = [tp for tp in todo if tp not in last and frm[tp] > starts[tp]]
+            window *= 8
         return result
 
-    async def _last_record(self, tp: TopicPartition, start: int, end: int,
-                           timeout_s: float) -> int | None:
-        """The offset of the last record in [``start``, ``end``) that a read-committed
-        consumer is given, or None."""
-        self._reader.assign([tp])
-        self._reader.seek(tp, start)
-        last: int | None = None
+    async def _last_records(self, frm: dict[TopicPartition, int],
+                            ends: dict[TopicPartition, int],
+                            timeout_s: float) -> dict[TopicPartition, int]:
+        """The offset of the last record in [``frm[tp]``, ``ends[tp]``) that a read-committed
+        consumer is given, for each partition of ``frm`` that has one."""
+        self._reader.assign(list(frm))
+        for tp, offset in frm.items():
+            self._reader.seek(tp, offset)
+        last: dict[TopicPartition, int] = {}
+        pending = set(frm)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while await self._reader.position(tp) < end:
+        while True:
+            for tp in list(pending):
+                if await self._reader.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+                    self._reader.pause(tp)
+            if not pending:
+                return last
             if loop.time() > deadline:
-                raise TimeoutError(f"{tp.topic}/{tp.partition} was not read from {start} to "
-                                   f"{end} within {timeout_s:.0f} s")
-            batch = await self._reader.getmany(tp, timeout_ms=200)
-            for record in batch.get(tp, []):
-                if record.offset < end:
-                    last = record.offset
-        return last
+                tp = min(pending)
+                raise TimeoutError(f"{tp.topic}/{tp.partition} was not read from {frm[tp]} to "
+                                   f"{ends[tp]} within {timeout_s:.0f} s")
+            batch = await self._reader.getmany(*pending, timeout_ms=200)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.offset < ends[tp]:
+                        last[tp] = record.offset
 
     async def log_starts(self, topic: str) -> dict[int, int]:
         """The log start offset (earliest offset still held) of each partition of ``topic``."""

@@ -6,7 +6,7 @@ is here reaches past it, so it is pinned to one version of faust-streaming and o
 private name used here exists (:func:`private_names`), and :func:`patch_all` refuses to start
 otherwise (:class:`FaustMismatch`), so an upgrade fails at start-up instead of corrupting state.
 
-- :func:`patch_all`: six patches, one named function each (what Faust does, what the patch
+- :func:`patch_all`: seven patches, one named function each (what Faust does, what the patch
   changes, why);
 - :class:`TableStore`: the local store of one table, partition by partition, with a RocksDB
   (:class:`RocksDBStore`) and an in-memory implementation (:class:`MemoryStore`),
@@ -63,6 +63,8 @@ def private_names() -> list[tuple[Any, str, str]]:
     driver = _driver()
     return [
         (TableManager, "_recovery", "field"),
+        (TableManager, "on_start", "attr"),
+        (TableManager, "_update_channels", "attr"),
         (PartitionAssignor, "assigned_actives", "attr"),
         (PartitionAssignor, "assigned_standbys", "attr"),
         (Recovery, "add_standby", "attr"),
@@ -138,7 +140,7 @@ def patch_recovery_end() -> None:
     ListOffsets gives (``AIOKafkaConsumerThread._highwaters``). With transactions that end is
     a commit marker, never applied, and Faust's own fix-up runs only in its exactly-once mode,
     after two idle 5-second polls. The patch gives it the offset after the last committed
-    record instead (:meth:`streams.kafka.OffsetReader.last_records`), so a recovery ends as
+    record instead (:meth:`streams.kafka.OffsetReader.record_ends`), so a recovery ends as
     soon as it has read what the worker's checkpoints committed (docs/design.md, "Fold
     worker: checkpoints")."""
     driver = _driver()
@@ -146,14 +148,12 @@ def patch_recovery_end() -> None:
         return
 
     async def _highwaters(self: Any, partitions: list[Any]) -> dict[Any, int]:
-        result: dict[Any, int] = {}
+        from aiokafka.structs import TopicPartition
+
         async with OffsetReader(_settings) as reader:
-            for topic in {tp.topic for tp in partitions}:
-                ends = await reader.last_records(topic, timeout_s=30)
-                for tp in partitions:
-                    if tp.topic == topic:
-                        result[tp] = ends[tp.partition]
-        return result
+            ends = await reader.record_ends(
+                [TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout_s=30)
+        return {tp: ends[TopicPartition(tp.topic, tp.partition)] for tp in partitions}
 
     _install(driver.AIOKafkaConsumerThread, "_highwaters", _highwaters)
 
@@ -285,8 +285,30 @@ def patch_standbys() -> None:
     _install(Recovery, "add_standby", add_standby)
 
 
+def patch_table_manager_start() -> None:
+    """No second of waiting for tables at start-up.
+
+    Faust's ``TableManager.on_start`` sleeps 1 s before it subscribes to the changelogs, so
+    that tables an app defines while starting (in an agent, say) are included. The worker
+    defines every table before the app starts (:func:`streams.worker.app.build`), so the
+    second only delayed each start's first commit; the patch does the rest of the method
+    without it."""
+    from faust.tables.manager import TableManager
+
+    if _unpatched(TableManager, "on_start") is None:
+        return
+
+    async def on_start(self: Any) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+    _install(TableManager, "on_start", on_start)
+
+
 PATCHES = (patch_recovery_end, patch_recovered_generation, patch_table_consumer,
-           patch_rocksdb_memory, patch_memory_store_partitions, patch_standbys)
+           patch_rocksdb_memory, patch_memory_store_partitions, patch_standbys,
+           patch_table_manager_start)
 """Every patch, in the order :func:`patch_all` applies them."""
 
 
