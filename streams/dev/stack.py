@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -157,3 +158,13 @@ class PipelineProcess:
     def alive(self) -> bool:
         """True while the process runs."""
         return self.proc is not None and self.proc.poll() is None
+
+    def ready(self) -> bool:
+        """True when its ``/readyz`` answers 200 (a worker: it reads the partitions of the
+        group's current assignment; docs/design.md, "Operations")."""
+        url = f"http://127.0.0.1:{self.metrics_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - a local child
+                return bool(response.status == 200)
+        except OSError:  # refused while starting; HTTPError 503 while not ready
+            return False

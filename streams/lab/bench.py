@@ -16,9 +16,9 @@ duplicates and invalid records included), prints one table:
 - from process start: a worker with an existing store (it folded a warm-up workload and
   stopped) started on the workload's backlog, timed from the process's start to its first
   commit and to lag 0;
-- scale: one worker process, two in one group, two with standby replicas, each from its first
-  commit to lag 0, with the CPU seconds of the workers, the broker and PostgreSQL; the
-  standbys' CPU per event against the active workers';
+- scale: one worker process, two in one group, two with standby replicas, each from the moment
+  every process is ready (the group settled) to lag 0, with the CPU seconds of the workers, the
+  broker and PostgreSQL; the standbys' CPU per event against the active workers';
 - recovery: one worker killed -9 under the backlog a fast publish leaves, restarted at once
   (static group membership), timed from the kill to lag 0 against the bar backlog / the
   worker-alone rate + 10 s;
@@ -482,7 +482,12 @@ class Bench:
         workers' CPU seconds are counted until they are idle again (a standby applies the
         changelogs after the source's lag is 0), with the CPU seconds the broker and PostgreSQL
         used meanwhile (on two cores they compete with the workers). The standbys' CPU per
-        event is the difference the standby replicas make, against the active workers'."""
+        event is the difference the standby replicas make, against the active workers'.
+
+        The span starts once every process is ready (``/readyz``: all have joined and read the
+        settled assignment), not at the first commit: a second process joining later than the
+        first rebalanced the group inside the span, a cost of start-up (stage ``start``) rather
+        than of two processes running."""
         cpu_per_event: dict[str, float] = {}
         for name, count, standbys in (("1", 1, 0), ("2", 2, 0), ("standby", 2, 1)):
             settings = self.scratch.variant(f"scale{name}").with_(
@@ -497,7 +502,8 @@ class Bench:
                 servers = server_cpu_seconds()
                 with self.processes(settings, "worker") as procs:
                     events, seconds = asyncio.run(committed_rate(
-                        settings, group, settings.xp_topic, index, procs))
+                        settings, group, settings.xp_topic, index, procs,
+                        lambda: all(p.ready() for p in procs)))
                     cpu = idle_cpu_seconds([p.proc.pid for p in procs if p.proc is not None])
                 used = {k: v - servers.get(k, 0.0) for k, v in server_cpu_seconds().items()}
             total = sum(ends[-1] for ends in index.values())
@@ -662,15 +668,17 @@ class CommitProgress(NamedTuple):
 
 
 async def commit_progress(settings: Settings, group: str, topic: str,
-                          events_before: EventIndex,
-                          procs: list[PipelineProcess]) -> CommitProgress:
+                          events_before: EventIndex, procs: list[PipelineProcess],
+                          start_when: Callable[[], bool] | None = None) -> CommitProgress:
     """Poll ``group``'s committed offsets on ``topic`` (every 0.1 s) until every record is
-    committed: when the first commit past the offsets committed at the first poll was seen,
-    and when the last.
+    committed: when the first commit past the offsets committed at the first poll was seen
+    (or, with ``start_when``, the first poll at which it returned True), and when the last.
 
     Args:
         events_before: per partition, the events in the records before each offset (see
             :func:`event_index`): records of a batched workload carry several events.
+        start_when: where the span starts instead of the first commit (e.g. every process
+            ready: a group that has settled).
 
     Raises:
         RuntimeError: a process of ``procs`` exited.
@@ -686,7 +694,7 @@ async def commit_progress(settings: Settings, group: str, topic: str,
             now = time.monotonic()
             if initial is None:
                 initial = 0 if done >= total else done
-            if first is None and done > initial:
+            if first is None and (done > initial if start_when is None else start_when()):
                 first = (now, done)
             if first is not None and done >= total:
                 return CommitProgress(total, initial, first[0], first[1], now)
@@ -696,12 +704,14 @@ async def commit_progress(settings: Settings, group: str, topic: str,
 
 
 async def committed_rate(settings: Settings, group: str, topic: str, events_before: EventIndex,
-                         procs: list[PipelineProcess]) -> tuple[int, float]:
+                         procs: list[PipelineProcess],
+                         start_when: Callable[[], bool] | None = None) -> tuple[int, float]:
     """(events in the records committed after the first commit seen, seconds since then) of a
-    group that had committed nothing (:func:`commit_progress`): (0, 0.0) when the first commit
-    seen held every record. Counting from the first commit leaves out joining the group and the
-    first batch's start, and counts only the events processed within the span."""
-    p = await commit_progress(settings, group, topic, events_before, procs)
+    group that had committed nothing (:func:`commit_progress`; ``start_when`` as there): (0,
+    0.0) when the first commit seen held every record. Counting from the first commit leaves
+    out joining the group and the first batch's start, and counts only the events processed
+    within the span."""
+    p = await commit_progress(settings, group, topic, events_before, procs, start_when)
     return p.total - p.first_events, p.done_at - p.first_at
 
 
