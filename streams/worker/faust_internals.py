@@ -6,7 +6,7 @@ is here reaches past it, so it is pinned to one version of faust-streaming and o
 private name used here exists (:func:`private_names`), and :func:`patch_all` refuses to start
 otherwise (:class:`FaustMismatch`), so an upgrade fails at start-up instead of corrupting state.
 
-- :func:`patch_all`: seven patches, one named function each (what Faust does, what the patch
+- :func:`patch_all`: eight patches, one named function each (what Faust does, what the patch
   changes, why);
 - :class:`TableStore`: the local store of one table, partition by partition, with a RocksDB
   (:class:`RocksDBStore`) and an in-memory implementation (:class:`MemoryStore`),
@@ -22,9 +22,11 @@ from __future__ import annotations
 import bisect
 import importlib.metadata
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Protocol
 
+from streams import kafka
 from streams.errors import StreamsError
 from streams.kafka import OffsetReader
 from streams.settings import Settings
@@ -65,6 +67,9 @@ def private_names() -> list[tuple[Any, str, str]]:
         (TableManager, "_recovery", "field"),
         (TableManager, "on_start", "attr"),
         (TableManager, "_update_channels", "attr"),
+        (Recovery, "_build_offsets", "attr"),
+        (Recovery, "active_highwaters", "field"),
+        (Recovery, "tp_to_table", "field"),
         (PartitionAssignor, "assigned_actives", "attr"),
         (PartitionAssignor, "assigned_standbys", "attr"),
         (Recovery, "add_standby", "attr"),
@@ -273,7 +278,7 @@ def patch_standbys() -> None:
     at a time: more CPU per event than the active worker's fold. The patch leaves the
     assignment alone (:func:`standby_partitions` reads it) and makes ``Recovery.add_standby``
     add nothing, so Faust keeps those changelog partitions paused; the applier reads them in
-    batches (docs/design.md, "Fold worker: standby copies")."""
+    batches (docs/design.md, "Fold worker: changelogs in batches")."""
     from faust.tables.recovery import Recovery
 
     if _unpatched(Recovery, "add_standby") is None:
@@ -306,9 +311,46 @@ def patch_table_manager_start() -> None:
     _install(TableManager, "on_start", on_start)
 
 
+RESTORE_SHARE = 0.5
+"""The share of Faust's ``broker_request_timeout`` (the bound of the recovery step a batched
+restore runs in) it may take; Faust's own recovery reads the rest, if any."""
+
+RESTORE_BATCH_RECORDS = 20_000
+"""Changelog records per fetch of a batched restore."""
+
+
+def patch_active_recovery() -> None:
+    """The active partitions' changelogs restored in batches before Faust's recovery reads them.
+
+    Faust's recovery hands every changelog record to the table one at a time (a message, an
+    event, a queue hop and a coroutine each), the same path its standbys took: a worker that
+    took partitions over spent seconds of CPU per 100,000 changelog records before it could
+    read a source record. The patch runs :func:`restore` where Faust computes the offsets its
+    recovery starts from (``Recovery._build_offsets``, after the ends: the offset of each
+    partition's last committed record, :func:`patch_recovery_end`) and moves those offsets
+    along as it writes, so Faust finds nothing left to read. Within ``RESTORE_SHARE`` of
+    Faust's ``broker_request_timeout`` (the step's bound); what it has not read by then, Faust
+    reads. A new rebalance cancels it between two writes, as it does Faust's recovery."""
+    from faust.tables.recovery import Recovery
+
+    build_offsets = _unpatched(Recovery, "_build_offsets")
+    if build_offsets is None:
+        return
+
+    async def _build_offsets(self: Any, consumer: Any, tps: Any, destination: Any,
+                             title: str) -> None:
+        if title == "active" and tps:
+            budget = RESTORE_SHARE * float(self.app.conf.broker_request_timeout)
+            await restore({tp: store_of(self.tp_to_table[tp]) for tp in tps},
+                          self.active_highwaters, destination, time.monotonic() + budget)
+        await build_offsets(self, consumer, tps, destination, title)
+
+    _install(Recovery, "_build_offsets", _build_offsets)
+
+
 PATCHES = (patch_recovery_end, patch_recovered_generation, patch_table_consumer,
            patch_rocksdb_memory, patch_memory_store_partitions, patch_standbys,
-           patch_table_manager_start)
+           patch_table_manager_start, patch_active_recovery)
 """Every patch, in the order :func:`patch_all` applies them."""
 
 
@@ -443,6 +485,71 @@ class MemoryStore:
     def applied_offset(self, partition: int) -> int | None:
         """Always None: a memory store is read from the changelog's start."""
         return None
+
+
+def write_records(store: TableStore, partition: int, records: Sequence[Any]) -> None:
+    """Write changelog ``records`` of ``partition`` (aiokafka ``ConsumerRecord``s, in offset
+    order, at least one) to ``store`` in one :meth:`TableStore.write`: the last value of each
+    key (None, a tombstone: delete), with the last record's offset."""
+    entries = {r.key: r.value for r in records if r.key is not None}
+    store.write(partition, entries, records[-1].offset)
+
+
+async def restore(stores: Mapping[Any, TableStore], last: Mapping[Any, int | None],
+                  applied: MutableMapping[Any, int | None], deadline: float) -> int:
+    """Bring each changelog partition's store up to its last committed record, in batches.
+
+    Args:
+        stores: changelog partition (``(topic, partition)``, Faust's ``TP``) -> its store.
+        last: partition -> the offset of its last committed record (-1 or None: none).
+        applied: partition -> the offset its store last applied (-1 or None: none); read from
+            after it, and moved along after every write (Faust's recovery offsets).
+        deadline: ``time.monotonic()`` after which it returns, done or not.
+
+    Returns the records written. Reads committed only, with its own consumer (no group).
+    """
+    from aiokafka.structs import TopicPartition
+
+    def offset(value: int | None) -> int:
+        return -1 if value is None else value
+
+    todo = {TopicPartition(tp.topic, tp.partition): tp for tp in stores
+            if offset(applied.get(tp)) < offset(last.get(tp))}
+    if not todo:
+        return 0
+    consumer = kafka.consumer(_settings, None, fetch_max_wait_ms=_settings.fetch_max_wait_ms)
+    await consumer.start()
+    written = 0
+    try:
+        consumer.assign(list(todo))
+        for atp, tp in todo.items():
+            after = applied.get(tp)
+            if after is not None and after >= 0:  # else the log start (earliest)
+                consumer.seek(atp, after + 1)
+        pending = set(todo)
+        while pending and time.monotonic() < deadline:
+            batches = await consumer.getmany(*pending, timeout_ms=500,
+                                             max_records=RESTORE_BATCH_RECORDS)
+            for atp, records in batches.items():
+                tp = todo[atp]
+                end = last[tp]
+                assert end is not None
+                records = [r for r in records if r.offset <= end]
+                if records:
+                    write_records(stores[tp], tp.partition, records)
+                    applied[tp] = records[-1].offset
+                    written += len(records)
+            for atp in list(pending):
+                end = last[todo[atp]]
+                assert end is not None
+                if await consumer.position(atp) > end:
+                    pending.discard(atp)
+                    consumer.pause(atp)
+        log.info("restored %d changelog records in batches%s", written,
+                 f"; {len(pending)} partitions left to Faust's recovery" if pending else "")
+    finally:
+        await consumer.stop()
+    return written
 
 
 def store_of(table: Any) -> TableStore:

@@ -1,5 +1,6 @@
 """Standby copies: the table partitions Faust's assignor gives this worker as standby replicas,
-kept current from their changelogs in batches (docs/design.md, "Fold worker: standby copies").
+kept current from their changelogs in batches (docs/design.md, "Fold worker: changelogs in
+batches").
 
 Faust's own standby path hands every changelog record to the table one at a time (a message,
 an event, a queue hop and a coroutine each), which cost the standby worker more CPU than the
@@ -25,6 +26,7 @@ from aiokafka.structs import TopicPartition
 from streams import kafka
 from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.worker import faust_internals
 from streams.worker.state import TableState
 
 log = logging.getLogger(__name__)
@@ -149,9 +151,7 @@ class StandbyApplier:
         tombstone: delete), with the last record's offset. Returns the records applied."""
         applied = 0
         for tp, records in batches.items():
-            if not records:
-                continue
-            entries = {r.key: r.value for r in records if r.key is not None}
-            self.tables[tp.topic].store.write(tp.partition, entries, records[-1].offset)
-            applied += len(records)
+            if records:
+                faust_internals.write_records(self.tables[tp.topic].store, tp.partition, records)
+                applied += len(records)
         return applied

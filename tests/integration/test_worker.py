@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 from pathlib import Path
@@ -121,6 +122,9 @@ def test_worker_joins_while_another_is_killed(settings: Settings, tmp_path: Path
         pipeline.wait_caught_up()
         pipeline.assert_exact(expected)
         assert second.alive() and third.alive()
+        # the survivors restored the killed worker's partitions in batches, not record by record
+        assert re.search(r"restored [1-9]\d* changelog records in batches",
+                         log_of(second) + log_of(third))
         if standbys:  # the workers kept copies: the setting reached them
             assert "keeping standby copies" in log_of(second) + log_of(third)
     finally:
@@ -143,8 +147,9 @@ def test_standby_copies_are_current_once_their_lag_is_zero(settings: Settings,
     """Two workers with one standby copy of each table partition (RocksDB stores): once the
     pipeline has caught up and both workers report a standby lag of 0, every store on either
     worker's disk, active or standby, equals its changelog partition as a fresh recovery reads
-    it (docs/design.md, "Fold worker: standby copies"). Without the copies, the first worker's
-    stores of the partitions the second took over would have stayed as they were then."""
+    it (docs/design.md, "Fold worker: changelogs in batches"). Without the copies, the first
+    worker's stores of the partitions the second took over would have stayed as they were
+    then."""
     s = settings.with_(table_store="rocksdb://", worker_standby_replicas=1,
                        worker_batch_records=500)
     pipeline = Pipeline(s, tmp_path / "p")

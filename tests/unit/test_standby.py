@@ -1,6 +1,6 @@
 """The standby applier writes a fetched batch of changelog records to the table's store the way
 a recovery would: the last value of each key, tombstones delete, and the batch's last offset is
-where the copy resumes (docs/design.md, "Fold worker: standby copies")."""
+where the copy resumes (docs/design.md, "Fold worker: changelogs in batches")."""
 
 from __future__ import annotations
 
