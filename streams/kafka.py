@@ -503,6 +503,10 @@ class OffsetReader:
         """
         if not tps:
             return {}
+        # Assigned first, the client asks for every topic's metadata at once: unassigned,
+        # ListOffsets learned one unknown topic per retry, 100 ms each (0.7 s for the seven
+        # changelogs of a worker's recovery).
+        self._reader.assign(tps)
         ends: dict[TopicPartition, int] = await self._reader.end_offsets(tps)
         starts: dict[TopicPartition, int] = await self._reader.beginning_offsets(tps)
         result = {tp: 0 for tp in tps}
