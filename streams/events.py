@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -104,6 +104,10 @@ class XpEvent(NamedTuple):
     created_s: float
     """``created_at`` as seconds since the Unix epoch (``datetime.timestamp()``, taken once at
     decode: the fold, the dedupe and the freshness metric each read it)."""
+    created_text: str
+    """``created_at`` as the event carries it (RFC 3339, the schema's pattern: at most six
+    fractional digits, ``Z`` or an offset), the instant :attr:`created_at` holds exactly; the
+    ledger sink hands it to PostgreSQL as it is (docs/design.md, "Sinks: the ledger row")."""
 
     @property
     def is_game(self) -> bool:
@@ -153,12 +157,23 @@ def fingerprint(doc: dict[str, Any]) -> bytes:
     return hashlib.blake2b(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS), digest_size=8).digest()
 
 
+MAX_UTC_OFFSET = timedelta(hours=15, minutes=59)
+"""The largest UTC offset PostgreSQL's ``timestamptz`` input takes (its error "time zone
+displacement out of range" beyond it); RFC 3339 and Python allow up to 23:59, no zone uses more
+than 14:00 (docs/design.md, Contracts)."""
+
+
 def parse_timestamp(text: str) -> datetime:
-    """Parse an RFC 3339 timestamp with offset; raise ``ValueError`` when not a real instant.
-    RFC 3339 allows a lower-case ``z`` (and ``t``), which ``datetime.fromisoformat`` refuses."""
+    """Parse an RFC 3339 timestamp with offset; raise ``ValueError`` when not a real instant or
+    when its offset is beyond :data:`MAX_UTC_OFFSET` (the ledger could not store it: the worker
+    would fold an event the sink's database refuses). RFC 3339 allows a lower-case ``z`` (and
+    ``t``), which ``datetime.fromisoformat`` refuses."""
     value = datetime.fromisoformat(text[:-1] + "Z" if text.endswith("z") else text)
-    if value.tzinfo is None:
+    offset = value.utcoffset()
+    if offset is None:
         raise ValueError("timestamp has no UTC offset")
+    if abs(offset) > MAX_UTC_OFFSET:
+        raise ValueError("UTC offset beyond +-15:59 (PostgreSQL's range)")
     return value
 
 
@@ -267,17 +282,11 @@ def _event(doc: Any, key: bytes | None, position: tuple[int, int] | None, limits
     _check_metadata(metadata, limits)
     word_set_id = doc.get("word_set_id")
     homework_id = doc.get("homework_id")
-    return XpEvent(
-        id=doc["id"].lower(),
-        student_id=student_id,
-        kind=doc["kind"],
-        delta=delta,
-        created_at=created_at,
-        word_set_id=word_set_id.lower() if word_set_id else None,
-        homework_id=homework_id.lower() if homework_id else None,
-        metadata=metadata,
-        fingerprint=fingerprint(doc),
-        created_s=created_s,
+    return XpEvent(  # positional: a NamedTuple's keyword construction costs twice as much
+        doc["id"].lower(), student_id, doc["kind"], delta, created_at,
+        word_set_id.lower() if word_set_id else None,
+        homework_id.lower() if homework_id else None,
+        metadata, fingerprint(doc), created_s, doc["created_at"],
     )
 
 

@@ -98,6 +98,14 @@ Row = tuple[object, ...]
 V = TypeVar("V")
 
 
+class Rows(list[Row]):
+    """A ledger batch: its rows (each event once), and the ``created_at`` of its newest event
+    in seconds since the epoch (0.0 when the writer does not say, see
+    :meth:`LedgerRowsWriter.saw`), for the freshness metric once the batch is written."""
+
+    newest_s: float = 0.0
+
+
 class LedgerRowsWriter:
     """Base of the append-only ledger writers (a :class:`BatchWriter`): each record is decoded
     and validated with the worker's rules into rows keyed by event (id and owner: the first in
@@ -121,6 +129,7 @@ class LedgerRowsWriter:
         self._rows: dict[tuple[str, str], Row] = {}  # (id, owner) -> row; the first wins
         self._added = 0
         self._invalid = 0
+        self._newest_s = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: Metrics) -> Self:
@@ -136,8 +145,14 @@ class LedgerRowsWriter:
         """
         raise NotImplementedError
 
-    def wrote(self, rows: list[Row]) -> None:
+    def wrote(self, rows: Rows) -> None:
         """Called after a batch's rows were written (a subclass may export a metric)."""
+
+    def saw(self, created_s: float) -> None:
+        """Note an event's ``created_at`` (seconds since the epoch) for the batch's
+        :attr:`Rows.newest_s` (:meth:`rows` calls it, if the subclass exports freshness)."""
+        if created_s > self._newest_s:
+            self._newest_s = created_s
 
     def add(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Validate ``record`` and keep a row per event in it; an invalid record is counted
@@ -157,16 +172,17 @@ class LedgerRowsWriter:
         """Records added since the last take (valid or not)."""
         return self._added
 
-    def take(self) -> list[Row]:
+    def take(self) -> Rows:
         """Return the batch's rows (each event once) and start a new batch. Counts the
         batch's records by outcome (one metrics update per batch, not per record)."""
-        rows = list(self._rows.values())
+        rows = Rows(self._rows.values())
+        rows.newest_s = self._newest_s
         self.metrics.records.labels(self.name, "valid").inc(self._added - self._invalid)
         self.metrics.records.labels(self.name, "invalid").inc(self._invalid)
         self.discard()
         return rows
 
-    async def write(self, conn: psycopg.AsyncConnection, rows: list[Row]) -> None:
+    async def write(self, conn: psycopg.AsyncConnection, rows: Rows) -> None:
         """COPY ``rows`` to staging and insert the new ones, in ``conn``'s transaction; count
         the inserted rows whose id another owner holds too."""
         if not rows:
@@ -191,6 +207,7 @@ class LedgerRowsWriter:
         self._rows = {}
         self._added = 0
         self._invalid = 0
+        self._newest_s = 0.0
 
 
 class LatestPerKeyWriter(Generic[V]):

@@ -63,7 +63,8 @@ def fold_ledger(rows: Iterator[tuple[object, ...]],
             current, totals, count = student, None, 0
         event = XpEvent(str(eid), student, kind, delta, created_at,  # type: ignore[arg-type]
                         ws and str(ws), hw and str(hw), metadata, b"",  # type: ignore[arg-type]
-                        created_at.timestamp())  # type: ignore[attr-defined]
+                        created_at.timestamp(),  # type: ignore[attr-defined]
+                        created_at.isoformat())  # type: ignore[attr-defined]
         season = None if season_id is None else (to_us(season_start), season_id)  # type: ignore[arg-type]
         totals = fold(totals, event, partition, offset, now, index, season)  # type: ignore[arg-type]
         count += 1

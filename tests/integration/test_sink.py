@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
 import psycopg
 import pytest
+from aiokafka.structs import ConsumerRecord
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from psycopg.pq import TransactionStatus
 
 from streams import kafka, lag
 from streams.db.connect import connect
+from streams.events import Limits, decode_xp, partition_for
 from streams.lab.loadgen import LoadSpec, generate, publish_records
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -147,3 +153,72 @@ def test_a_row_postgresql_refuses_goes_to_the_sink_dlq_and_the_rest_commits(
         assert pipeline.procs["sink"].alive()
     finally:
         pipeline.stop()
+
+
+@st.composite
+def rfc3339(draw: st.DrawFn) -> str:
+    """A ``created_at`` in any form the event schema's pattern allows: ``T``/``t``, ``Z``/``z``
+    or an offset up to +-15:59 (``streams.events.MAX_UTC_OFFSET``), none to six fractional
+    digits, years 1 to 9999."""
+    dt = draw(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+    digits = draw(st.integers(0, 6))
+    fraction = f".{dt.microsecond:06d}"[:digits + 1] if digits else ""
+    offset = draw(st.integers(-(15 * 60 + 59), 15 * 60 + 59) | st.just(0))
+    zone = (draw(st.sampled_from("Zz")) if offset == 0 and draw(st.booleans())
+            else f"{'+' if offset >= 0 else '-'}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}")
+    return (f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}{draw(st.sampled_from('Tt'))}"
+            f"{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}{fraction}{zone}")
+
+
+def epoch_us(value: datetime) -> int:
+    """Microseconds since the epoch of an aware ``value``, exactly (years 1 to 9999 at any
+    offset: no float, no datetime outside Python's range)."""
+    offset = value.utcoffset()
+    assert offset is not None
+    naive = value.replace(tzinfo=None) - datetime(1970, 1, 1)
+    return (naive - offset) // timedelta(microseconds=1)
+
+
+def test_postgresql_reads_the_ledger_rows_times_as_the_instants_the_worker_folded(
+        settings: Settings) -> None:
+    """The ledger row carries ``created_at`` as the event's own text and ``record_ts`` as ISO
+    text (psycopg's datetime formatting was a fifth of the sink's CPU a row). For every form the
+    schema allows, PostgreSQL must store the instant Python parsed (the worker folds that one):
+    same microsecond, same millisecond, at any offset, early and late years included."""
+    limits = Limits(past_seconds=1e12, future_seconds=1e12)
+
+    @hyp_settings(max_examples=8, deadline=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(texts=st.lists(rfc3339(), min_size=1, max_size=150),
+           stamps=st.lists(st.integers(0, 253_402_300_799_999), min_size=150, max_size=150))
+    def check(texts: list[str], stamps: list[int]) -> None:
+        writer = LedgerWriter(limits, settings.topic_partitions, Metrics())
+        student = "0b7e4c1a-5d2f-4e3b-8a9c-1d2e3f4a5b6c"
+        part = partition_for(student.encode(), settings.topic_partitions)
+        folded = {}
+        for n, (text, stamp) in enumerate(zip(texts, stamps, strict=False)):
+            value = orjson.dumps({"id": str(uuid.UUID(int=n + 1, version=4)),
+                                  "student_id": student, "kind": "quiz", "delta": 1,
+                                  "created_at": text})
+            rec = ConsumerRecord(settings.xp_topic, part, n, stamp, 0, student.encode(), value,
+                                 None, len(student), len(value), ())
+            ev = decode_xp(rec.key, rec.value, limits)
+            folded[ev.id] = (epoch_us(ev.created_at), stamp)
+            writer.add(rec)
+        rows = writer.take()
+        assert len(rows) == len(texts)
+
+        async def write_and_read() -> list[tuple[str, int, int]]:
+            async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
+                await writer.write(conn, rows)
+                cur = await conn.execute(
+                    "SELECT id::text, (extract(epoch FROM created_at) * 1000000)::bigint, "
+                    "(extract(epoch FROM record_ts) * 1000)::bigint FROM xp_events")
+                stored = await cur.fetchall()
+                await conn.rollback()
+                return stored
+
+        stored = {eid: (created, stamp) for eid, created, stamp in asyncio.run(write_and_read())}
+        assert stored == folded
+
+    check()

@@ -59,9 +59,12 @@ def test_the_ledger_writer_maps_each_event_to_its_row_with_provenance() -> None:
         partition, offset, index, record_ts = rows[0]
     assert (event_id, student, kind, delta) == (str(uuid.UUID(int=1, version=4)), STUDENT,
                                                 "typing", 7)
-    assert (word_set, homework, metadata, created) == (None, None, None, CREATED)
+    # created_at as the event carried it, record_ts as ISO 8601: PostgreSQL parses both
+    assert (word_set, homework, metadata, created) == (None, None, None, CREATED.isoformat())
     assert (topic, partition, offset, index) == ("xp-events", OWN, 41, 0)
-    assert record_ts == CREATED  # the record's timestamp: with created_at, it picks the season
+    # the record's timestamp: with created_at, it picks the season
+    assert datetime.fromisoformat(record_ts) == CREATED  # type: ignore[arg-type]
+    assert rows.newest_s == CREATED.timestamp()  # the freshness exported once written
     assert counted(metrics, "xp_records_total", stage="ledger", outcome="valid") == 2
     assert counted(metrics, "xp_records_total", stage="ledger", outcome="invalid") == 1
     assert writer.pending() == 0 and writer.take() == []
