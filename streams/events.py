@@ -107,7 +107,7 @@ class XpEvent(NamedTuple):
     created_text: str
     """``created_at`` as the event carries it (RFC 3339, the schema's pattern: at most six
     fractional digits, ``Z`` or an offset), the instant :attr:`created_at` holds exactly; the
-    ledger sink hands it to PostgreSQL as it is (docs/design.md, "Sinks: the ledger row")."""
+    ledger sink hands it to PostgreSQL as it is (docs/design.md, "Sinks: batches and rows")."""
 
     @property
     def is_game(self) -> bool:

@@ -10,7 +10,9 @@ and rebalances (Kafka's consumer docs: "Storing Offsets Outside Kafka"). The ste
          -> commit offsets to Kafka (for lag monitoring only)
 
 A full batch is written in the background while the next one is read and validated (one
-write at a time, in order), so the sink's CPU work and PostgreSQL's overlap.
+write at a time, in order), so the sink's CPU work and PostgreSQL's overlap. A batch due by
+time (``XP_SINK_BATCH_SECONDS``) while the one before it is still being written keeps growing
+until that write ends or it is full: under a backlog, batches grow to what the database takes.
 
 A partition assigned to this process starts at the offset stored in PostgreSQL. A database
 error pauses the loop: the same batch is retried with exponential backoff until it commits
@@ -340,7 +342,7 @@ class PostgresSink:
         # listener in its own task, which flushes and loads offsets while the poll loop may be
         # flushing (two transactions at once nest, and psycopg then refuses the commit).
         self._db_lock = asyncio.Lock()
-        self._inflight: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Task[None] | None = None  # the batch being written
         self._db_down: str | None = None
         """Why the last database operation failed (None: it succeeded)."""
         self._db_seen = 0.0
@@ -611,6 +613,10 @@ class PostgresSink:
                 if position != self._known.get(tp.partition):
                     self._positions[tp.partition] = self._known[tp.partition] = position
 
+    def _writing(self) -> bool:
+        """True while a batch is being written in the background."""
+        return self._inflight is not None and not self._inflight.done()
+
     def _full(self) -> bool:
         return (self.writer.pending() >= self.settings.sink_batch_records
                 or self._bytes >= self.settings.sink_batch_bytes)
@@ -655,7 +661,11 @@ class PostgresSink:
                     await self._advance_positions(consumer, fetched)
                 if self._positions and batch_started is None:
                     batch_started = time.monotonic()
-                due = batch_started is not None and (
+                # Due by time, but the previous batch still being written: keep reading into
+                # this one (it is written no later for it) until it is full, so a backlog is
+                # written in fewer, larger transactions and reading never waits on a write
+                # it could overlap (docs/design.md, "Sinks: batches and rows").
+                due = batch_started is not None and not self._writing() and (
                     time.monotonic() - batch_started >= self.settings.sink_batch_seconds
                 )
                 if self._full() or due:

@@ -19,7 +19,7 @@ def record_time(timestamp_ms: int) -> str:
     """A record timestamp (milliseconds since the epoch) as the ISO 8601 text of its UTC
     instant, for the ledger's ``record_ts``. Cached: the records of a busy second share few
     milliseconds, and formatting a datetime costs more than the rest of the row
-    (docs/design.md, "Sinks: the ledger row")."""
+    (docs/design.md, "Sinks: batches and rows")."""
     return datetime.fromtimestamp(timestamp_ms / 1000, UTC).isoformat()
 
 
@@ -30,7 +30,7 @@ def ledger_row(ev: XpEvent, topic: str, partition: int, offset: int, index: int,
     ``timestamp_ms`` (milliseconds since the epoch; it decides the row's season with
     ``created_at``, docs/design.md "Grants: seasons"). ``created_at`` is the event's own
     RFC 3339 text and ``record_ts`` ISO 8601 text: PostgreSQL parses both to the instants the
-    worker folded (docs/design.md, "Sinks: the ledger row")."""
+    worker folded (docs/design.md, "Sinks: batches and rows")."""
     return (ev.id, ev.student_id, ev.kind, ev.delta, ev.word_set_id, ev.homework_id,
             ev.created_text, None if ev.metadata is None else orjson.dumps(ev.metadata).decode(),
             ev.fingerprint, topic, partition, offset, index,

@@ -22,7 +22,7 @@ from streams.events import Limits, decode_xp, partition_for
 from streams.lab.loadgen import LoadSpec, generate, publish_records
 from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.sink import PostgresSink
+from streams.sink import PostgresSink, Rows
 from streams.sink import Row as LedgerRow
 from streams.xp.ledger import LedgerWriter
 from tests.integration.conftest import Pipeline, metric, query_one
@@ -76,6 +76,64 @@ def test_a_batch_whose_commit_fails_is_written_again(settings: Settings) -> None
     with connect(s.database_url) as conn:
         rows = conn.execute("SELECT count(*) FROM xp_events").fetchone()
     assert rows == (expected.valid_unique,)
+
+
+class HoldsFirstWrite(LedgerWriter):
+    """The real ledger writer, whose first write waits until the next batch holds every record
+    of the ``total`` not in the first (at most 30 s); :attr:`taken` counts each batch's
+    records."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, total: int) -> None:
+        super().__init__(settings.limits(), settings.topic_partitions, metrics)
+        self.total = total
+        self.taken: list[int] = []
+        self.holding = asyncio.Event()
+
+    def take(self) -> Rows:
+        self.taken.append(self.pending())
+        return super().take()
+
+    async def write(self, conn: psycopg.AsyncConnection, rows: Rows) -> None:
+        if len(self.taken) == 1:
+            self.holding.set()
+            deadline = asyncio.get_running_loop().time() + 30
+            while self.taken[0] + self.pending() < self.total \
+                    and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        await super().write(conn, rows)
+
+
+def test_a_batch_due_while_the_one_before_is_written_keeps_growing(settings: Settings) -> None:
+    """Under a backlog a batch due by time waits for no write: it keeps reading until the write
+    before it ends, and goes as one. Before, the due batch stopped the reading until the write
+    ended, and a slow write meant many small transactions (here: the first write waits for
+    the second batch to hold every later record, which it never did)."""
+    first, _ = generate(LoadSpec(events=100, students=20, seed=31, invalid_ratio=0.0,
+                                 max_record_bytes=settings.max_record_bytes))
+    rest, _ = generate(LoadSpec(events=5000, students=200, seed=32, invalid_ratio=0.0,
+                                max_record_bytes=settings.max_record_bytes))
+    s = settings.with_(sink_batch_records=100_000, sink_batch_seconds=0.0)  # due at once
+    metrics = Metrics()
+    writer = HoldsFirstWrite(s, metrics, len(first) + len(rest))
+    sink = PostgresSink(s, s.xp_topic, s.ledger_group, writer, metrics)
+
+    async def run() -> None:
+        await publish_records(s, first)
+        stop = asyncio.Event()
+        task = asyncio.create_task(sink.run(stop))
+        await asyncio.wait_for(writer.holding.wait(), 60)
+        for start in range(0, len(rest), 1000):  # arriving over half a second, in five parts
+            await publish_records(s, rest[start:start + 1000])
+            await asyncio.sleep(0.1)
+        deadline = asyncio.get_running_loop().time() + 60
+        while sum(writer.taken) < len(first) + len(rest) and not task.done() \
+                and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+
+    asyncio.run(run())
+    assert len(writer.taken) == 2 and sum(writer.taken) == len(first) + len(rest), writer.taken
 
 
 def test_an_idle_sink_probes_the_database_and_still_commits_what_comes_next(
