@@ -239,6 +239,18 @@ def consumer(settings: Settings, group_id: str | None, **overrides: object) -> A
     return AIOKafkaConsumer(**kwargs)
 
 
+def let_go(consumer: AIOKafkaConsumer) -> None:
+    """Stop ``consumer`` fetching every partition assigned to it, without unassigning them:
+    they are paused, and the next ``assign()`` replaces them with fresh, unpaused ones.
+
+    Not ``assign([])``: aiokafka's fetcher lets go of the old assignment by cancelling its
+    fetches in flight and awaiting each under ``contextlib.suppress(CancelledError)``; a
+    ``consumer.stop()`` that cancels it just then has its cancellation swallowed, the fetcher
+    goes on for ever and ``stop()`` never returns (a worker that hung on SIGTERM;
+    ``tests/integration/test_broker_quirks.py`` shows it)."""
+    consumer.pause(*consumer.assignment())
+
+
 async def ensure_topics(
     settings: Settings, names: Iterable[str], partitions: int,
     configs: dict[str, dict[str, str]] | None = None,

@@ -352,8 +352,8 @@ class SourceReader:
         await self.standbys.stop()
         async with self._lock:
             await self._drain()
-            if self._consumer is not None:
-                self._consumer.assign([])
+            if self._consumer is not None:  # paused, not unassigned: kafka.let_go
+                kafka.let_go(self._consumer)
             self.held = set()
 
     async def stop(self) -> None:

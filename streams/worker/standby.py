@@ -90,10 +90,8 @@ class StandbyApplier:
 
     async def stop(self) -> None:
         """Stop applying (between two store writes) and fetching; the consumer stays open,
-        its partitions paused until the next :meth:`start` assigns the new ones. (Not
-        ``assign([])``: aiokafka's fetcher, cancelled by ``stop()`` while it lets go of an
-        assignment's fetches in flight, swallows the cancellation and the consumer never
-        closes; seen as a worker that hung on SIGTERM.)"""
+        its partitions paused until the next :meth:`start` assigns the new ones
+        (:func:`streams.kafka.let_go`, not ``assign([])``: a worker hung on SIGTERM)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -102,7 +100,7 @@ class StandbyApplier:
             except asyncio.CancelledError:
                 pass
         if self._consumer is not None and self.partitions:
-            self._consumer.pause(*self._consumer.assignment())
+            kafka.let_go(self._consumer)
         self.partitions = {}
         self.metrics.standby_lag.set(0)
 

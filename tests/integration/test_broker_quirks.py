@@ -115,3 +115,26 @@ def test_time_range_start_is_exact(settings: Settings) -> None:
         return ranges[0].start
 
     assert asyncio.run(start()) == 4
+
+
+def test_a_consumer_let_go_of_its_partitions_closes_at_once(settings: Settings) -> None:
+    """``kafka.let_go`` then ``stop()``, fetches in flight, twenty times: every stop returns.
+    With ``assign([])`` in place of ``let_go`` (what the standby applier did first, and the
+    batch reader on a revoke), aiokafka's fetcher swallowed the stop's cancellation while it
+    awaited the old assignment's fetches, and ``stop()`` never returned: a worker hung on
+    SIGTERM until it was killed."""
+    topic = f"{settings.xp_topic}-letgo"
+
+    async def run() -> None:
+        await _publish(settings, topic, [50])
+        for _ in range(20):
+            consumer = kafka.consumer(settings, None, fetch_max_wait_ms=500)
+            await consumer.start()
+            consumer.assign([TopicPartition(topic, 0)])
+            await consumer.getmany(timeout_ms=2000)  # the next fetch is now in flight
+            kafka.let_go(consumer)
+            stopping = asyncio.ensure_future(consumer.stop())
+            done, _ = await asyncio.wait([stopping], timeout=10)
+            assert stopping in done, "consumer.stop() did not return within 10 s"
+
+    asyncio.run(run())
