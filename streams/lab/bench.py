@@ -105,6 +105,11 @@ PUBLISH_LIMIT = "publish (aiokafka, acks=all)"
 LIMITS = frozenset({PUBLISH_LIMIT, BROKER_LIMIT, DATABASE_LIMIT})
 """The stages that are limits (shown as such, never compared)."""
 
+SINK_ROUNDS = 3
+"""The ledger sink alone and its SQL path are each measured this many times, alternately,
+and reported by their median round: on the reference machine (two cores shared by broker,
+database and sink) one round of either moves by +-15% from run to run."""
+
 STAGES = frozenset({"baselines", "worker", "sink", "start", "scale", "recovery", "batched",
                     "claims", "e2e"})
 """Stages that can be left out (``--skip``); the limits always run: ratios need them."""
@@ -301,13 +306,15 @@ class Bench:
             self.raw_consume(shared, len(records))
             rows = ledger_rows(records, shared)
             self.copy_limit(rows)
-            self.staged_insert(rows, self.base.sink_batch_records)
+            if "sink" in self.stages:
+                self.sink_against_its_sql(shared, records, rows)
+            else:
+                self.add(self.staged_insert(rows, self.base.sink_batch_records))
             if "baselines" in self.stages:
                 self.naive(rows[:NAIVE_EVENTS])
                 self.trigger(rows[:TRIGGER_EVENTS])
-            for command in ("worker", "sink"):
-                if command in self.stages:
-                    self.alone(shared, records, command)
+            if "worker" in self.stages:
+                self.add(self.alone(shared, records, "worker"))
             if "start" in self.stages:
                 self.from_start(records)
             if "scale" in self.stages:
@@ -379,7 +386,29 @@ class Bench:
             conn.commit()
         self.add(Stage(DATABASE_LIMIT, len(rows), seconds))
 
-    def staged_insert(self, rows: list[tuple[Any, ...]], batch: int) -> None:
+    def sink_against_its_sql(self, settings: Settings, records: list[Record],
+                             rows: list[tuple[Any, ...]]) -> None:
+        """The ledger sink alone and its SQL path (:meth:`staged_insert`), each measured
+        :data:`SINK_ROUNDS` times, alternately (SQL, sink, SQL, sink, ...), each round of the
+        sink in a consumer group of its own; each is reported by its median round, the sink
+        as a share of its SQL path's median, with every round's rate in the note."""
+        sql: list[Stage] = []
+        sink: list[Stage] = []
+        for n in range(SINK_ROUNDS):
+            sql.append(self.staged_insert(rows, self.base.sink_batch_records))
+            self.say(f"  {sql[-1].name}: {sql[-1].rate:,.0f}/s")
+            sink.append(self.alone(settings.with_(ledger_group=f"{settings.ledger_group}-{n}"),
+                                   records, "sink"))
+            self.say(f"  {sink[-1].name}: {sink[-1].rate:,.0f}/s")
+        for stages in (sql, sink):
+            middle = sorted(stages, key=lambda st: st.rate)[len(stages) // 2]
+            middle.note += (f"; median of {len(stages)} alternating rounds: "
+                            + ", ".join(f"{st.rate:,.0f}" for st in stages))
+            if stages is sink:
+                middle.limit = sql[0].name
+            self.add(middle)
+
+    def staged_insert(self, rows: list[tuple[Any, ...]], batch: int) -> Stage:
         """The ledger sink's own SQL without the sink: per ``batch`` rows, COPY into the staging
         table, then ``INSERT ... SELECT ... ON CONFLICT (id, student_id) DO NOTHING`` into the
         indexed ledger (query ``insert_ledger``), one transaction each (the payloads are built
@@ -397,8 +426,8 @@ class Bench:
             seconds = time.perf_counter() - started
             conn.execute(lab_query("truncate_ledger"))
             conn.commit()
-        self.add(Stage(f"COPY to staging + INSERT ON CONFLICT, {batch:,}/tx", len(rows),
-                       seconds, DATABASE_LIMIT, "the sink's SQL, no Python"))
+        return Stage(f"COPY to staging + INSERT ON CONFLICT, {batch:,}/tx", len(rows),
+                     seconds, DATABASE_LIMIT, "the sink's SQL, no Python")
 
     def naive(self, rows: list[tuple[Any, ...]]) -> None:
         """Baseline: one INSERT and one commit per event, into a copy of the ledger table."""
@@ -430,7 +459,7 @@ class Bench:
                        DATABASE_LIMIT))
 
     def alone(self, settings: Settings, records: list[Record], command: str,
-              label: str = "") -> None:
+              label: str = "") -> Stage:
         """``command`` (``worker`` or ``sink``) alone on the published ``records``, in its own
         consumer group (see :func:`committed_rate`); the sink's ledger is emptied after."""
         name, limit = {"worker": ("fold worker alone", BROKER_LIMIT),
@@ -443,10 +472,10 @@ class Bench:
             events, seconds = asyncio.run(committed_rate(
                 settings, group, settings.xp_topic,
                 event_index(records, settings.topic_partitions), procs))
-        self.add(Stage(f"{name}{label}", events, seconds, limit, "first commit to lag 0"))
         if command == "sink":
             with connect(self.base.database_url, autocommit=True) as conn:
                 conn.execute(lab_query("truncate_sink"))
+        return Stage(f"{name}{label}", events, seconds, limit, "first commit to lag 0")
 
     def from_start(self, records: list[Record]) -> None:
         """One worker process with an existing store (it folded a warm-up workload of a tenth
@@ -556,7 +585,7 @@ class Bench:
         label = f", batched records ({self.batch} events)"
         for command in ("worker", "sink"):
             if command in self.stages:
-                self.alone(settings, packed, command, label)
+                self.add(self.alone(settings, packed, command, label))
 
     def claims(self) -> None:
         """The grant stream: one worker process alone on a claim workload of about the
