@@ -395,11 +395,17 @@ class Bench:
         sql: list[Stage] = []
         sink: list[Stage] = []
         for n in range(SINK_ROUNDS):
+            servers, started = server_cpu_seconds(), time.process_time()
             sql.append(self.staged_insert(rows, self.base.sink_batch_records))
-            self.say(f"  {sql[-1].name}: {sql[-1].rate:,.0f}/s")
+            used = f"CPU s: bench {time.process_time() - started:.1f}, {cpu_note(servers)}"
+            sql[-1].note += f" ({used})"
+            self.say(f"  {sql[-1].name}: {sql[-1].rate:,.0f}/s ({used})")
+            cpu: dict[str, float] = {}
             sink.append(self.alone(settings.with_(ledger_group=f"{settings.ledger_group}-{n}"),
-                                   records, "sink"))
-            self.say(f"  {sink[-1].name}: {sink[-1].rate:,.0f}/s")
+                                   records, "sink", cpu=cpu))
+            used = "CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items()))
+            sink[-1].note += f" ({used})"
+            self.say(f"  {sink[-1].name}: {sink[-1].rate:,.0f}/s ({used})")
         for stages in (sql, sink):
             middle = sorted(stages, key=lambda st: st.rate)[len(stages) // 2]
             middle.note += (f"; median of {len(stages)} alternating rounds: "
@@ -459,19 +465,28 @@ class Bench:
                        DATABASE_LIMIT))
 
     def alone(self, settings: Settings, records: list[Record], command: str,
-              label: str = "") -> Stage:
+              label: str = "", cpu: dict[str, float] | None = None) -> Stage:
         """``command`` (``worker`` or ``sink``) alone on the published ``records``, in its own
-        consumer group (see :func:`committed_rate`); the sink's ledger is emptied after."""
+        consumer group (see :func:`committed_rate`); the sink's ledger is emptied after.
+        ``cpu``, when given, receives the CPU seconds the process (under ``command``) and the
+        broker (``kafka``, :func:`server_cpu_seconds`) used from its start until it was idle."""
         name, limit = {"worker": ("fold worker alone", BROKER_LIMIT),
                        "sink": ("ledger sink alone", DATABASE_LIMIT)}[command]
         group = topology.stage(settings, command, settings.xp_topic).group
         if command == "worker" and self.workers > 1:
             name += f" ({self.workers} processes)"
         self.say(f"{name}{label} ...")
+        servers = server_cpu_seconds()
         with self.processes(settings, command) as procs:
             events, seconds = asyncio.run(committed_rate(
                 settings, group, settings.xp_topic,
                 event_index(records, settings.topic_partitions), procs))
+            if cpu is not None:
+                cpu[command] = idle_cpu_seconds([p.proc.pid for p in procs
+                                                 if p.proc is not None])
+                # the broker's only: PostgreSQL's backends of the process read ~0 here
+                # (not understood yet); its SQL path's own figure is the PostgreSQL side
+                cpu["kafka"] = server_cpu_seconds().get("kafka", 0.0) - servers.get("kafka", 0.0)
         if command == "sink":
             with connect(self.base.database_url, autocommit=True) as conn:
                 conn.execute(lab_query("truncate_sink"))
@@ -782,6 +797,13 @@ def server_cpu_seconds() -> dict[str, float]:
         if kind is not None:
             used[kind] = used.get(kind, 0.0) + cpu_seconds(int(stat.parent.name))
     return used
+
+
+def cpu_note(before: dict[str, float]) -> str:
+    """The servers' CPU seconds since ``before`` (:func:`server_cpu_seconds`), as
+    ``kafka 0.4, postgresql 2.9``."""
+    return ", ".join(f"{k} {v - before.get(k, 0.0):.1f}"
+                     for k, v in sorted(server_cpu_seconds().items()))
 
 
 EventIndex = dict[int, list[int]]
