@@ -247,7 +247,7 @@ def let_go(consumer: AIOKafkaConsumer) -> None:
     fetches in flight and awaiting each under ``contextlib.suppress(CancelledError)``; a
     ``consumer.stop()`` that cancels it just then has its cancellation swallowed, the fetcher
     goes on for ever and ``stop()`` never returns (a worker that hung on SIGTERM;
-    ``tests/integration/test_broker_quirks.py`` shows it)."""
+    ``tests/integration/test_broker_quirks.py`` checks that a consumer let go of closes)."""
     consumer.pause(*consumer.assignment())
 
 
