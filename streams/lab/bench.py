@@ -397,13 +397,14 @@ class Bench:
         for n in range(SINK_ROUNDS):
             servers, started = server_cpu_seconds(), time.process_time()
             sql.append(self.staged_insert(rows, self.base.sink_batch_records))
-            used = f"CPU s: bench {time.process_time() - started:.1f}, {cpu_note(servers)}"
+            used = (f"CPU s: bench {time.process_time() - started:.1f}, "
+                    f"{cpu_note(server_cpu_since(servers))}")
             sql[-1].note += f" ({used})"
             self.say(f"  {sql[-1].name}: {sql[-1].rate:,.0f}/s ({used})")
             cpu: dict[str, float] = {}
             sink.append(self.alone(settings.with_(ledger_group=f"{settings.ledger_group}-{n}"),
                                    records, "sink", cpu=cpu))
-            used = "CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items()))
+            used = f"CPU s: {cpu_note(cpu)}"
             sink[-1].note += f" ({used})"
             self.say(f"  {sink[-1].name}: {sink[-1].rate:,.0f}/s ({used})")
         for stages in (sql, sink):
@@ -486,7 +487,7 @@ class Bench:
                                                  if p.proc is not None])
                 # the broker's only: PostgreSQL's backends of the process read ~0 here
                 # (not understood yet); its SQL path's own figure is the PostgreSQL side
-                cpu["kafka"] = server_cpu_seconds().get("kafka", 0.0) - servers.get("kafka", 0.0)
+                cpu["kafka"] = server_cpu_since(servers).get("kafka", 0.0)
         if command == "sink":
             with connect(self.base.database_url, autocommit=True) as conn:
                 conn.execute(lab_query("truncate_sink"))
@@ -549,11 +550,10 @@ class Bench:
                         settings, group, settings.xp_topic, index, procs,
                         lambda: all(p.ready() for p in procs)))
                     cpu = idle_cpu_seconds([p.proc.pid for p in procs if p.proc is not None])
-                used = {k: v - servers.get(k, 0.0) for k, v in server_cpu_seconds().items()}
+                used = server_cpu_since(servers)
             total = sum(ends[-1] for ends in index.values())
             cpu_per_event[name] = cpu / total if total else 0.0
-            note = (f"CPU s: workers {cpu:.1f}, "
-                    + ", ".join(f"{k} {v:.1f}" for k, v in sorted(used.items())))
+            note = f"CPU s: workers {cpu:.1f}, {cpu_note(used)}"
             if standbys and cpu_per_event["2"] > 0:
                 extra = cpu_per_event[name] - cpu_per_event["2"]
                 note += (f"; standby CPU per event {extra * 1e6:.0f} us = "
@@ -799,11 +799,14 @@ def server_cpu_seconds() -> dict[str, float]:
     return used
 
 
-def cpu_note(before: dict[str, float]) -> str:
-    """The servers' CPU seconds since ``before`` (:func:`server_cpu_seconds`), as
-    ``kafka 0.4, postgresql 2.9``."""
-    return ", ".join(f"{k} {v - before.get(k, 0.0):.1f}"
-                     for k, v in sorted(server_cpu_seconds().items()))
+def server_cpu_since(before: dict[str, float]) -> dict[str, float]:
+    """The servers' CPU seconds used since ``before`` (:func:`server_cpu_seconds`), by name."""
+    return {k: v - before.get(k, 0.0) for k, v in server_cpu_seconds().items()}
+
+
+def cpu_note(used: dict[str, float]) -> str:
+    """CPU seconds by name as ``kafka 0.4, postgresql 2.9`` (sorted by name)."""
+    return ", ".join(f"{k} {v:.1f}" for k, v in sorted(used.items()))
 
 
 EventIndex = dict[int, list[int]]
