@@ -7,6 +7,8 @@ starting never sees it killed by the signal (status -15). Each process replaces 
 own graceful stop once started.
 """
 
+import logging
+import os
 import signal
 import sys
 
@@ -18,14 +20,23 @@ the monitor); every other command keeps the default SIGTERM action."""
 
 
 def exit_0_on_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM handler of a process still starting: exit with status 0.
+    """SIGTERM handler of a process still starting: flush the logs and exit with status 0.
 
-    Further SIGTERMs are ignored from here on: a supervisor often repeats the signal, and
-    Python puts SIGTERM back to its default action while it finalizes, so a repeat landing
-    in that moment ended the exit with status -15 (20 runs in 20 with a repeat every 0.5 ms).
+    The exit is ``os._exit``, not ``SystemExit``: Python runs a handler wherever the main
+    thread is, and an exception raised inside a finalizer (``__del__``, e.g. an asyncio
+    transport's, or a weakref callback) is printed and dropped, so the process went on
+    starting with SIGTERM ignored. Nothing has been read yet, so nothing is lost. Further
+    SIGTERMs are ignored from here on: a supervisor often repeats the signal (docs/design.md,
+    "Operations").
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise SystemExit(0)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or gone: nothing more to say
+            pass
+    os._exit(0)
 
 
 def run() -> None:
