@@ -470,7 +470,8 @@ class Bench:
         """``command`` (``worker`` or ``sink``) alone on the published ``records``, in its own
         consumer group (see :func:`committed_rate`); the sink's ledger is emptied after.
         ``cpu``, when given, receives the CPU seconds the process (under ``command``) and the
-        broker (``kafka``, :func:`server_cpu_seconds`) used from its start until it was idle."""
+        servers (``kafka``, ``postgresql``: :func:`server_cpu_seconds`) used from its start
+        until it was idle."""
         name, limit = {"worker": ("fold worker alone", BROKER_LIMIT),
                        "sink": ("ledger sink alone", DATABASE_LIMIT)}[command]
         group = topology.stage(settings, command, settings.xp_topic).group
@@ -485,9 +486,7 @@ class Bench:
             if cpu is not None:
                 cpu[command] = idle_cpu_seconds([p.proc.pid for p in procs
                                                  if p.proc is not None])
-                # the broker's only: PostgreSQL's backends of the process read ~0 here
-                # (not understood yet); its SQL path's own figure is the PostgreSQL side
-                cpu["kafka"] = server_cpu_since(servers).get("kafka", 0.0)
+                cpu.update(server_cpu_since(servers))
         if command == "sink":
             with connect(self.base.database_url, autocommit=True) as conn:
                 conn.execute(lab_query("truncate_sink"))
@@ -759,14 +758,18 @@ async def committed_rate(settings: Settings, group: str, topic: str, events_befo
     return p.total - p.first_events, p.done_at - p.first_at
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds process ``pid`` has used (``/proc/<pid>/stat``); 0.0 when
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds process ``pid`` has used (``/proc/<pid>/stat``), with
+    ``children`` also those of its children that have exited and been waited for; 0.0 when
     unreadable."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def idle_cpu_seconds(pids: list[int], quiet_s: float = 2.0, limit_s: float = 60.0) -> float:
@@ -785,7 +788,9 @@ def idle_cpu_seconds(pids: list[int], quiet_s: float = 2.0, limit_s: float = 60.
 
 def server_cpu_seconds() -> dict[str, float]:
     """CPU seconds used so far by the broker (``kafka``: java processes) and ``postgresql``
-    processes on this machine, by name (the local stack's servers)."""
+    processes on this machine, by name (the local stack's servers). A server's children that
+    have exited count in their parent's figure: a PostgreSQL backend whose connection closed
+    between two readings would otherwise take its CPU out of the difference."""
     used: dict[str, float] = {}
     for stat in Path("/proc").glob("[0-9]*/comm"):
         try:
@@ -795,7 +800,7 @@ def server_cpu_seconds() -> dict[str, float]:
         kind = "kafka" if name == "java" else "postgresql" if name.startswith("postgres") \
             else None
         if kind is not None:
-            used[kind] = used.get(kind, 0.0) + cpu_seconds(int(stat.parent.name))
+            used[kind] = used.get(kind, 0.0) + cpu_seconds(int(stat.parent.name), children=True)
     return used
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from streams import kafka
@@ -155,6 +159,19 @@ def test_a_stage_without_a_figure_says_so() -> None:
     b.report, b.say = report, said.append
     b.add(empty)
     assert "held the whole workload" in empty.note and said
+
+
+def test_a_server_process_that_exited_keeps_its_cpu_in_its_parents_figure() -> None:
+    """The bench's servers' CPU (streams.lab.bench.server_cpu_seconds) counts a child that has
+    exited and been waited for in its parent: a PostgreSQL backend that closed between two
+    readings took its CPU out of the difference, and the sink's rounds read ~0."""
+    from streams.lab.bench import cpu_seconds
+
+    before = cpu_seconds(os.getpid(), children=True)
+    subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.5\n"
+                    "while time.process_time() < end: pass"], check=True, timeout=60)
+    assert cpu_seconds(os.getpid(), children=True) - before >= 0.4
+    assert cpu_seconds(os.getpid()) < cpu_seconds(os.getpid(), children=True)
 
 
 @pytest.mark.parametrize("raw", ["nan", "inf", "-inf"])
