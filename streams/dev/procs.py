@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,12 +22,53 @@ def interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
 
 
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+"""The kernel's ephemeral port range: the local ports of outgoing connections."""
+
+LOWEST_PORT = 10000
+"""The lowest port :func:`free_port` hands out."""
+
+_handed_out: set[int] = set()
+
+
+def ephemeral_start() -> int:
+    """The first port of the kernel's ephemeral range (32768, Linux's default, when the range
+    cannot be read)."""
+    try:
+        return int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """Return a TCP port on 127.0.0.1 that is free right now, for a server started next.
+
+    Drawn at random from :data:`LOWEST_PORT` up to the kernel's ephemeral range, never twice
+    in one process. A port the kernel picks (bind to port 0) lies in the ephemeral range,
+    where any outgoing connection may take it as its local port before the server binds it: a
+    node of the three-node Kafka cluster failed to start so ("Address already in use").
+
+    Raises:
+        OSError: no free port found in 1,000 draws.
+    """
+    end = ephemeral_start()
+    if end - LOWEST_PORT < 1000:  # a range set unusually low: the kernel's pick, as before
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            return port
+    for _ in range(1000):
+        port = random.randrange(LOWEST_PORT, end)  # noqa: S311 - spreads picks, no secret
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise OSError(f"no free TCP port between {LOWEST_PORT} and {end}")
 
 
 def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
