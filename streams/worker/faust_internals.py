@@ -507,6 +507,8 @@ async def restore(stores: Mapping[Any, TableStore], last: Mapping[Any, int | Non
         deadline: ``time.monotonic()`` after which it returns, done or not.
 
     Returns the records written. Reads committed only, with its own consumer (no group).
+    Logs one line either way: the records written, or that every store was current (as a
+    standby copy's store is when its partition moves to it).
     """
     from aiokafka.structs import TopicPartition
 
@@ -516,6 +518,8 @@ async def restore(stores: Mapping[Any, TableStore], last: Mapping[Any, int | Non
     todo = {TopicPartition(tp.topic, tp.partition): tp for tp in stores
             if offset(applied.get(tp)) < offset(last.get(tp))}
     if not todo:
+        log.info("restored 0 changelog records in batches: all %d changelog partitions were "
+                 "current", len(stores))
         return 0
     consumer = kafka.consumer(_settings, None, fetch_max_wait_ms=_settings.fetch_max_wait_ms)
     await consumer.start()

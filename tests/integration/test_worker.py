@@ -122,8 +122,10 @@ def test_worker_joins_while_another_is_killed(settings: Settings, tmp_path: Path
         pipeline.wait_caught_up()
         pipeline.assert_exact(expected)
         assert second.alive() and third.alive()
-        # the survivors restored the killed worker's partitions in batches, not record by record
-        assert re.search(r"restored [1-9]\d* changelog records in batches",
+        # the survivors restored the killed worker's partitions in batches, not record by record;
+        # a standby copy may be current when its partition moves, leaving 0 records to restore
+        count = r"\d+" if standbys else r"[1-9]\d*"
+        assert re.search(rf"restored {count} changelog records in batches",
                          log_of(second) + log_of(third))
         if standbys:  # the workers kept copies: the setting reached them
             assert "keeping standby copies" in log_of(second) + log_of(third)

@@ -117,3 +117,21 @@ def test_applied_offset_is_the_last_write_s_offset_on_rocksdb(tmp_path: Path,
     store.write(0, {KEY: None}, 57)
     assert store.applied_offset(0) == (57 if store_url == "rocksdb://" else None)
     assert store.applied_offset(1) is None
+
+
+@pytest.mark.asyncio
+async def test_a_restore_with_every_store_current_says_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A standby copy that is current when its partition moves here leaves the batched restore
+    nothing to read: it returns 0 without a consumer and still logs its line, which operators
+    (and the rebalance tests) read to know the restore ran."""
+    from faust.types import TP
+
+    tps = [TP("t-changelog", 0), TP("t-changelog", 1)]
+    caplog.set_level("INFO", logger=faust_internals.__name__)
+    written = await faust_internals.restore({tp: object() for tp in tps},  # type: ignore[misc]
+                                            {tps[0]: 41, tps[1]: None},
+                                            {tps[0]: 41, tps[1]: -1}, deadline=0.0)
+    assert written == 0
+    assert "restored 0 changelog records in batches: all 2 changelog partitions were current" \
+        in caplog.text
