@@ -328,13 +328,6 @@ class Settings:
         "how long the worker waits for records when none are fetched yet (seconds): its share of "
         "the end-to-end latency when traffic is light.",
         minimum=0.001, unit="s")
-    worker_offsets_commit_seconds: float = setting(
-        1.0, "XP_WORKER_OFFSETS_COMMIT_SECONDS",
-        "the least time (seconds) between two commits of a partition's positions as the worker "
-        "group's offsets, which lag monitoring reads (the worker resumes from its positions "
-        "table, written at every checkpoint); 0 = at every checkpoint, two requests more per "
-        "transaction.",
-        minimum=0.0, unit="s")
     worker_dlq_limit: float = setting(
         0.0, "XP_WORKER_DLQ_LIMIT",
         "the largest share of invalid records (0..1) over the last ``XP_WORKER_DLQ_WINDOW`` "

@@ -9,10 +9,8 @@
    (``transactional_id = <worker group>-<p>``, initialised when p was assigned, so the
    partition's new owner fences every earlier one): each touched key of p once per table (its
    newest value) to the table's changelog, p's DLQ and output records, p's position record
-   (source partition -> next offset to read), and, at most once per
-   ``XP_WORKER_OFFSETS_COMMIT_SECONDS``, the positions as the worker group's offsets
-   (``send_offsets_to_transaction``, for lag monitoring only: the position record is what the
-   worker resumes from). Partitions commit concurrently. A
+   (source partition -> next offset to read), and the positions as the worker group's offsets
+   (``send_offsets_to_transaction``, for lag monitoring). Partitions commit concurrently. A
    zombie's send or commit fails with ``ProducerFenced``; any error raises and the process
    exits before step 3, its open transaction aborted by the next owner (or the transaction
    timeout), and the batch is read again by the partition's owner.
@@ -37,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import re
 import signal
@@ -143,23 +140,19 @@ class Checkpoint:
     Args:
         producers: partition -> that partition's started transactional producer (acks=all);
             a partition with work and no producer is a bug (``KeyError``).
-        group: the worker group, whose offsets the transactions commit (lag monitoring).
+        group: the worker group, whose offsets each transaction commits (lag monitoring).
         tables: every table the streams write.
         positions: the positions table (source partition -> next offset to read).
         metrics: ``xp_worker_checkpoint_seconds``, ``xp_dlq_records_total``.
         failpoint: crash tests' hook between the steps (:class:`Failpoint`).
         fence: asked before step 2 and before each commit: None while this worker still owns
             its partitions, else why it may not (:class:`FencedOut` is raised with it).
-        offsets_interval: the least time (seconds) between two commits of a partition's
-            positions as the group's offsets; 0: in every transaction. Positions committed in
-            between wait in memory (:meth:`reports_due`, :meth:`report`).
     """
 
     def __init__(self, producers: Mapping[int, AIOKafkaProducer], group: str,
                  tables: list[TableState[Any]], positions: TableState[int], metrics: Metrics,
                  failpoint: Failpoint | None = None,
-                 fence: Callable[[], str | None] = lambda: None,
-                 offsets_interval: float = 0.0) -> None:
+                 fence: Callable[[], str | None] = lambda: None) -> None:
         self.producers = producers
         self.group = group
         self.fence = fence
@@ -173,12 +166,6 @@ class Checkpoint:
         p: its outputs are keyed like its source)."""
         self.advanced: dict[tuple[str, int], int] = {}
         """(source topic, partition) -> next offset to read, after this checkpoint."""
-        self.offsets_interval = offsets_interval
-        self._unreported: dict[int, dict[TopicPartition, int]] = {}
-        """partition -> positions committed (durable) but not yet as the group's offsets."""
-        self._reported_at: dict[int, float] = {}
-        """partition -> when (monotonic seconds) its positions were last committed as the
-        group's offsets; absent: not since :meth:`forget_reports`."""
 
     def dead_letter(self, dlq_topic: str, record: ConsumerRecord[bytes, bytes],
                     exc: InvalidEvent) -> None:
@@ -240,18 +227,14 @@ class Checkpoint:
             for p, entries in parts.items():
                 work.setdefault(p, {})[(table.topic, p)] = zip(
                     entries, entries.values(), repeat(NO_HEADERS))
+        offsets: dict[int, dict[TopicPartition, int]] = {}
         for (topic, p), next_offset in sealed.advanced.items():
-            self._unreported.setdefault(p, {})[TopicPartition(topic, p)] = next_offset
-        now = time.monotonic()
-        reported = {p for p in work if self._due(p, now)}
+            offsets.setdefault(p, {})[TopicPartition(topic, p)] = next_offset
         # 2. One transaction per partition, all partitions at once.
         acked: dict[tuple[str, int], int] = {}
-        for done in await asyncio.gather(*(
-                self._commit_partition(p, recs, self._unreported.get(p, {}) if p in reported
-                                       else {})
-                for p, recs in sorted(work.items()))):
+        for done in await asyncio.gather(*(self._commit_partition(p, recs, offsets.get(p, {}))
+                                           for p, recs in sorted(work.items()))):
             acked.update(done)
-        self._reported(reported, now)
         await self.failpoint.reached("positioned")
         # 3. The local store, with the changelog offsets it now reflects.
         for table, parts in sealed.changes:
@@ -263,67 +246,17 @@ class Checkpoint:
     async def _commit_partition(self, partition: int,
                                 records: dict[tuple[str, int], Iterable[_Record]],
                                 offsets: dict[TopicPartition, int]) -> dict[tuple[str, int], int]:
-        """Step 2 for one partition: its records and ``offsets`` (none: leave the worker
-        group's offsets) in one transaction of its producer; the offset of each topic
-        partition's last record."""
+        """Step 2 for one partition: its records and the worker group's offsets in one
+        transaction of its producer; the offset of each topic partition's last record."""
         producer = self.producers[partition]
         await producer.begin_transaction()
         acked = await self._produce(producer, records)
-        if records:
-            await self.failpoint.reached("produced")
+        await self.failpoint.reached("produced")
         if offsets:
             await producer.send_offsets_to_transaction(offsets, self.group)
         self._check_fence("commit")
         await producer.commit_transaction()
         return acked
-
-    def _due(self, partition: int, now: float) -> bool:
-        """Whether ``partition`` has positions to commit as the group's offsets and its
-        interval since the last time has passed."""
-        return bool(self._unreported.get(partition)) and (
-            now - self._reported_at.get(partition, -math.inf) >= self.offsets_interval)
-
-    def _reported(self, partitions: Iterable[int], now: float) -> None:
-        """``partitions``' positions are committed as the group's offsets, at ``now``."""
-        for p in partitions:
-            if self._unreported.pop(p, None):
-                self._reported_at[p] = now
-
-    def reports_due(self) -> bool:
-        """Whether some partition's committed positions are due as the group's offsets
-        (:meth:`report`): what an idle worker still owes lag monitoring."""
-        now = time.monotonic()
-        return any(self._due(p, now) for p in self._unreported)
-
-    async def report(self, every: bool = False) -> None:
-        """Commit the positions due (``every``: all not yet reported) as the worker group's
-        offsets, one transaction per partition holding only them, all at once. Between two
-        checkpoints only (the producers have no transaction open). Raises what
-        :meth:`commit` raises."""
-        now = time.monotonic()
-        due = sorted(p for p in self._unreported
-                     if self._unreported[p] and (every or self._due(p, now)))
-        if not due:
-            return
-        self._check_fence("group's offsets")
-        await asyncio.gather(*(self._commit_partition(p, {}, self._unreported[p])
-                               for p in due))
-        self._reported(due, now)
-
-    def owe(self, positions: Mapping[tuple[str, int], int]) -> None:
-        """Take ``positions`` ((source topic, partition) -> next offset to read, durable: read
-        back from the positions table at an assignment) as not yet reported: a kill -9 may
-        have left the group's offsets behind them, and a partition with nothing more to read
-        would otherwise show that lag until its next record. Reported by the next
-        :meth:`report`, idle or not."""
-        for (topic, p), next_offset in positions.items():
-            self._unreported.setdefault(p, {})[TopicPartition(topic, p)] = next_offset
-
-    def forget_reports(self) -> None:
-        """Drop the positions not yet reported (partitions revoked: their next owner reports
-        its own, and an older one reported later would move the group's offsets back)."""
-        self._unreported.clear()
-        self._reported_at.clear()
 
     def _check_fence(self, what: str) -> None:
         reason = self.fence()

@@ -198,8 +198,7 @@ class SourceReader:
         await self._consumer.start()
         self._checkpoint = Checkpoint(self._producers, self.settings.worker_group, self.tables,
                                       self.positions, self.metrics,
-                                      Failpoint(self.settings.worker_failpoint), self._fence,
-                                      self.settings.worker_offsets_commit_seconds)
+                                      Failpoint(self.settings.worker_failpoint), self._fence)
         self._task = asyncio.ensure_future(self._run())
         self._watcher = asyncio.ensure_future(self._watch_stalls())
 
@@ -298,7 +297,7 @@ class SourceReader:
             self._stalled_at = -1.0
             if self._consumer is None:
                 await self._start_clients()
-            assert self._consumer is not None and self._checkpoint is not None
+            assert self._consumer is not None
             await self._drain()
             await self._fence_partitions(held)
             tps = [TopicPartition(t, p) for t in self.streams for p in sorted(held)]
@@ -313,7 +312,6 @@ class SourceReader:
                     sought[(tp.topic, tp.partition)] = self._next_offset[tp] = position
                 # else: the worker group's committed offset (the first start of this worker
                 # over an older one), else the log start (auto_offset_reset=earliest)
-            self._checkpoint.owe(sought)  # the group's offsets may lag them (a kill -9)
             self.held = held
             self._assigned_at = None
             self._waiting_since = None  # recovered: the watch rests until the next revoke
@@ -354,9 +352,6 @@ class SourceReader:
         await self.standbys.stop()
         async with self._lock:
             await self._drain()
-            await self._report_offsets("the rebalance")
-            if self._checkpoint is not None:
-                self._checkpoint.forget_reports()
             if self._consumer is not None:  # paused, not unassigned: kafka.let_go
                 kafka.let_go(self._consumer)
             self.held = set()
@@ -367,7 +362,6 @@ class SourceReader:
         self._ready.set()
         async with self._lock:
             await self._drain()
-            await self._report_offsets("stopping")
             for task in (self._task, self._watcher, self._recovery_watch):
                 if task is not None:
                     task.cancel()
@@ -409,33 +403,15 @@ class SourceReader:
         logging.shutdown()
         os._exit(70)
 
-    async def _commit(self, sealed: Sealed | None) -> None:
-        """Commit ``sealed`` (:meth:`Checkpoint.commit`; None: only the positions due as the
-        group's offsets, :meth:`Checkpoint.report`); any failure ends the process."""
+    async def _commit(self, sealed: Sealed) -> None:
+        """Commit ``sealed`` (:meth:`Checkpoint.commit`); any failure ends the process."""
         assert self._checkpoint is not None
         try:
-            if sealed is None:
-                await self._checkpoint.report()
-            else:
-                await self._checkpoint.commit(sealed)
+            await self._checkpoint.commit(sealed)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._exit_for(exc)
-
-    async def _report_offsets(self, before: str) -> None:
-        """Commit every committed position not yet reported as the worker group's offsets
-        (:meth:`Checkpoint.report`), before a rebalance, a stop or a halt; with no commit in
-        flight. Lag monitoring only: a failure is logged, and the partitions' next owner
-        reports its own."""
-        if self._checkpoint is None:
-            return
-        try:
-            await self._checkpoint.report(every=True)
-        except Exception as exc:
-            log.warning("the worker group's offsets were not committed before %s (%r); lag "
-                        "monitoring reads older offsets until the partitions' next checkpoint",
-                        before, exc)
 
     async def _drain(self) -> None:
         """Wait until the checkpoint being committed (if any) is committed and stored."""
@@ -478,8 +454,6 @@ class SourceReader:
                     cp.advance(tp.topic, tp.partition, position)
         if records and self._dlq_limit.add(records, invalid):
             self._halt()
-            await self._drain()
-            await self._report_offsets("halting")
             return
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + self.settings.dedupe_expire_interval_seconds
@@ -490,10 +464,6 @@ class SourceReader:
             # is then sealed and commits while the next batch is fetched and folded.
             await self._drain()
             self._committing = asyncio.ensure_future(self._commit(cp.seal()))
-        elif cp.reports_due():
-            # Idle: what the last checkpoints committed is still owed to lag monitoring.
-            await self._drain()
-            self._committing = asyncio.ensure_future(self._commit(None))
 
     def _halt(self) -> None:
         """The DLQ limit tripped: drop this batch unwritten and stop reading."""

@@ -219,46 +219,6 @@ def test_dlq_limit_stops_the_worker_before_a_bad_deploy_is_dead_lettered(
         pipeline.stop()
 
 
-def worker_lag(settings: Settings) -> int:
-    """Records of the XP topic the worker group has not committed (all partitions)."""
-    async def read() -> int:
-        async with kafka.OffsetReader(settings) as reader:
-            return sum(x.lag_records for x in await lag.read_lag(
-                reader, settings.worker_group, settings.xp_topic))
-    return asyncio.run(read())
-
-
-def test_the_group_s_offsets_move_once_per_interval_and_at_a_stop(settings: Settings,
-                                                                   tmp_path: Path) -> None:
-    """XP_WORKER_OFFSETS_COMMIT_SECONDS: a partition's positions become the worker group's
-    offsets (what lag monitoring reads) at most once per interval, though every checkpoint
-    writes them to the positions table; a graceful stop commits what it owes (lag 0 once the
-    process has exited), and a restart resumes from the positions, exact."""
-    s = settings.with_(worker_offsets_commit_seconds=3600.0)
-    pipeline = Pipeline(s, tmp_path / "p")
-    records, expected = generate(LoadSpec(events=600, students=60, seed=35, invalid_ratio=0.0,
-                                          duplicate_ratio=0.0, conflict_ratio=0.0,
-                                          max_record_bytes=s.max_record_bytes))
-    folded_records = 'xp_records_total{outcome="valid",stage="worker"}'
-    try:
-        pipeline.start()
-        for end in (200, 400, 600):  # three bursts, each folded before the next is published
-            pipeline.publish(records[end - 200:end])
-            wait_for(lambda end=end: metric(s.metrics_port, folded_records) >= end, 60,
-                     f"the worker to fold {end} records")
-        # each partition's first checkpoint commits the group's offsets, none after it within
-        # the hour: at least the second and third bursts are owed
-        assert worker_lag(s) >= 400
-        assert pipeline.procs["worker"].stop() == 0
-        assert worker_lag(s) == 0
-        pipeline.procs["worker"].settings = settings
-        pipeline.start("worker")
-        pipeline.wait_caught_up()
-        pipeline.assert_exact(expected)
-    finally:
-        pipeline.stop()
-
-
 def test_a_worker_paused_past_its_session_does_not_write_for_partitions_it_lost(
         settings: Settings, tmp_path: Path) -> None:
     """A zombie: the first worker is stopped (SIGSTOP) for three session timeouts while the
