@@ -149,6 +149,9 @@ class Report:
     """Peak resident memory of each process (MiB)."""
     rss_mib: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     """Resident memory of each process during the latency stage: (seconds, MiB) samples."""
+    latency_cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds each pipeline command (its processes summed) and each server
+    (:func:`server_cpu_seconds`) used over the latency stage, by name."""
     mismatches: int = -1
     """Students whose totals differ from the loadgen expectation after the end-to-end stage."""
 
@@ -660,7 +663,13 @@ class Bench:
         publish ack -> first ``xp_totals`` poll showing it (module docstring); RSS of each
         process over it."""
         self.say(f"latency at {self.rate:,} events/s for {self.latency_s:.0f} s ...")
+        servers, before = server_cpu_seconds(), commands_cpu_seconds(procs)
         seen = asyncio.run(offer(settings, self.rate, self.latency_s, self.spec.students, procs))
+        after = commands_cpu_seconds(procs)
+        self.report.latency_cpu_s = {k: round(v - before.get(k, 0.0), 2)
+                                     for k, v in after.items()}
+        self.report.latency_cpu_s.update(
+            {k: round(v, 2) for k, v in server_cpu_since(servers).items()})
         samples = [seen.applied[i] - seen.acks[i] for i in seen.acks if i in seen.applied]
         self.report.latency_windows = latency_windows(seen)
         if samples:
@@ -770,6 +779,15 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     if children:
         ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def commands_cpu_seconds(procs: list[PipelineProcess]) -> dict[str, float]:
+    """CPU seconds used so far by the running ``procs``, summed by pipeline command."""
+    used: dict[str, float] = {}
+    for p in procs:
+        if p.proc is not None:
+            used[p.command] = used.get(p.command, 0.0) + cpu_seconds(p.proc.pid)
+    return used
 
 
 def idle_cpu_seconds(pids: list[int], quiet_s: float = 2.0, limit_s: float = 60.0) -> float:
@@ -1001,6 +1019,9 @@ def render(report: Report) -> Any:
                       f"{lat['events']:,}", "", "", "",
                       f"p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} "
                       f"ms (poll {POLL_S * 1000:.0f} ms), not applied {lat['not_applied']}")
+        if report.latency_cpu_s:
+            table.add_row("  CPU s over the latency stage", "", "", "", "",
+                          cpu_note(report.latency_cpu_s))
     for w in report.latency_windows:
         table.add_row(f"  acknowledged {w['start_s']:.0f}-{w['start_s'] + LATENCY_WINDOW_S:.0f} s",
                       f"{w['events']:,.0f}", "", "", "",
