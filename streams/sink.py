@@ -14,10 +14,12 @@ write at a time, in order), so the sink's CPU work and PostgreSQL's overlap. A b
 time (``XP_SINK_BATCH_SECONDS``) while the one before it is still being written keeps growing
 until that write ends or it is full: under a backlog, batches grow to what the database takes.
 
-A partition assigned to this process starts at the offset stored in PostgreSQL. A database
-error pauses the loop: the same batch is retried with exponential backoff until it commits
-(docs/design.md, guarantee 6); the next batch is read until it is full and then waits, so memory
-stays bounded by two batches (``XP_SINK_BATCH_RECORDS``/``XP_SINK_BATCH_BYTES`` each).
+A partition assigned to this process starts at the offset stored in PostgreSQL, taken by the
+poll loop before any of its records is added (docs/design.md, "Sinks: batches and rows"). A
+database error pauses the loop: the same batch is retried with exponential backoff until it
+commits (docs/design.md, guarantee 6); the next batch is read until it is full and then
+waits, so memory stays bounded by two batches (``XP_SINK_BATCH_RECORDS``/
+``XP_SINK_BATCH_BYTES`` each).
 
 A row PostgreSQL refuses (:data:`REFUSALS`: a CHECK, a length, an encoding, a foreign key) is
 not an outage: retrying would refuse it for ever and halt the sink. The batch is bisected by
@@ -339,7 +341,7 @@ class PostgresSink:
         self._conn: psycopg.AsyncConnection | None = None
         self._consumer: AIOKafkaConsumer | None = None
         # One database operation at a time on the one connection: aiokafka runs the rebalance
-        # listener in its own task, which flushes and loads offsets while the poll loop may be
+        # listener in its own task, which flushes while the poll loop may be loading offsets or
         # flushing (two transactions at once nest, and psycopg then refuses the commit).
         self._db_lock = asyncio.Lock()
         self._inflight: asyncio.Task[None] | None = None  # the batch being written
@@ -349,6 +351,12 @@ class PostgresSink:
         """When a database operation last ended (monotonic seconds)."""
         self._assigned = False
         """Partitions assigned and their offsets loaded (between a revoke and the next: no)."""
+        self._assignment_due = False
+        """A new assignment the poll loop has not taken yet (set by the rebalance listener)."""
+        self._rebalances = 0
+        """Calls of the rebalance listener so far (revokes and assignments)."""
+        self._rewind: dict[TopicPartition, int] = {}
+        """First offset of each partition's records dropped while no assignment was taken."""
         self.adding = asyncio.Lock()
         """Held while a fetch is added to the batch (which yields to the event loop): the
         rebalance listener takes it first, so no record of a revoked partition is added after
@@ -473,7 +481,7 @@ class PostgresSink:
         """Write ``taken`` and its offsets in one transaction, then commit to Kafka.
 
         Serialised by a lock with every other database operation: the rebalance listener
-        loads offsets on the same connection. A write cancelled midway (the listener's
+        flushes on the same connection. A write cancelled midway (the listener's
         timeout) drops the connection, whose transaction state is then unknown; the batch is
         re-read from the offsets in PostgreSQL."""
         async with self._db_lock:
@@ -598,6 +606,44 @@ class PostgresSink:
         self._positions[record.partition] = record.offset + 1
         self._bytes += len(record.value or b"")
 
+    def _drop(self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Drop records handed out before their assignment was taken (their offsets in
+        PostgreSQL were not known yet), remembering where each partition's began: a partition
+        with no offset stored is read again from there."""
+        for tp, records in fetched.items():
+            if records:
+                self._rewind[tp] = min(records[0].offset, self._rewind.get(tp, records[0].offset))
+
+    async def _take_assignment(self, consumer: AIOKafkaConsumer) -> None:
+        """Start each assigned partition at its offset in PostgreSQL (one stored: there; none:
+        where the records dropped before began, else the consumer's own start), before any of
+        its records is added.
+
+        aiokafka makes an assignment active, and fetches and hands out its records, before the
+        rebalance listener runs; records added then were read from wherever the consumer
+        started, and the positions after them were not taken (docs/design.md, "Sinks: batches
+        and rows"). So the listener only marks the assignment due, the loop drops what it is
+        handed meanwhile (:meth:`_drop`), and takes the assignment here, between two polls.
+        The offsets are loaded with retries (a database outage waits here)."""
+        self._assignment_due = False
+        rebalances = self._rebalances
+        stored = await self.load_offsets()
+        if self._rebalances != rebalances:
+            return  # revoked while loading: take the next assignment instead
+        assigned = consumer.assignment()
+        self._known.clear()
+        for tp in assigned:
+            if tp.partition in stored:
+                consumer.seek(tp, stored[tp.partition])
+                self._known[tp.partition] = stored[tp.partition]
+            elif tp in self._rewind:
+                consumer.seek(tp, self._rewind[tp])
+        self._rewind.clear()
+        self._assigned = True
+        log.info("%s sink: assigned %s, resuming at %s", self.writer.name,
+                 sorted(tp.partition for tp in assigned),
+                 {tp.partition: stored.get(tp.partition, "earliest") for tp in assigned})
+
     async def _advance_positions(self, consumer: AIOKafkaConsumer,
                                  fetched: dict[TopicPartition, list[Any]]) -> None:
         """Take the consumer's position as the next offset of each partition read, not the last
@@ -641,14 +687,19 @@ class PostgresSink:
                 pass
         consumer = kafka.consumer(self.settings, self.group)
         self._consumer = consumer
-        consumer.subscribe([self.topic], listener=_Rebalance(self, consumer))
+        consumer.subscribe([self.topic], listener=_Rebalance(self))
         await consumer.start()
         try:
             batch_started: float | None = None
             max_records = self.settings.sink_batch_records
             while not stop.is_set():
+                if self._assignment_due:
+                    await self._take_assignment(consumer)
                 fetched = await consumer.getmany(timeout_ms=100, max_records=max_records)
                 async with self.adding:
+                    if not self._assigned or self._assignment_due:
+                        self._drop(fetched)
+                        continue
                     for records in fetched.values():
                         for start in range(0, len(records), YIELD_EVERY_RECORDS):
                             for record in records[start:start + YIELD_EVERY_RECORDS]:
@@ -695,14 +746,14 @@ def refusal_reason(exc: psycopg.Error) -> str:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Flush before partitions go; start assigned partitions at the offsets in PostgreSQL."""
+    """Flush before partitions go; mark a new assignment for the poll loop to take."""
 
-    def __init__(self, sink: PostgresSink, consumer: AIOKafkaConsumer) -> None:
+    def __init__(self, sink: PostgresSink) -> None:
         self.sink = sink
-        self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self.sink._assigned = False
+        self.sink._rebalances += 1
         async with self.sink.adding:
             try:
                 await asyncio.wait_for(self.sink.flush(), timeout=10)
@@ -712,13 +763,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             self.sink.reset_batch()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        stored = await self.sink.load_offsets()
-        self.sink._known.clear()
-        for tp in assigned:
-            if tp.partition in stored:
-                self.consumer.seek(tp, stored[tp.partition])
-                self.sink._known[tp.partition] = stored[tp.partition]
-        self.sink._assigned = True
-        log.info("%s sink: assigned %s, resuming at %s", self.sink.writer.name,
-                 sorted(tp.partition for tp in assigned),
-                 {tp.partition: stored.get(tp.partition, "earliest") for tp in assigned})
+        # aiokafka has already made the assignment active and may hand out its records before
+        # this runs: the poll loop takes the assignment (PostgresSink._take_assignment).
+        self.sink._rebalances += 1
+        self.sink._assignment_due = True

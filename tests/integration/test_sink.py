@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import psycopg
 import pytest
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
@@ -280,3 +280,69 @@ def test_postgresql_reads_the_ledger_rows_times_as_the_instants_the_worker_folde
         assert stored == folded
 
     check()
+
+
+def test_records_handed_out_before_the_assignment_is_taken_are_read_again_from_its_offsets(
+        settings: Settings) -> None:
+    """aiokafka hands out records of a new assignment before its rebalance listener has run.
+    The sink used to add them while its offsets were still loading, without taking the
+    consumer's position after them: each partition's offset stayed at its last record + 1,
+    short of the commit marker after it, and the lag at 1 per partition for good (a totals
+    writer started after the worker had finished). Here the offsets query waits on a lock
+    while the broker's answer arrives: nothing may be taken before the offsets are known, and
+    the offsets stored must reach the partitions' ends, markers included."""
+    records, _ = generate(LoadSpec(events=400, students=40, seed=23, invalid_ratio=0.0,
+                                   max_record_bytes=settings.max_record_bytes))
+    metrics = Metrics()
+    writer = LedgerWriter(settings.max_record_bytes, settings.topic_partitions, metrics)
+    sink = PostgresSink(settings, settings.xp_topic, settings.ledger_group, writer, metrics)
+    tps = [TopicPartition(settings.xp_topic, p) for p in range(settings.topic_partitions)]
+
+    def stored() -> dict[int, int]:
+        with connect(settings.database_url) as conn:
+            return dict(conn.execute(  # type: ignore[arg-type]
+                "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = %s",
+                (settings.ledger_group,)).fetchall())
+
+    async def run() -> tuple[int, dict[int, int], dict[int, int], dict[int, int | None]]:
+        producer = kafka.producer(settings, transactional_id=f"{settings.xp_topic}-tx",
+                                  enable_idempotence=True)
+        await producer.start()
+        try:  # one transaction: every partition ends with a commit marker
+            await producer.begin_transaction()
+            for key, value in records:
+                await producer.send(settings.xp_topic, value, key=key)
+            await producer.commit_transaction()
+        finally:
+            await producer.stop()
+        ends = await kafka.high_watermarks(settings, settings.xp_topic)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        stop = asyncio.Event()
+        with connect(settings.database_url) as locker:
+            locker.execute("LOCK TABLE consumer_offsets IN ACCESS EXCLUSIVE MODE")
+            task = asyncio.create_task(sink.run(stop))
+
+            def answered() -> bool:  # the broker answered a fetch of every partition
+                c = sink._consumer  # noqa: SLF001
+                return c is not None and c.assignment() == set(tps) and all(
+                    c.highwater(tp) is not None for tp in tps)
+            while not answered() and loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            assert answered(), "no fetch answered"
+            grace = loop.time() + 1.0  # records taken early would be added by now
+            while writer.pending() == 0 and loop.time() < grace:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            taken_early = writer.pending()
+        while stored() != ends and not task.done() and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        async with kafka.OffsetReader(settings) as reader:
+            committed = await reader.committed(settings.ledger_group, settings.xp_topic)
+        stop.set()
+        await task
+        return taken_early, ends, stored(), committed
+
+    taken_early, ends, offsets, committed = asyncio.run(run())
+    assert taken_early == 0, "records were taken before their partitions' offsets were known"
+    assert offsets == ends, f"offsets in PostgreSQL {offsets}, partition ends {ends}"
+    assert committed == ends, f"offsets in Kafka {committed}, partition ends {ends}"
