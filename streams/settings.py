@@ -95,8 +95,8 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-FAILPOINT_PATTERN = (r"(folded|produced|positioned):[1-9][0-9]*(:([0-9.]+|stop))?"
-                     r"(,(folded|produced|positioned):[1-9][0-9]*(:([0-9.]+|stop))?)*")
+FAILPOINT_PATTERN = (r"(recovered|folded|produced|positioned):[1-9][0-9]*(:([0-9.]+|stop))?"
+                     r"(,(recovered|folded|produced|positioned):[1-9][0-9]*(:([0-9.]+|stop))?)*")
 """The form of ``XP_WORKER_FAILPOINT`` (:class:`streams.worker.checkpoint.Failpoint`)."""
 
 
@@ -363,8 +363,9 @@ class Settings:
     worker_failpoint: str = setting(
         "", "XP_WORKER_FAILPOINT",
         "crash tests only. ``<step>:<n>`` ends the worker with exit code 137 (as kill -9) the "
-        "n-th time a checkpoint reaches ``<step>`` (``folded``: batch folded, nothing sent; "
-        "``produced``: a partition's records sent in its open transaction; ``positioned``: "
+        "n-th time the worker reaches ``<step>`` (``recovered``: an assignment's tables "
+        "recovered, its partitions' producers not yet made; ``folded``: batch folded, nothing "
+        "sent; ``produced``: a partition's records sent in its open transaction; ``positioned``: "
         "transactions committed, local store not yet written); ``<step>:<n>:<seconds>`` pauses "
         "there with the event loop running, ``<step>:<n>:stop`` stops the process (SIGSTOP) until "
         "SIGCONT. Several, comma-separated. Empty (default): off.")
@@ -448,7 +449,7 @@ class Settings:
         if s.worker_failpoint and not re.fullmatch(FAILPOINT_PATTERN, s.worker_failpoint):
             raise ConfigError(f"{variable('worker_failpoint').name}={s.worker_failpoint!r} is "
                               "not <step>:<n>[:<seconds>|:stop], comma-separated, with step "
-                              "folded, produced or positioned")
+                              "recovered, folded, produced or positioned")
         if not s.table_store.startswith(("rocksdb://", "memory://")):
             raise ConfigError(f"{variable('table_store').name}={s.table_store!r} must be "
                               "rocksdb:// or memory://")

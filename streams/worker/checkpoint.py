@@ -66,10 +66,12 @@ class FencedOut(StreamsError):
     the session timeout): it must not write a checkpoint, and exits to rejoin."""
 
 
-FAILPOINT_STEPS = ("folded", "produced", "positioned")
-"""Where a checkpoint calls :meth:`Failpoint.reached`: ``folded`` (the batch folded, nothing
-sent yet), ``produced`` (a partition's records sent and acknowledged in its open transaction,
-not committed), ``positioned`` (every transaction committed, local store not yet written)."""
+FAILPOINT_STEPS = ("recovered", "folded", "produced", "positioned")
+"""Where the worker calls :meth:`Failpoint.reached`: ``recovered`` (an assignment's tables
+recovered, before its partitions' producers are made: the reader), ``folded`` (the batch
+folded, nothing sent yet), ``produced`` (a partition's records sent and acknowledged in its
+open transaction, not committed), ``positioned`` (every transaction committed, local store not
+yet written)."""
 
 class Failpoint:
     """A crash-test hook (``XP_WORKER_FAILPOINT``, :class:`streams.settings.Settings`): at the
@@ -99,7 +101,8 @@ class Failpoint:
             self.points[step] = (int(n), action[0] if action else "")
 
     async def reached(self, step: str) -> None:
-        """Called by the checkpoint at ``step``; fires on the configured arrival."""
+        """Called by the checkpoint (or the reader) at ``step``; fires on the configured
+        arrival."""
         point = self.points.get(step)
         if point is None or point[0] <= 0:
             return

@@ -159,6 +159,10 @@ class SourceReader:
         self._assigned_generation: int | None = None
         """The generation of Faust's last assignment; None between a revoke and the next."""
         self._stalled_at = -1.0
+        """When (monotonic seconds) the stall watcher last saw a stall; -1: none since the last
+        revoke."""
+        self._tick = time.monotonic()
+        """When (monotonic seconds) the stall watcher last ran."""
         self._stall_limit = 0.8 * settings.broker_session_timeout
         """A stall of the event loop this long (seconds) may have cost the membership."""
         self._assigned_at: float | None = None
@@ -200,19 +204,23 @@ class SourceReader:
                                       self.positions, self.metrics,
                                       Failpoint(self.settings.worker_failpoint), self._fence)
         self._task = asyncio.ensure_future(self._run())
-        self._watcher = asyncio.ensure_future(self._watch_stalls())
+        self._start_stall_watch()
+
+    def _start_stall_watch(self) -> None:
+        if self._watcher is None:
+            self._tick = time.monotonic()
+            self._watcher = asyncio.ensure_future(self._watch_stalls())
 
     async def _watch_stalls(self) -> None:
         """Note when the event loop (the whole process: a GC pause, SIGSTOP, a starved VM) did
         not run for :attr:`_stall_limit` seconds."""
-        last = time.monotonic()
         while True:
             await asyncio.sleep(0.25)
             now = time.monotonic()
-            if now - last > self._stall_limit:
+            if now - self._tick > self._stall_limit:
                 self._stalled_at = now
-                log.warning("the worker did not run for %.1f s", now - last)
-            last = now
+                log.warning("the worker did not run for %.1f s", now - self._tick)
+            self._tick = now
 
     def _fence(self) -> str | None:
         """None while this worker still owns the partitions it reads (the group's generation
@@ -222,7 +230,13 @@ class SourceReader:
         if self._app is not None and self._app.consumer_generation_id != self._generation:
             return (f"the group moved to generation {self._app.consumer_generation_id} "
                     f"since partitions were assigned in {self._generation}")
-        if self._stalled_at >= 0:
+        return self._stalled()
+
+    def _stalled(self) -> str | None:
+        """Why the group may have moved on without this worker: the event loop did not run for
+        :attr:`_stall_limit` seconds since the last revoke, seen by the stall watcher, or now
+        (a process continued after SIGSTOP runs on before the watcher does); else None."""
+        if self._stalled_at >= 0 or time.monotonic() - self._tick > self._stall_limit:
             return (f"the process stalled for over {self._stall_limit:.0f} s since its "
                     "partitions were assigned and may have lost its group membership")
         return None
@@ -233,6 +247,7 @@ class SourceReader:
         self._waiting_since = time.monotonic()
         if self._recovery_watch is None:
             self._recovery_watch = asyncio.ensure_future(self._watch_progress(app))
+        self._start_stall_watch()  # a stall before the first assignment is recovered counts
 
     async def on_assigned(self, app: Any) -> None:
         """Faust's group assigned this worker its partitions (a new generation); reading starts
@@ -294,11 +309,18 @@ class SourceReader:
                 return
             self._app = app
             self._generation = app.consumer_generation_id
-            self._stalled_at = -1.0
             if self._consumer is None:
                 await self._start_clients()
-            assert self._consumer is not None
+            assert self._consumer is not None and self._checkpoint is not None
             await self._drain()
+            await self._checkpoint.failpoint.reached("recovered")
+            # Making the producers fences every earlier owner of these partitions: a worker
+            # stopped (SIGSTOP, a VM freeze) inside this rebalance past its session timeout
+            # holds an assignment the group has replaced, and would fence the live owner.
+            stalled = self._stalled()
+            if stalled is not None:
+                self._exit_for(FencedOut(f"not taking partitions {sorted(held)} of generation "
+                                         f"{self._generation}: {stalled}"))
             await self._fence_partitions(held)
             tps = [TopicPartition(t, p) for t in self.streams for p in sorted(held)]
             self._consumer.assign(tps)
@@ -355,6 +377,8 @@ class SourceReader:
             if self._consumer is not None:  # paused, not unassigned: kafka.let_go
                 kafka.let_go(self._consumer)
             self.held = set()
+            # A stall before this rebalance is behind a rejoin; one from here on may be in it.
+            self._stalled_at = -1.0
 
     async def stop(self) -> None:
         """Graceful stop (SIGTERM): finish and checkpoint the batch in progress, then close."""

@@ -135,3 +135,44 @@ def test_a_worker_cut_from_its_group_coordinator_is_fenced(settings: Settings,
                    held=cut, released=heal)
     finally:
         cluster.stop()
+
+
+def test_a_worker_stopped_inside_a_rebalance_does_not_fence_the_live_owner(
+        settings: Settings, tmp_path: Path) -> None:
+    """(D) The first worker reads every partition. A second joins and stops (SIGSTOP) once the
+    tables of its half are recovered, before it makes their producers, past its session
+    timeout: the group gives every partition back to the first. On SIGCONT the second runs on
+    inside the assignment the group replaced; making its producers then fenced the first, the
+    live owner, which exited at its next checkpoint (a chaos run's pause-worker fault found
+    it). The second must exit instead, and the first go on."""
+    s = settings.with_(broker_session_timeout=6.0, broker_rebalance_timeout=6.0,
+                       worker_batch_records=300)
+    pipeline = Pipeline(s, tmp_path / "p")
+    first = pipeline.procs["worker"]
+    second = extra_worker(s, tmp_path, "worker-2", worker_failpoint="recovered:1:stop")
+    records, expected = generate(LoadSpec(events=4000, students=100, seed=49,
+                                          max_record_bytes=s.max_record_bytes))
+    half = len(records) // 2
+    every = "reading partitions [0, 1, 2, 3]"
+    try:
+        pipeline.start()
+        pipeline.publish(records[:half])
+        wait_for(lambda: every in log_of(first), 90, "the first worker to read every partition")
+        second.start()
+        wait_for(lambda: "failpoint recovered: stopping" in log_of(second), 120,
+                 "the second worker to stop inside its assignment")
+        taken = log_of(first).count(every)
+        wait_for(lambda: log_of(first).count(every) > taken, 120,
+                 "the first worker to take every partition back")
+        assert second.proc is not None
+        second.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: not second.alive(), 60, "the second worker to exit")
+        assert second.proc.returncode == 70, log_of(second)[-2000:]
+        assert "not taking partitions" in log_of(second)
+        pipeline.publish(records[half:])
+        pipeline.wait_caught_up()
+        pipeline.assert_exact(expected)
+        assert first.alive(), log_of(first)[-3000:]
+    finally:
+        second.stop()
+        pipeline.stop()
