@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
 from streams import kafka
 from streams.db.migrate import migrate
 from streams.dev.kafka_cluster import KafkaCluster
@@ -158,6 +161,18 @@ class PipelineProcess:
     def alive(self) -> bool:
         """True while the process runs."""
         return self.proc is not None and self.proc.poll() is None
+
+    def metrics(self) -> list[Sample]:
+        """Every sample on its ``/metrics`` now (name, labels, value), read with
+        prometheus_client's text parser.
+
+        Raises:
+            OSError: the endpoint did not answer within 5 s.
+        """
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - a local child
+            text = response.read().decode()
+        return [s for family in text_string_to_metric_families(text) for s in family.samples]
 
     def ready(self) -> bool:
         """True when its ``/readyz`` answers 200 (a worker: it reads the partitions of the

@@ -48,7 +48,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +57,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from aiokafka.structs import TopicPartition
+from prometheus_client.samples import Sample
 
 from streams import kafka, lag, topology
 from streams.db.connect import connect
@@ -110,6 +111,17 @@ SINK_ROUNDS = 3
 and reported by their median round: on the reference machine (two cores shared by broker,
 database and sink) one round of either moves by +-15% from run to run."""
 
+TIMED_STEPS = {
+    "worker": ("worker checkpoints", "xp_worker_checkpoint_seconds", ""),
+    "sink": ("ledger sink batches", "xp_sink_batch_write_seconds", "xp_sink_batch_records"),
+    "totals-writer": ("totals writer batches", "xp_sink_batch_write_seconds",
+                      "xp_sink_batch_records"),
+}
+"""Per pipeline command, the step the latency stage times from its ``/metrics``: the step's
+name, its duration histogram (seconds) and its size histogram (records; '' = none). One
+checkpoint is one Kafka transaction per partition, one sink batch one PostgreSQL
+transaction, so their rates are what the broker and the database pay for per second."""
+
 STAGES = frozenset({"baselines", "worker", "sink", "start", "scale", "recovery", "batched",
                     "claims", "e2e"})
 """Stages that can be left out (``--skip``); the limits always run: ratios need them."""
@@ -152,6 +164,10 @@ class Report:
     latency_cpu_s: dict[str, float] = field(default_factory=dict)
     """CPU seconds each pipeline command (its processes summed) and each server
     (:func:`server_cpu_seconds`) used over the latency stage, by name."""
+    latency_steps: dict[str, dict[str, float]] = field(default_factory=dict)
+    """The pipeline's timed steps over the latency stage (:data:`TIMED_STEPS`), by name: how
+    many per second, their mean and bucket-estimated p50 and p99 (milliseconds), and for a
+    sink's batches the mean records a batch."""
     mismatches: int = -1
     """Students whose totals differ from the loadgen expectation after the end-to-end stage."""
 
@@ -664,8 +680,13 @@ class Bench:
         process over it."""
         self.say(f"latency at {self.rate:,} events/s for {self.latency_s:.0f} s ...")
         servers, before = server_cpu_seconds(), commands_cpu_seconds(procs)
+        metrics_before = {id(p): p.metrics() for p in procs}
+        started = time.monotonic()
         seen = asyncio.run(offer(settings, self.rate, self.latency_s, self.spec.students, procs))
         after = commands_cpu_seconds(procs)
+        self.report.latency_steps = timed_steps(
+            procs, metrics_before, {id(p): p.metrics() for p in procs},
+            time.monotonic() - started)
         self.report.latency_cpu_s = {k: round(v - before.get(k, 0.0), 2)
                                      for k, v in after.items()}
         self.report.latency_cpu_s.update(
@@ -681,6 +702,81 @@ class Bench:
                 "not_applied": len(seen.acks) - len(samples),
             }
         self.report.rss_mib = seen.rss_mib
+
+
+def timed_steps(procs: list[PipelineProcess], before: dict[int, list[Sample]],
+                after: dict[int, list[Sample]], seconds: float) -> dict[str, dict[str, float]]:
+    """:data:`TIMED_STEPS` of ``procs`` between two reads of their ``/metrics`` (``before``
+    and ``after``, by ``id`` of the process) ``seconds`` apart: per step, ``per_second``,
+    ``mean_ms``, ``p50_ms`` and ``p99_ms`` (estimated from the histogram's buckets the way
+    Prometheus's ``histogram_quantile`` does) and, for sinks, ``records_per_batch``. The
+    processes of one command are summed; a step with no observations is left out."""
+    out: dict[str, dict[str, float]] = {}
+    for command, (step, timed, sized) in TIMED_STEPS.items():
+        mine = [p for p in procs if p.command == command]
+        if not mine:
+            continue
+        time_h = sum_histograms(histogram_delta(before[id(p)], after[id(p)], timed)
+                                for p in mine)
+        count, total, buckets = time_h
+        if count <= 0:
+            continue
+        out[step] = {"per_second": round(count / seconds, 2),
+                     "mean_ms": round(total / count * 1000, 1),
+                     "p50_ms": round(bucket_quantile(buckets, count, 0.5) * 1000, 1),
+                     "p99_ms": round(bucket_quantile(buckets, count, 0.99) * 1000, 1)}
+        if sized:
+            n, records, _ = sum_histograms(histogram_delta(before[id(p)], after[id(p)], sized)
+                                           for p in mine)
+            out[step]["records_per_batch"] = round(records / n, 1) if n else 0.0
+    return out
+
+
+Histogram = tuple[float, float, dict[float, float]]
+"""One histogram's observations: count, sum and cumulative count by upper bound (``le``)."""
+
+
+def histogram_delta(before: list[Sample], after: list[Sample], name: str) -> Histogram:
+    """What the histogram ``name`` (every label set summed) observed between two reads."""
+
+    def read(samples: list[Sample]) -> Histogram:
+        count = sum(s.value for s in samples if s.name == f"{name}_count")
+        total = sum(s.value for s in samples if s.name == f"{name}_sum")
+        buckets: dict[float, float] = {}
+        for s in samples:
+            if s.name == f"{name}_bucket":
+                le = float(s.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + s.value
+        return count, total, buckets
+
+    c0, s0, b0 = read(before)
+    c1, s1, b1 = read(after)
+    return c1 - c0, s1 - s0, {le: v - b0.get(le, 0.0) for le, v in b1.items()}
+
+
+def sum_histograms(histograms: Iterable[Histogram]) -> Histogram:
+    """Histograms of the same buckets added up."""
+    count, total = 0.0, 0.0
+    buckets: dict[float, float] = {}
+    for c, s, b in histograms:
+        count, total = count + c, total + s
+        for le, v in b.items():
+            buckets[le] = buckets.get(le, 0.0) + v
+    return count, total, buckets
+
+
+def bucket_quantile(buckets: dict[float, float], count: float, q: float) -> float:
+    """The ``q`` quantile of observations given as cumulative ``buckets`` (seconds), linearly
+    interpolated inside its bucket as Prometheus's ``histogram_quantile`` does; the largest
+    finite bound when it falls in the ``+Inf`` bucket."""
+    rank, lower, below = q * count, 0.0, 0.0
+    finite = sorted(le for le in buckets if le != float("inf"))
+    for le in finite:
+        if buckets[le] >= rank:
+            inside = buckets[le] - below
+            return lower + (le - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = le, buckets[le]
+    return finite[-1] if finite else 0.0
 
 
 def latency_windows(seen: Offered) -> list[dict[str, float]]:
@@ -1022,6 +1118,12 @@ def render(report: Report) -> Any:
         if report.latency_cpu_s:
             table.add_row("  CPU s over the latency stage", "", "", "", "",
                           cpu_note(report.latency_cpu_s))
+        for step, t in report.latency_steps.items():
+            size = (f", {t['records_per_batch']:,.0f} records a batch"
+                    if "records_per_batch" in t else "")
+            table.add_row(f"  {step}", "", "", f"{t['per_second']:,.1f}/s", "",
+                          f"mean {t['mean_ms']:.0f} ms, p50 ~{t['p50_ms']:.0f} ms, "
+                          f"p99 ~{t['p99_ms']:.0f} ms{size}")
     for w in report.latency_windows:
         table.add_row(f"  acknowledged {w['start_s']:.0f}-{w['start_s'] + LATENCY_WINDOW_S:.0f} s",
                       f"{w['events']:,.0f}", "", "", "",

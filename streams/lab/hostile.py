@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -788,16 +787,14 @@ async def publish(settings: Settings, records: list[HostileRecord],
     return accepted, refused
 
 
-def _metric(port: int, name: str) -> dict[str, float]:
-    """Samples of the counter ``name`` on a process's /metrics, by their first label's value."""
-    url = f"http://127.0.0.1:{port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - a local child
-        text = response.read().decode()
+def _counter_by_label(proc: PipelineProcess, name: str) -> dict[str, float]:
+    """Samples of the counter ``name`` on ``proc``'s /metrics, summed by their first label's
+    value."""
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(name + "{"):
-            label = line.split('"', 2)[1]
-            out[label] = out.get(label, 0.0) + float(line.rsplit(" ", 1)[1])
+    for sample in proc.metrics():
+        if sample.name == name and sample.labels:
+            label = next(iter(sample.labels.values()))
+            out[label] = out.get(label, 0.0) + sample.value
     return out
 
 
@@ -905,7 +902,7 @@ class Campaign:
                         f"{at.get(key, 'decided')} in the pipeline, "
                         f"{wanted.get(key, 'decided')} expected")
         worker = next(p for p in procs if p.command == "worker")
-        policies = _metric(worker.metrics_port, "xp_grant_policy_records_total")
+        policies = _counter_by_label(worker, "xp_grant_policy_records_total")
         for result in sorted(set(policies) | set(expected.dlq["policies"])):
             report.reasons.append(("policies", result, int(policies.get(result, 0)),
                                    expected.dlq["policies"].get(result, 0)))

@@ -178,3 +178,34 @@ def test_a_server_process_that_exited_keeps_its_cpu_in_its_parents_figure() -> N
 def test_a_number_that_is_not_finite_is_refused(raw: str) -> None:
     with pytest.raises(ConfigError, match="XP_SINK_BATCH_SECONDS=.* is not a finite number"):
         Settings.from_env({"XP_SINK_BATCH_SECONDS": raw})
+
+
+def test_timed_steps_read_the_histograms_between_two_scrapes() -> None:
+    """The latency stage's step figures (streams.lab.bench.histogram_delta, bucket_quantile)
+    from two real /metrics texts: only what was observed in between counts, label sets add up,
+    and quantiles interpolate inside their bucket the way Prometheus's histogram_quantile does."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client.samples import Sample
+
+    from streams.lab.bench import bucket_quantile, histogram_delta
+
+    registry = CollectorRegistry()
+    h = Histogram("xp_sink_batch_write_seconds", "", ["sink"], registry=registry,
+                  buckets=(0.1, 0.5, 1.0))
+
+    def scrape() -> list[Sample]:
+        text = generate_latest(registry).decode()
+        return [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+    h.labels("ledger").observe(5.0)  # before the first scrape: not counted
+    before = scrape()
+    for v in (0.05, 0.2, 0.3, 0.4):
+        h.labels("ledger").observe(v)
+    h.labels("totals").observe(0.7)
+    count, total, buckets = histogram_delta(before, scrape(), "xp_sink_batch_write_seconds")
+    assert count == 5 and round(total, 6) == 1.65
+    assert buckets == {0.1: 1, 0.5: 4, 1.0: 5, float("inf"): 5}
+    # rank 2.5 of 5: 1.5 of the 3 observations in (0.1, 0.5]
+    assert bucket_quantile(buckets, count, 0.5) == 0.1 + 0.4 * 1.5 / 3
+    assert bucket_quantile({0.1: 0, 1.0: 1, float("inf"): 3}, 3, 0.99) == 1.0
