@@ -108,7 +108,8 @@ def demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> 
 @click.option("--batch", default=50, show_default=True, type=click.IntRange(2, 500),
               help="Events per record in the batched-records stages.")
 @click.option("--local", is_flag=True,
-              help="Run on a throwaway local stack instead of the configured servers.")
+              help="Run on a throwaway local stack instead of the configured servers (the "
+                   "environment's other settings, e.g. XP_SINK_BATCH_SECONDS, still apply).")
 @click.option("--output", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the figures to this file as JSON..")
 @click.option("--json", "json_old", type=click.Path(dir_okay=False, path_type=Path),
@@ -156,7 +157,7 @@ def bench(events: int, students: int, partitions: int, rate: int, latency_second
 
     console.print(f"bench logs in {workdir}")
     try:
-        report = run_local(run, partitions) if local else run(load_settings())
+        report = run_local(run, load_settings()) if local else run(load_settings())
     except KeyboardInterrupt:
         console.print(f"interrupted; logs kept in {workdir}")
         sys.exit(130)

@@ -91,8 +91,10 @@ class LocalStack:
     """``kafka`` or ``kafka-3`` (default: ``XP_LOCAL_BROKER``)."""
 
     def start(self, detach: bool = False) -> Settings:
-        """Start both servers, create the database, migrate, and return matching settings
-        (with replication factor 3 on ``kafka-3``)."""
+        """Start both servers, create the database, migrate, and return :attr:`settings`
+        pointed at them: their addresses, a plaintext listener, a data directory under
+        :attr:`base_dir`, replication factor 3 on ``kafka-3``; every other setting (the
+        pipeline's tuning) as given."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.broker = new_broker(self.broker_kind, self.base_dir)
         self.broker.start(detach=detach)
@@ -103,6 +105,9 @@ class LocalStack:
         migrate(url)
         self.settings = self.settings.with_(
             kafka_bootstrap_servers=self.broker.bootstrap_servers,
+            kafka_security_protocol="PLAINTEXT", kafka_sasl_mechanism=None,
+            kafka_sasl_username=None, kafka_sasl_password=None, kafka_ssl_cafile=None,
+            kafka_ssl_certfile=None, kafka_ssl_keyfile=None,
             database_url=url,
             data_dir=str(self.base_dir / "worker"),
             topic_replication_factor=3 if self.broker_kind == "kafka-3" else 1,

@@ -1,6 +1,7 @@
 """``streams lab bench``: every stage of the pipeline measured against its limits, in one run.
 
-Against the configured broker and database (or ``--local``: a throwaway local stack), with the
+Against the configured broker and database (or ``--local``: a throwaway local stack; the
+environment's other settings, the pipeline's tuning, apply either way), with the
 same loadgen workload for every stage (``--events`` records, ``--students``, ``--partitions``;
 duplicates and invalid records included), prints one table:
 
@@ -1073,11 +1074,13 @@ async def offer(settings: Settings, rate: int, seconds: float, students: int,
     return seen
 
 
-def run_local(run: Callable[[Settings], Report], partitions: int) -> Report:
-    """Run ``run`` on a throwaway local stack (Apache Kafka + PostgreSQL) with ``partitions``."""
+def run_local(run: Callable[[Settings], Report], settings: Settings) -> Report:
+    """Run ``run`` on a throwaway local stack (Apache Kafka + PostgreSQL) with ``settings``
+    pointed at it (:meth:`streams.dev.stack.LocalStack.start`): the pipeline processes keep
+    their other values, so a tuning setting in the environment is what they run with."""
     from streams.dev.stack import LocalStack, default_base_dir
 
-    stack = LocalStack(default_base_dir(), settings=Settings(topic_partitions=partitions))
+    stack = LocalStack(default_base_dir(), settings=settings)
     try:
         return run(stack.start())
     finally:
