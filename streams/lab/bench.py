@@ -693,6 +693,8 @@ class Bench:
         self.report.latency_cpu_s.update(
             {k: round(v, 2) for k, v in server_cpu_since(servers).items()})
         samples = [seen.applied[i] - seen.acks[i] for i in seen.acks if i in seen.applied]
+        to_fold = [seen.folded[i] - seen.acks[i] for i in seen.folded]
+        after_fold = [seen.applied[i] - seen.folded[i] for i in seen.folded]
         self.report.latency_windows = latency_windows(seen)
         if samples:
             self.report.latency_ms = {
@@ -702,6 +704,14 @@ class Bench:
                 "max": round(max(samples) * 1000, 1),
                 "not_applied": len(seen.acks) - len(samples),
             }
+        if to_fold:
+            self.report.latency_ms.update({
+                "split_events": len(to_fold),
+                "to_fold_p50": round(statistics.median(to_fold) * 1000, 1),
+                "to_fold_p99": round(percentile(to_fold, 0.99) * 1000, 1),
+                "after_fold_p50": round(statistics.median(after_fold) * 1000, 1),
+                "after_fold_p99": round(percentile(after_fold, 0.99) * 1000, 1),
+            })
         self.report.rss_mib = seen.rss_mib
 
 
@@ -985,6 +995,10 @@ class Offered:
     """event index -> monotonic time of its publish acknowledgement."""
     applied: dict[int, float] = field(default_factory=dict)
     """event index -> monotonic time of the first ``xp_totals`` poll that showed it."""
+    folded: dict[int, float] = field(default_factory=dict)
+    """event index -> monotonic time the worker folded it (``xp_totals.updated_at``, a wall
+    clock on this machine), for the events whose first poll showed their own version (a poll
+    that showed a later one has the later event's fold time)."""
     rss_mib: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     """process -> (seconds since the start, resident memory in MiB), every ``RSS_EVERY_S``."""
     started: float = 0.0
@@ -1020,6 +1034,7 @@ async def offer(settings: Settings, rate: int, seconds: float, students: int,
     await producer.start()
     stop = asyncio.Event()
     started = seen.started = time.monotonic()
+    wall_offset = time.time() - started
     deadline = started + seconds + 30
 
     def acked(i: int) -> None:
@@ -1035,11 +1050,13 @@ async def offer(settings: Settings, rate: int, seconds: float, students: int,
                     chunk = list(itertools.islice(pending, POLL_CHUNK))
                     cur = await conn.execute(lab_query("totals_versions"), (chunk,))
                     now = time.monotonic()
-                    for sid, version in await cur.fetchall():
+                    for sid, version, updated in await cur.fetchall():
                         waiting = pending.pop(sid, [])
                         for i in waiting:
-                            if i // len(pool) < version:
-                                seen.applied.setdefault(i, now)
+                            if i // len(pool) < version and i not in seen.applied:
+                                seen.applied[i] = now
+                                if i // len(pool) + 1 == version:
+                                    seen.folded[i] = updated - wall_offset
                         rest = [i for i in waiting if i not in seen.applied]
                         if rest:
                             pending[sid] = rest  # goes to the back of the queue
@@ -1118,6 +1135,11 @@ def render(report: Report) -> Any:
                       f"{lat['events']:,}", "", "", "",
                       f"p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} "
                       f"ms (poll {POLL_S * 1000:.0f} ms), not applied {lat['not_applied']}")
+        if "split_events" in lat:
+            table.add_row("  ack -> worker fold | fold -> totals poll",
+                          f"{lat['split_events']:,.0f}", "", "", "",
+                          f"p50 {lat['to_fold_p50']:.0f} | {lat['after_fold_p50']:.0f} ms, "
+                          f"p99 {lat['to_fold_p99']:.0f} | {lat['after_fold_p99']:.0f} ms")
         if report.latency_cpu_s:
             table.add_row("  CPU s over the latency stage", "", "", "", "",
                           cpu_note(report.latency_cpu_s))

@@ -54,8 +54,10 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()
   AND backend_type = 'client backend';
 
 -- name: totals_versions
--- bench latency: the version (events applied) of the students polled.
-SELECT student_id::text, version FROM xp_totals WHERE student_id = ANY(%s::uuid[]);
+-- bench latency: the version (events applied) of the students polled and when the worker
+-- folded the last of them (seconds since the epoch).
+SELECT student_id::text, version, extract(epoch FROM updated_at)::float8
+FROM xp_totals WHERE student_id = ANY(%s::uuid[]);
 
 -- name: create_like_ledger
 -- A table {table} shaped like the ledger, without its indexes.
