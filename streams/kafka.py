@@ -239,6 +239,25 @@ def consumer(settings: Settings, group_id: str | None, **overrides: object) -> A
     return AIOKafkaConsumer(**kwargs)
 
 
+GATHER_MIN_BYTES = 1024 * 1024
+"""Bytes of records at which the broker answers the worker's gathering fetch before its wait
+is up: a backlog is never held back, a steady stream is (:func:`gathering_fetch`)."""
+
+
+def gathering_fetch(settings: Settings) -> dict[str, int]:
+    """Fetch settings of the worker's batch reader: the broker holds each fetch for
+    ``settings.worker_fetch_wait_ms`` or until :data:`GATHER_MIN_BYTES` are ready, so under
+    steady traffic the reader gets one larger batch per wait instead of a small one per
+    round trip, and the worker pays for fewer checkpoints (docs/design.md, "Fold worker:
+    checkpoints"). With a wait of 0: answer at one record, idle fetches wait
+    ``settings.fetch_max_wait_ms``. Returns ``fetch_max_wait_ms`` (milliseconds) and
+    ``fetch_min_bytes`` (bytes) for :func:`consumer`."""
+    if settings.worker_fetch_wait_ms <= 0:
+        return {"fetch_max_wait_ms": settings.fetch_max_wait_ms, "fetch_min_bytes": 1}
+    return {"fetch_max_wait_ms": settings.worker_fetch_wait_ms,
+            "fetch_min_bytes": GATHER_MIN_BYTES}
+
+
 def let_go(consumer: AIOKafkaConsumer) -> None:
     """Stop ``consumer`` fetching every partition assigned to it, without unassigning them:
     they are paused, and the next ``assign()`` replaces them with fresh, unpaused ones.

@@ -196,9 +196,8 @@ class SourceReader:
         return [t.topic for t in self.tables] + [self.positions.topic]
 
     async def _start_clients(self) -> None:
-        self._consumer = kafka.consumer(
-            self.settings, self.settings.worker_group,
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms)
+        self._consumer = kafka.consumer(self.settings, self.settings.worker_group,
+                                        **kafka.gathering_fetch(self.settings))
         await self._consumer.start()
         self._checkpoint = Checkpoint(self._producers, self.settings.worker_group, self.tables,
                                       self.positions, self.metrics,

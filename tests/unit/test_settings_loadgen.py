@@ -209,3 +209,17 @@ def test_timed_steps_read_the_histograms_between_two_scrapes() -> None:
     # rank 2.5 of 5: 1.5 of the 3 observations in (0.1, 0.5]
     assert bucket_quantile(buckets, count, 0.5) == 0.1 + 0.4 * 1.5 / 3
     assert bucket_quantile({0.1: 0, 1.0: 1, float("inf"): 3}, 3, 0.99) == 1.0
+
+
+def test_the_worker_fetch_gathers_unless_its_wait_is_zero() -> None:
+    """The worker's batch reader asks the broker to hold its fetch for XP_WORKER_FETCH_WAIT_MS
+    or until 1 MiB is ready (streams.kafka.gathering_fetch); 0 answers at one record, with the
+    idle wait every other consumer has."""
+    from streams.kafka import GATHER_MIN_BYTES, gathering_fetch
+
+    s = Settings.from_env({"XP_WORKER_FETCH_WAIT_MS": "80", "XP_FETCH_MAX_WAIT_MS": "300"})
+    assert gathering_fetch(s) == {"fetch_max_wait_ms": 80, "fetch_min_bytes": GATHER_MIN_BYTES}
+    off = Settings.from_env({"XP_WORKER_FETCH_WAIT_MS": "0", "XP_FETCH_MAX_WAIT_MS": "300"})
+    assert gathering_fetch(off) == {"fetch_max_wait_ms": 300, "fetch_min_bytes": 1}
+    with pytest.raises(ConfigError, match="XP_WORKER_FETCH_WAIT_MS"):
+        Settings.from_env({"XP_WORKER_FETCH_WAIT_MS": "-1"})
