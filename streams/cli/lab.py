@@ -157,7 +157,8 @@ def bench(events: int, students: int, partitions: int, rate: int, latency_second
 
     console.print(f"bench logs in {workdir}")
     try:
-        report = run_local(run, load_settings()) if local else run(load_settings())
+        settings = load_settings()
+        report = run_local(run, settings) if local else run(settings)
     except KeyboardInterrupt:
         console.print(f"interrupted; logs kept in {workdir}")
         sys.exit(130)

@@ -727,9 +727,8 @@ def timed_steps(procs: list[PipelineProcess], before: dict[int, list[Sample]],
         mine = [p for p in procs if p.command == command]
         if not mine:
             continue
-        time_h = sum_histograms(histogram_delta(before[id(p)], after[id(p)], timed)
-                                for p in mine)
-        count, total, buckets = time_h
+        count, total, buckets = sum_histograms(
+            histogram_delta(before[id(p)], after[id(p)], timed) for p in mine)
         if count <= 0:
             continue
         out[step] = {"per_second": round(count / seconds, 2),
