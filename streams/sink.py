@@ -632,17 +632,20 @@ class PostgresSink:
             return  # revoked while loading: take the next assignment instead
         assigned = consumer.assignment()
         self._known.clear()
+        starts: dict[int, int | str] = {}
         for tp in assigned:
             if tp.partition in stored:
                 consumer.seek(tp, stored[tp.partition])
-                self._known[tp.partition] = stored[tp.partition]
+                starts[tp.partition] = self._known[tp.partition] = stored[tp.partition]
             elif tp in self._rewind:
                 consumer.seek(tp, self._rewind[tp])
+                starts[tp.partition] = self._rewind[tp]
+            else:
+                starts[tp.partition] = "committed or earliest"  # the consumer's own start
         self._rewind.clear()
         self._assigned = True
         log.info("%s sink: assigned %s, resuming at %s", self.writer.name,
-                 sorted(tp.partition for tp in assigned),
-                 {tp.partition: stored.get(tp.partition, "earliest") for tp in assigned})
+                 sorted(starts), dict(sorted(starts.items())))
 
     async def _advance_positions(self, consumer: AIOKafkaConsumer,
                                  fetched: dict[TopicPartition, list[Any]]) -> None:
