@@ -415,18 +415,11 @@ class Bench:
         sql: list[Stage] = []
         sink: list[Stage] = []
         for n in range(SINK_ROUNDS):
-            servers, started = server_cpu_seconds(), time.process_time()
             sql.append(self.staged_insert(rows, self.base.sink_batch_records))
-            used = (f"CPU s: bench {time.process_time() - started:.1f}, "
-                    f"{cpu_note(server_cpu_since(servers))}")
-            sql[-1].note += f" ({used})"
-            self.say(f"  {sql[-1].name}: {sql[-1].rate:,.0f}/s ({used})")
-            cpu: dict[str, float] = {}
+            self.say(f"  {sql[-1].name}: {sql[-1].rate:,.0f}/s ({sql[-1].note})")
             sink.append(self.alone(settings.with_(ledger_group=f"{settings.ledger_group}-{n}"),
-                                   records, "sink", cpu=cpu))
-            used = f"CPU s: {cpu_note(cpu)}"
-            sink[-1].note += f" ({used})"
-            self.say(f"  {sink[-1].name}: {sink[-1].rate:,.0f}/s ({used})")
+                                   records, "sink"))
+            self.say(f"  {sink[-1].name}: {sink[-1].rate:,.0f}/s ({sink[-1].note})")
         for stages in (sql, sink):
             middle = sorted(stages, key=lambda st: st.rate)[len(stages) // 2]
             middle.note += (f"; median of {len(stages)} alternating rounds: "
@@ -439,9 +432,11 @@ class Bench:
         """The ledger sink's own SQL without the sink: per ``batch`` rows, COPY into the staging
         table, then ``INSERT ... SELECT ... ON CONFLICT (id, student_id) DO NOTHING`` into the
         indexed ledger (query ``insert_ledger``), one transaction each (the payloads are built
-        before the clock starts)."""
+        before the clock starts); the note gives the CPU seconds the bench and the servers
+        used while the clock ran."""
         payloads = [copy_text(rows[i:i + batch]) for i in range(0, len(rows), batch)]
         with connect(self.base.database_url) as conn:
+            servers, own = server_cpu_seconds(), time.process_time()
             started = time.perf_counter()
             for payload in payloads:
                 with conn.cursor() as cur:
@@ -451,10 +446,12 @@ class Bench:
                     cur.execute(query("insert_ledger"))
                 conn.commit()
             seconds = time.perf_counter() - started
+            used = {"bench": time.process_time() - own, **server_cpu_since(servers)}
             conn.execute(lab_query("truncate_ledger"))
             conn.commit()
         return Stage(f"COPY to staging + INSERT ON CONFLICT, {batch:,}/tx", len(rows),
-                     seconds, DATABASE_LIMIT, "the sink's SQL, no Python")
+                     seconds, DATABASE_LIMIT,
+                     f"the sink's SQL, no Python; CPU s in it: {cpu_note(used)}")
 
     def naive(self, rows: list[tuple[Any, ...]]) -> None:
         """Baseline: one INSERT and one commit per event, into a copy of the ledger table."""
@@ -486,31 +483,26 @@ class Bench:
                        DATABASE_LIMIT))
 
     def alone(self, settings: Settings, records: list[Record], command: str,
-              label: str = "", cpu: dict[str, float] | None = None) -> Stage:
+              label: str = "") -> Stage:
         """``command`` (``worker`` or ``sink``) alone on the published ``records``, in its own
-        consumer group (see :func:`committed_rate`); the sink's ledger is emptied after.
-        ``cpu``, when given, receives the CPU seconds the process (under ``command``) and the
-        servers (``kafka``, ``postgresql``: :func:`server_cpu_seconds`) used from its start
-        until it was idle."""
+        consumer group, from its first commit to lag 0 (:class:`CommitProgress`); the note
+        gives the CPU seconds it and the servers used within that span. The sink's ledger is
+        emptied after."""
         name, limit = {"worker": ("fold worker alone", BROKER_LIMIT),
                        "sink": ("ledger sink alone", DATABASE_LIMIT)}[command]
         group = topology.stage(settings, command, settings.xp_topic).group
         if command == "worker" and self.workers > 1:
             name += f" ({self.workers} processes)"
         self.say(f"{name}{label} ...")
-        servers = server_cpu_seconds()
         with self.processes(settings, command) as procs:
-            events, seconds = asyncio.run(committed_rate(
+            progress = asyncio.run(commit_progress(
                 settings, group, settings.xp_topic,
                 event_index(records, settings.topic_partitions), procs))
-            if cpu is not None:
-                cpu[command] = idle_cpu_seconds([p.proc.pid for p in procs
-                                                 if p.proc is not None])
-                cpu.update(server_cpu_since(servers))
         if command == "sink":
             with connect(self.base.database_url, autocommit=True) as conn:
                 conn.execute(lab_query("truncate_sink"))
-        return Stage(f"{name}{label}", events, seconds, limit, "first commit to lag 0")
+        return Stage(f"{name}{label}", progress.events, progress.seconds, limit,
+                     f"first commit to lag 0; CPU s in it: {cpu_note(progress.span_cpu)}")
 
     def from_start(self, records: list[Record]) -> None:
         """One worker process with an existing store (it folded a warm-up workload of a tenth
@@ -565,19 +557,24 @@ class Bench:
             with self.worker_count(count):
                 servers = server_cpu_seconds()
                 with self.processes(settings, "worker") as procs:
-                    events, seconds = asyncio.run(committed_rate(
+                    progress = asyncio.run(commit_progress(
                         settings, group, settings.xp_topic, index, procs,
                         lambda: all(p.ready() for p in procs)))
                     cpu = idle_cpu_seconds([p.proc.pid for p in procs if p.proc is not None])
                 used = server_cpu_since(servers)
             total = sum(ends[-1] for ends in index.values())
             cpu_per_event[name] = cpu / total if total else 0.0
-            note = f"CPU s: workers {cpu:.1f}, {cpu_note(used)}"
+            per_event = ", ".join(f"{k} {v / progress.events * 1e6:.1f}"
+                                  for k, v in sorted(progress.span_cpu.items())
+                                  if progress.events)
+            note = (f"CPU us per event in the span: {per_event}; CPU s until idle: "
+                    f"workers {cpu:.1f}, {cpu_note(used)}")
             if standbys and cpu_per_event["2"] > 0:
                 extra = cpu_per_event[name] - cpu_per_event["2"]
                 note += (f"; standby CPU per event {extra * 1e6:.0f} us = "
                          f"{extra / cpu_per_event['2']:.0%} of the active workers'")
-            self.add(Stage(f"fold worker alone, {label}", events, seconds, BROKER_LIMIT, note))
+            self.add(Stage(f"fold worker alone, {label}", progress.events, progress.seconds,
+                           BROKER_LIMIT, note))
 
     def recovery(self, records: list[Record]) -> None:
         """One worker process (static group membership: ``XP_WORKER_INSTANCE_ID``) on a fresh
@@ -636,12 +633,13 @@ class Bench:
         asyncio.run(publish_timed(settings, settings.claims_topic, claims))
         with self.worker_count(1):
             with self.processes(settings, "worker") as procs:
-                events, seconds = asyncio.run(committed_rate(
+                progress = asyncio.run(commit_progress(
                     settings, topology.stage(settings, "worker", settings.claims_topic).group,
                     settings.claims_topic,
                     event_index([(k, v) for k, v, _ in claims], settings.topic_partitions),
                     procs))
-        self.add(Stage("grant stream alone (daily-login claims)", events, seconds,
+        self.add(Stage("grant stream alone (daily-login claims)", progress.events,
+                       progress.seconds,
                        BROKER_LIMIT, f"first commit to lag 0; {expected.award_count:,} awards"))
 
     def end_to_end(self, records: list[Record], expected: Expected) -> None:
@@ -823,6 +821,22 @@ class CommitProgress(NamedTuple):
     first_events: int
     """Events committed at the first commit seen past :attr:`initial`."""
     done_at: float
+    span_cpu: dict[str, float]
+    """CPU seconds used from :attr:`first_at` to :attr:`done_at` by the processes (summed by
+    pipeline command, :func:`commands_cpu_seconds`) and the servers
+    (:func:`server_cpu_seconds`): the span's own cost, without start-up or idle time."""
+
+    @property
+    def events(self) -> int:
+        """Events committed within the span (after the first commit seen; 0 when that commit
+        held every record). Counting from the first commit leaves out joining the group and
+        the first batch's start."""
+        return self.total - self.first_events
+
+    @property
+    def seconds(self) -> float:
+        """The span: first commit seen (or ``start_when``) to every event committed."""
+        return self.done_at - self.first_at
 
 
 async def commit_progress(settings: Settings, group: str, topic: str,
@@ -844,6 +858,7 @@ async def commit_progress(settings: Settings, group: str, topic: str,
     total = sum(ends[-1] for ends in events_before.values())
     initial: int | None = None
     first: tuple[float, int] | None = None
+    cpu_at_first: dict[str, float] = {}
     async with kafka.OffsetReader(settings) as reader:
         while True:
             committed = await reader.committed(group, topic)
@@ -854,23 +869,16 @@ async def commit_progress(settings: Settings, group: str, topic: str,
                 initial = 0 if done >= total else done
             if first is None and (done > initial if start_when is None else start_when()):
                 first = (now, done)
+                cpu_at_first = cpu_of(procs)
             if first is not None and done >= total:
-                return CommitProgress(total, initial, first[0], first[1], now)
+                used = {k: round(v - cpu_at_first.get(k, 0.0), 2)
+                        for k, v in cpu_of(procs).items()}
+                return CommitProgress(total, initial, first[0], first[1], now, used)
             if any(not p.alive() for p in procs):
                 raise RuntimeError(f"{', '.join(p.command for p in procs)} exited: see its log")
             await asyncio.sleep(0.1)
 
 
-async def committed_rate(settings: Settings, group: str, topic: str, events_before: EventIndex,
-                         procs: list[PipelineProcess],
-                         start_when: Callable[[], bool] | None = None) -> tuple[int, float]:
-    """(events in the records committed after the first commit seen, seconds since then) of a
-    group that had committed nothing (:func:`commit_progress`; ``start_when`` as there): (0,
-    0.0) when the first commit seen held every record. Counting from the first commit leaves
-    out joining the group and the first batch's start, and counts only the events processed
-    within the span."""
-    p = await commit_progress(settings, group, topic, events_before, procs, start_when)
-    return p.total - p.first_events, p.done_at - p.first_at
 
 
 def cpu_seconds(pid: int, children: bool = False) -> float:
@@ -894,6 +902,11 @@ def commands_cpu_seconds(procs: list[PipelineProcess]) -> dict[str, float]:
         if p.proc is not None:
             used[p.command] = used.get(p.command, 0.0) + cpu_seconds(p.proc.pid)
     return used
+
+
+def cpu_of(procs: list[PipelineProcess]) -> dict[str, float]:
+    """CPU seconds used so far by ``procs`` (by command) and the servers, in one mapping."""
+    return {**commands_cpu_seconds(procs), **server_cpu_seconds()}
 
 
 def idle_cpu_seconds(pids: list[int], quiet_s: float = 2.0, limit_s: float = 60.0) -> float:
