@@ -43,6 +43,12 @@ class Metrics(_Exported):
             " positions durable, local store written (seconds).", registry=r,
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.checkpoint_records = Histogram(
+            "xp_worker_checkpoint_records",
+            "Source records folded into one worker checkpoint (several fetched batches under a"
+            " backlog, XP_WORKER_CHECKPOINT_RECORDS).", registry=r,
+            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000),
+        )
         self.offset_gaps = Counter(
             "xp_worker_offset_gaps_total",
             "Times a fetched batch of a source partition did not start at the offset after the"

@@ -323,6 +323,13 @@ class Settings:
         "the worker folds at most this many records per checkpoint (one changelog record per key "
         "touched and one positions record per partition each).",
         minimum=1)
+    worker_checkpoint_records: int = setting(
+        20_000, "XP_WORKER_CHECKPOINT_RECORDS",
+        "under a backlog (a fetch of ``XP_WORKER_BATCH_RECORDS``), the worker folds further "
+        "batches into the next checkpoint while the previous one commits, up to about this many "
+        "records, instead of waiting for it: fewer, larger Kafka transactions. Below "
+        "``XP_WORKER_BATCH_RECORDS``: one batch per checkpoint.",
+        minimum=1)
     worker_batch_seconds: float = setting(
         0.05, "XP_WORKER_BATCH_SECONDS",
         "how long the worker waits for records when none are fetched yet (seconds): its share of "

@@ -113,7 +113,8 @@ and reported by their median round: on the reference machine (two cores shared b
 database and sink) one round of either moves by +-15% from run to run."""
 
 TIMED_STEPS = {
-    "worker": ("worker checkpoints", "xp_worker_checkpoint_seconds", ""),
+    "worker": ("worker checkpoints", "xp_worker_checkpoint_seconds",
+               "xp_worker_checkpoint_records"),
     "sink": ("ledger sink batches", "xp_sink_batch_write_seconds", "xp_sink_batch_records"),
     "totals-writer": ("totals writer batches", "xp_sink_batch_write_seconds",
                       "xp_sink_batch_records"),
@@ -718,8 +719,9 @@ def timed_steps(procs: list[PipelineProcess], before: dict[int, list[Sample]],
     """:data:`TIMED_STEPS` of ``procs`` between two reads of their ``/metrics`` (``before``
     and ``after``, by ``id`` of the process) ``seconds`` apart: per step, ``per_second``,
     ``mean_ms``, ``p50_ms`` and ``p99_ms`` (estimated from the histogram's buckets the way
-    Prometheus's ``histogram_quantile`` does) and, for sinks, ``records_per_batch``. The
-    processes of one command are summed; a step with no observations is left out."""
+    Prometheus's ``histogram_quantile`` does) and ``records_per_batch`` (records per sink
+    batch or worker checkpoint). The processes of one command are summed; a step with no
+    observations is left out."""
     out: dict[str, dict[str, float]] = {}
     for command, (step, timed, sized) in TIMED_STEPS.items():
         mine = [p for p in procs if p.command == command]

@@ -147,6 +147,8 @@ class SourceReader:
         self._checkpoint: Checkpoint | None = None
         self._committing: asyncio.Task[None] | None = None
         """The sealed checkpoint being committed while the next batch folds, or None."""
+        self._open_records = 0
+        """Records folded into the open checkpoint (not sealed yet)."""
         self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._next_offset: dict[TopicPartition, int] = {}
@@ -311,7 +313,7 @@ class SourceReader:
             if self._consumer is None:
                 await self._start_clients()
             assert self._consumer is not None and self._checkpoint is not None
-            await self._drain()
+            await self._finish()
             await self._checkpoint.failpoint.reached("recovered")
             # Making the producers fences every earlier owner of these partitions: a worker
             # stopped (SIGSTOP, a VM freeze) inside this rebalance past its session timeout
@@ -372,7 +374,7 @@ class SourceReader:
         self._waiting_since = time.monotonic()
         await self.standbys.stop()
         async with self._lock:
-            await self._drain()
+            await self._finish()
             if self._consumer is not None:  # paused, not unassigned: kafka.let_go
                 kafka.let_go(self._consumer)
             self.held = set()
@@ -384,7 +386,7 @@ class SourceReader:
         self._stopping = True
         self._ready.set()
         async with self._lock:
-            await self._drain()
+            await self._finish()
             for task in (self._task, self._watcher, self._recovery_watch):
                 if task is not None:
                     task.cancel()
@@ -442,9 +444,37 @@ class SourceReader:
         if task is not None:
             await task
 
+    async def _finish(self) -> None:
+        """Commit everything folded: the checkpoint being committed, then the open one (the
+        batches folded meanwhile, :meth:`_keep_open`). Before a revoke lets go of the
+        partitions, before a new assignment is taken, and at a graceful stop."""
+        await self._drain()
+        if self._checkpoint is not None and not self._checkpoint.empty:
+            await self._commit(self._seal())
+
+    def _seal(self) -> Sealed:
+        """Seal the open checkpoint (:meth:`Checkpoint.seal`), its source records counted in
+        ``xp_worker_checkpoint_records``."""
+        assert self._checkpoint is not None
+        self.metrics.checkpoint_records.observe(self._open_records)
+        self._open_records = 0
+        return self._checkpoint.seal()
+
+    def _keep_open(self, fetched: int) -> bool:
+        """True when the open checkpoint should take the next batch too instead of waiting for
+        the previous one's commit: that commit is still running, the fetch was full (a
+        backlog: more records are ready) and the open checkpoint holds fewer than
+        ``XP_WORKER_CHECKPOINT_RECORDS``. A backlog then commits in fewer, larger transactions
+        and the fold never waits for the broker; a steady stream below a full fetch seals each
+        batch at once (docs/design.md, "Fold worker: checkpoints")."""
+        return (self._committing is not None and not self._committing.done()
+                and fetched >= self.settings.worker_batch_records
+                and self._open_records < self.settings.worker_checkpoint_records)
+
     async def _step(self) -> None:
         """Fetch one batch, fold it (step 1), seal its checkpoint and start committing it
-        (steps 2 and 3), which goes on while the next step fetches and folds."""
+        (steps 2 and 3), which goes on while the next step fetches and folds; under a backlog
+        the checkpoint may stay open for the next batch instead (:meth:`_keep_open`)."""
         assert self._consumer is not None and self._checkpoint is not None
         cp = self._checkpoint
         data = await self._consumer.getmany(
@@ -482,16 +512,18 @@ class SourceReader:
             self._next_housekeeping = now + self.settings.dedupe_expire_interval_seconds
             for stream in self.streams.values():
                 stream.housekeeping(self.held, cp, now)
-        if not cp.empty:
+        self._open_records += records
+        if not cp.empty and not self._keep_open(records):
             # One checkpoint commits at a time, in order: the previous one first. This batch's
             # is then sealed and commits while the next batch is fetched and folded.
             await self._drain()
-            self._committing = asyncio.ensure_future(self._commit(cp.seal()))
+            self._committing = asyncio.ensure_future(self._commit(self._seal()))
 
     def _halt(self) -> None:
         """The DLQ limit tripped: drop this batch unwritten and stop reading."""
         assert self._checkpoint is not None
         self._checkpoint.discard(set(self.held))
+        self._open_records = 0
         self.halted = (f"{self._dlq_limit.share:.1%} of the last {self._dlq_limit.window} "
                        f"records were invalid, over XP_WORKER_DLQ_LIMIT="
                        f"{self._dlq_limit.ratio}")

@@ -131,7 +131,8 @@ def test_kill_9_of_the_worker_mid_workload(pipeline: Pipeline, tmp_path, batch: 
     records of one event and with batched records of up to 50 events."""
     # Checkpoints of about 200 events, so the kill lands mid-workload.
     settings = pipeline.settings.with_(table_store="rocksdb://",
-                                       worker_batch_records=max(1, 200 // batch))
+                                       worker_batch_records=max(1, 200 // batch),
+                                       worker_checkpoint_records=max(1, 200 // batch))
     pipeline = Pipeline(settings, tmp_path / "rocks")
     records, expected = generate(LoadSpec(events=20000, students=300, seed=14,
                                           max_record_bytes=settings.max_record_bytes))
