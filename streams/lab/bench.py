@@ -565,9 +565,9 @@ class Bench:
                 used = server_cpu_since(servers)
             total = sum(ends[-1] for ends in index.values())
             cpu_per_event[name] = cpu / total if total else 0.0
-            per_event = ", ".join(f"{k} {v / progress.events * 1e6:.1f}"
-                                  for k, v in sorted(progress.span_cpu.items())
-                                  if progress.events)
+            per_event = (cpu_note({k: v / progress.events * 1e6
+                                   for k, v in progress.span_cpu.items()})
+                         if progress.events else "none")
             note = (f"CPU us per event in the span: {per_event}; CPU s until idle: "
                     f"workers {cpu:.1f}, {cpu_note(used)}")
             if standbys and cpu_per_event["2"] > 0:
