@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,12 +22,31 @@ from streams.cli.base import (
 )
 from streams.settings import Settings
 
+if TYPE_CHECKING:
+    from streams.dev.stack import LocalStack
+
 
 def write_report(report: bytes, path: Path | None) -> None:
     """Write a lab command's report (JSON bytes) to ``--output`` (or its old name ``--json``)
     when one was given."""
     if path is not None:
         path.write_bytes(report)
+
+
+def local_stack(partitions: int) -> LocalStack:
+    """The throwaway local stack of a lab command's ``--local`` (and of ``demo``), not yet
+    started: the environment's settings with ``partitions``, which
+    :meth:`LocalStack.start` points at its own servers (addresses, plaintext, data directory),
+    so the pipeline processes run with every other setting, the pipeline's tuning, as
+    configured.
+
+    Raises:
+        click.ClickException: a setting in the environment is invalid (one line).
+    """
+    from streams.dev.stack import LocalStack, default_base_dir
+
+    return LocalStack(default_base_dir(), settings=load_settings().with_(
+        topic_partitions=partitions))
 
 
 @main.group()
@@ -91,7 +111,7 @@ def demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> 
     from streams.lab.demo import run_demo
 
     setup_logging(default_level="WARNING")
-    sys.exit(run_demo(events=events, students=students, partitions=partitions, seed=seed,
+    sys.exit(run_demo(local_stack(partitions), events=events, students=students, seed=seed,
                       keep=keep))
 
 
@@ -214,7 +234,8 @@ def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--broker-restart-command",
               help="Shell command that restarts a durable broker (for the broker-restart fault).")
 @click.option("--local", is_flag=True,
-              help="Run on a throwaway local stack (needed for pg-outage and broker-restart).")
+              help="Run on a throwaway local stack (needed for pg-outage and broker-restart; "
+                   "the environment's other settings still apply).")
 @click.option("--output", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the report to this file as JSON..")
 @click.option("--json", "json_old", type=click.Path(dir_okay=False, path_type=Path),
@@ -229,7 +250,6 @@ def chaos(events: int, students: int, partitions: int, workers: int, rate: int, 
     from rich.console import Console
 
     from streams.dev.procs import interrupt_on_sigterm
-    from streams.dev.stack import LocalStack, default_base_dir
     from streams.lab.chaos import Chaos, ChaosReport, render
     from streams.lab.loadgen import LoadSpec
 
@@ -248,11 +268,7 @@ def chaos(events: int, students: int, partitions: int, workers: int, rate: int, 
     console.print(f"chaos logs in {workdir}")
     try:
         if local:
-            # The throwaway stack's own servers; the worker's recovery watch as configured
-            # (a broker-restart fault can hang Faust's recovery: docs/design.md, Fold worker).
-            recovery = load_settings().worker_recovery_timeout_seconds
-            stack = LocalStack(default_base_dir(), settings=Settings(
-                topic_partitions=partitions, worker_recovery_timeout_seconds=recovery))
+            stack = local_stack(partitions)
             try:
                 report = run(stack.start(), stack)
             finally:
@@ -281,7 +297,9 @@ def chaos(events: int, students: int, partitions: int, workers: int, rate: int, 
               type=click.FloatRange(10), help="Seconds every group has to reach lag 0 (a "
                                               "group still behind then is a stall).")
 @click.option("--local", is_flag=True,
-              help="Run on a throwaway local stack instead of the configured servers.")
+              help="Run on a throwaway local stack instead of the configured servers (the "
+                   "environment's other settings, e.g. XP_WORKER_CHECKPOINT_RECORDS, still "
+                   "apply).")
 @click.option("--output", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the report to this file as JSON..")
 @click.option("--json", "json_old", type=click.Path(dir_okay=False, path_type=Path),
@@ -293,7 +311,6 @@ def hostile(records: int, seed: int, partitions: int, timeout_s: float, local: b
     from rich.console import Console
 
     from streams.dev.procs import interrupt_on_sigterm
-    from streams.dev.stack import LocalStack, default_base_dir
     from streams.lab.hostile import Campaign, Report, render
 
     setup_logging(default_level="WARNING")
@@ -308,7 +325,7 @@ def hostile(records: int, seed: int, partitions: int, timeout_s: float, local: b
 
     try:
         if local:
-            stack = LocalStack(default_base_dir(), settings=Settings(topic_partitions=partitions))
+            stack = local_stack(partitions)
             try:
                 report = run(stack.start())
             finally:

@@ -26,7 +26,7 @@ from rich.table import Table
 from streams import topology
 from streams.audit.changelogs import audit_changelogs
 from streams.dev.procs import free_port, interrupt_on_sigterm
-from streams.dev.stack import LocalStack, PipelineProcess, default_base_dir
+from streams.dev.stack import LocalStack, PipelineProcess
 from streams.lab.loadgen import (
     CLAIM_POLICY,
     CLAIM_POLICY_PUBLISHED_MS,
@@ -47,22 +47,21 @@ from streams.lab.outcome import (
 )
 from streams.lag import wait_caught_up
 from streams.policies import Calendar
-from streams.settings import Settings
 from streams.status import collect, render
 
 CLAIM_DAYS = 40
 """Days of the claim workload (ending yesterday: autumn DST changes in both hemispheres)."""
 
 
-def run_demo(events: int, students: int, partitions: int, seed: int, keep: bool) -> int:
-    """Run the demo; return the process exit status (0 = every check passed).
+def run_demo(stack: LocalStack, events: int, students: int, seed: int, keep: bool) -> int:
+    """Run the demo on ``stack`` (not yet started: its settings give the partitions and the
+    pipeline's tuning); return the process exit status (0 = every check passed).
 
     Ctrl-C and SIGTERM stop every process it started before it exits.
     """
     interrupt_on_sigterm()
     console = Console(width=None if sys.stdout.isatty() else 160)
-    base = default_base_dir()
-    stack = LocalStack(base, settings=Settings(topic_partitions=partitions))
+    base = stack.base_dir
     procs: list[PipelineProcess] = []
     try:
         console.print(f"[bold]XP Streams demo[/] in {base}")
