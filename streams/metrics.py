@@ -49,6 +49,12 @@ class Metrics(_Exported):
             " backlog, XP_WORKER_CHECKPOINT_RECORDS).", registry=r,
             buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000),
         )
+        self.checkpoint_bytes = Histogram(
+            "xp_worker_checkpoint_bytes",
+            "Bytes of changelog, DLQ and output records one worker checkpoint sends (its keys and"
+            " values; XP_WORKER_CHECKPOINT_BYTES bounds it under a backlog).", registry=r,
+            buckets=(1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22, 1 << 24, 1 << 26, 1 << 28),
+        )
         self.offset_gaps = Counter(
             "xp_worker_offset_gaps_total",
             "Times a fetched batch of a source partition did not start at the offset after the"

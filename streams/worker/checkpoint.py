@@ -136,6 +136,15 @@ class Sealed(NamedTuple):
     advanced: dict[tuple[str, int], int]
     """(source topic, partition) -> next offset to read."""
 
+    def size(self) -> int:
+        """Bytes of the keys and values it will send (changelogs, DLQ and output records):
+        what the worker holds for it until it is committed."""
+        return (sum(len(key) + len(value or b"")
+                    for _, parts in self.changes for entries in parts.values()
+                    for key, value in entries.items())
+                + sum(len(key or b"") + len(value or b"")
+                      for recs in self.records.values() for key, value, _ in recs))
+
 
 class Checkpoint:
     """What one fetched batch changes, and the steps that make it durable (module docstring).

@@ -149,6 +149,9 @@ class SourceReader:
         """The sealed checkpoint being committed while the next batch folds, or None."""
         self._open_records = 0
         """Records folded into the open checkpoint (not sealed yet)."""
+        self._bytes_per_record = 0.0
+        """Bytes the sealed checkpoints send per source record, the last one's or, when
+        heavier, the estimate before it less a tenth (0.0: none sealed yet)."""
         self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._next_offset: dict[TopicPartition, int] = {}
@@ -454,22 +457,34 @@ class SourceReader:
 
     def _seal(self) -> Sealed:
         """Seal the open checkpoint (:meth:`Checkpoint.seal`), its source records counted in
-        ``xp_worker_checkpoint_records``."""
+        ``xp_worker_checkpoint_records`` and its bytes in ``xp_worker_checkpoint_bytes``; its
+        bytes per source record estimate the next one's size (:meth:`_keep_open`), a
+        heavier estimate decaying by a tenth a checkpoint: a run of lighter records (duplicates,
+        say) amid heavy ones does not open the bound at once."""
         assert self._checkpoint is not None
+        sealed = self._checkpoint.seal()
+        size = sealed.size()
         self.metrics.checkpoint_records.observe(self._open_records)
+        self.metrics.checkpoint_bytes.observe(size)
+        if self._open_records:
+            self._bytes_per_record = max(size / self._open_records,
+                                         0.9 * self._bytes_per_record)
         self._open_records = 0
-        return self._checkpoint.seal()
+        return sealed
 
     def _keep_open(self, fetched: int) -> bool:
         """True when the open checkpoint should take the next batch too instead of waiting for
         the previous one's commit: that commit is still running, the fetch was full (a
         backlog: more records are ready) and the open checkpoint holds fewer than
-        ``XP_WORKER_CHECKPOINT_RECORDS``. A backlog then commits in fewer, larger transactions
-        and the fold never waits for the broker; a steady stream below a full fetch seals each
-        batch at once (docs/design.md, "Fold worker: checkpoints")."""
+        ``XP_WORKER_CHECKPOINT_RECORDS`` and, at the previous checkpoint's bytes per source
+        record, fewer than ``XP_WORKER_CHECKPOINT_BYTES``. A backlog then commits in fewer,
+        larger Kafka transactions and the fold never waits for the broker; a steady stream below
+        a full fetch seals each batch at once (docs/design.md, "Fold worker: checkpoints")."""
         return (self._committing is not None and not self._committing.done()
                 and fetched >= self.settings.worker_batch_records
-                and self._open_records < self.settings.worker_checkpoint_records)
+                and self._open_records < self.settings.worker_checkpoint_records
+                and (self._open_records * self._bytes_per_record
+                     < self.settings.worker_checkpoint_bytes))
 
     async def _step(self) -> None:
         """Fetch one batch, fold it (step 1), seal its checkpoint and start committing it

@@ -69,14 +69,17 @@ def test_kill_between_checkpoint_steps_is_exact(settings: Settings, tmp_path: Pa
         pipeline.stop()
 
 
-def test_a_backlog_folds_while_a_checkpoint_commits(settings: Settings,
-                                                    tmp_path: Path) -> None:
+@pytest.mark.parametrize("checkpoint_bytes", [16 << 20, 1024])
+def test_a_backlog_folds_while_a_checkpoint_commits(settings: Settings, tmp_path: Path,
+                                                    checkpoint_bytes: int) -> None:
     """While the first checkpoint's commit is held for 3 s (a failpoint pause, the event loop
     running), the reader folds the backlog's full fetches into the next checkpoint instead of
     waiting, up to ``XP_WORKER_CHECKPOINT_RECORDS``: a checkpoint of more than two fetches
-    is committed, and the totals, ledger and DLQ are exact (docs/design.md, "Fold worker:
-    checkpoints")."""
+    is committed. Unless ``XP_WORKER_CHECKPOINT_BYTES`` is below what one fetch sends: then
+    no checkpoint holds more than one. The totals, ledger and DLQ are exact either way
+    (docs/design.md, "Fold worker: checkpoints")."""
     s = settings.with_(worker_batch_records=500, worker_checkpoint_records=2000,
+                       worker_checkpoint_bytes=checkpoint_bytes,
                        worker_failpoint="folded:1:3")
     pipeline = Pipeline(s, tmp_path / "p")
     records, expected = generate(LoadSpec(events=12000, students=200, seed=33,
@@ -89,7 +92,12 @@ def test_a_backlog_folds_while_a_checkpoint_commits(settings: Settings,
         port = pipeline.procs["worker"].metrics_port
         checkpoints = metric(port, "xp_worker_checkpoint_records_count")
         small = metric(port, 'xp_worker_checkpoint_records_bucket{le="1000.0"}')
-        assert checkpoints > small, f"no checkpoint held over 1,000 records ({checkpoints})"
+        assert metric(port, "xp_worker_checkpoint_bytes_count") == checkpoints
+        assert metric(port, "xp_worker_checkpoint_bytes_sum") > 0
+        if checkpoint_bytes > 1024:
+            assert checkpoints > small, f"no checkpoint held over 1,000 records ({checkpoints})"
+        else:
+            assert checkpoints == small, f"{checkpoints - small} checkpoints over 1,000 records"
     finally:
         pipeline.stop()
 
