@@ -333,7 +333,7 @@ class Settings:
     worker_checkpoint_bytes: int = setting(
         4 * 1024 * 1024, "XP_WORKER_CHECKPOINT_BYTES",
         "... and up to about this many bytes of changelog and output records, estimated from "
-        "the previous checkpoint's bytes per source record (about 230 for an XP event, 1,100 "
+        "the previous checkpoints' bytes per source record (about 230 for an XP event, 1,100 "
         "for a daily-login claim): it bounds the worker's memory under a backlog, which grows "
         "by about 17 times what a checkpoint sends.",
         minimum=1, unit="bytes")
