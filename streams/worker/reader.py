@@ -476,8 +476,8 @@ class SourceReader:
         """True when the open checkpoint should take the next batch too instead of waiting for
         the previous one's commit: that commit is still running, the fetch was full (a
         backlog: more records are ready) and the open checkpoint holds fewer than
-        ``XP_WORKER_CHECKPOINT_RECORDS`` and, at the previous checkpoint's bytes per source
-        record, fewer than ``XP_WORKER_CHECKPOINT_BYTES``. A backlog then commits in fewer,
+        ``XP_WORKER_CHECKPOINT_RECORDS`` and, at the estimated bytes per source record
+        (:meth:`_seal`), fewer than ``XP_WORKER_CHECKPOINT_BYTES``. A backlog then commits in fewer,
         larger Kafka transactions and the fold never waits for the broker; a steady stream below
         a full fetch seals each batch at once (docs/design.md, "Fold worker: checkpoints")."""
         return (self._committing is not None and not self._committing.done()
